@@ -1,0 +1,478 @@
+"""Typed configuration: plain YAML -> validated dataclasses -> grid of runs, each with a stable id.
+
+Every section is a dataclass; its fields are the only keys allowed. A wrong key, a wrong type or an
+impossible value raises ConfigError naming the key, the value and what is allowed. YAML is read
+with ``yaml.safe_load`` only.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+import yaml
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+
+
+class ConfigError(ValueError):
+    """A config value that cannot be used; the message names the key, the value and the fix."""
+
+
+# --------------------------------------------------------------------------- sections
+
+@dataclass
+class AugmentConfig:
+    crop_padding: int = 4        # random crop after zero-padding by this many pixels (0: off)
+    flip: bool = True            # random horizontal flip
+    rotate_deg: float = 0.0      # random rotation in [-deg, deg] (COLT: 15 on CIFAR, 20 on Tiny)
+
+    def validate(self, key):
+        _check(self.crop_padding >= 0, f"{key}.crop_padding", self.crop_padding, "an integer >= 0")
+        _check(0 <= self.rotate_deg <= 180, f"{key}.rotate_deg", self.rotate_deg, "a number in [0, 180]")
+
+
+@dataclass
+class SyntheticConfig:
+    """The generated dataset used by smoke runs and tests (never passed off as real data)."""
+    num_classes: int = 10
+    image_size: int = 16
+    train_size: int = 2000
+    test_size: int = 500
+    seed: int = 0                # data seed: every run sees the same synthetic images
+
+    def validate(self, key):
+        _check(self.num_classes >= 2, f"{key}.num_classes", self.num_classes, "an integer >= 2")
+        _check(self.image_size >= 8, f"{key}.image_size", self.image_size, "an integer >= 8")
+        _check(self.train_size >= self.num_classes, f"{key}.train_size", self.train_size, ">= num_classes")
+        _check(self.test_size >= 1, f"{key}.test_size", self.test_size, "an integer >= 1")
+
+
+DATASETS = ("cifar10", "cifar100", "tinyimagenet", "synthetic")
+
+
+@dataclass
+class DatasetConfig:
+    name: Literal["cifar10", "cifar100", "tinyimagenet", "synthetic"] = "cifar10"
+    train_limit: Optional[int] = None     # keep this many train images (fixed-seed subset)
+    test_limit: Optional[int] = None      # keep this many test images (fixed-seed subset)
+    classes: Optional[list[int]] = None   # keep only these class ids, relabelled 0..k-1
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+
+    def validate(self, key):
+        for k in ("train_limit", "test_limit"):
+            v = getattr(self, k)
+            _check(v is None or v >= 1, f"{key}.{k}", v, "null or an integer >= 1")
+        if self.classes is not None:
+            _check(len(self.classes) >= 2 and len(set(self.classes)) == len(self.classes)
+                   and min(self.classes) >= 0, f"{key}.classes", self.classes,
+                   "null or a list of at least 2 distinct class ids >= 0")
+
+
+ARCHS = ("resnet18", "resnet34", "resnet50", "resnet_small")
+
+
+@dataclass
+class ModelConfig:
+    arch: Literal["resnet18", "resnet34", "resnet50", "resnet_small"] = "resnet18"
+
+
+@dataclass
+class TrainConfig:
+    """One training recipe (SGD). Defaults: the COLT lab's recipe (shared/research/paper.md 2.3)."""
+    epochs: int = 50
+    batch_size: int = 256
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 5e-4
+    warmup_epochs: float = 1.0            # linear warm-up, per iteration
+    schedule: Literal["step", "cosine", "constant"] = "step"
+    milestones: list[int] = field(default_factory=lambda: [20, 30, 45])   # epochs, for "step"
+    gamma: float = 0.2                    # LR factor at each milestone
+    label_smoothing: float = 0.0
+
+    def validate(self, key):
+        _check(self.epochs >= 1, f"{key}.epochs", self.epochs, "an integer >= 1 (this phase trains)")
+        _check(self.batch_size >= 1, f"{key}.batch_size", self.batch_size, "an integer >= 1")
+        _check(self.lr > 0, f"{key}.lr", self.lr, "a number > 0")
+        _check(0 <= self.momentum < 1, f"{key}.momentum", self.momentum, "a number in [0, 1)")
+        _check(self.weight_decay >= 0, f"{key}.weight_decay", self.weight_decay, "a number >= 0")
+        _check(0 <= self.warmup_epochs <= self.epochs, f"{key}.warmup_epochs", self.warmup_epochs,
+               f"a number in [0, epochs={self.epochs}]")
+        _check(0 < self.gamma <= 1, f"{key}.gamma", self.gamma, "a number in (0, 1]")
+        _check(all(m >= 1 for m in self.milestones) and self.milestones == sorted(self.milestones),
+               f"{key}.milestones", self.milestones, "increasing epoch numbers >= 1")
+        _check(0 <= self.label_smoothing < 1, f"{key}.label_smoothing", self.label_smoothing, "[0, 1)")
+
+
+@dataclass
+class PruneConfig:
+    sparsity: float = 0.9                 # fraction of the prunable set removed
+    layers: Literal["conv", "conv+linear"] = "conv"   # the prunable set (paper and COLT: conv)
+
+    def validate(self, key):
+        _check(0 <= self.sparsity < 1, f"{key}.sparsity", self.sparsity, "a number in [0, 1)")
+
+
+@dataclass
+class TeacherConfig:
+    arch: Literal["resnet18", "resnet34", "resnet50", "resnet_small"] = "resnet50"
+    seed: int = 0
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+@dataclass
+class KDConfig:
+    """Distillation loss of the proposed method (shared/research/paper.md 1.2-1.5)."""
+    loss: Literal["ca-kld", "kd"] = "ca-kld"       # kd: plain Hinton KL(P_T || P_S), the ablation
+    temperature: float = 3.0                        # paper: 3 on CIFAR-10/100, 5 on TinyImageNet
+    alpha: float = 0.5                              # weight of the KD term; 1 - alpha on CE
+    normalize: bool = True                          # z-score logits per sample before T
+    gamma: Literal["teacher-mean", "per-sample"] = "teacher-mean"
+    gamma_batches: int = 100                        # train batches used for the teacher-mean gamma
+    t2_scale: bool = True                           # multiply the KD term by T^2
+    eps: float = 1e-7
+
+    def validate(self, key):
+        _check(self.temperature > 0, f"{key}.temperature", self.temperature, "a number > 0")
+        _check(0 <= self.alpha <= 1, f"{key}.alpha", self.alpha, "a number in [0, 1]")
+        _check(self.gamma_batches >= 1, f"{key}.gamma_batches", self.gamma_batches, "an integer >= 1")
+        _check(self.eps > 0, f"{key}.eps", self.eps, "a number > 0")
+
+
+@dataclass
+class TGPConfig:
+    """Teacher-guided importance of the proposed method (shared/research/paper.md 1.6)."""
+    finetune: TrainConfig = field(default_factory=lambda: TrainConfig(
+        epochs=10, lr=0.01, warmup_epochs=0.0, schedule="cosine", milestones=[]))
+    saliency: Literal["weight-grad", "grad"] = "weight-grad"    # |w * g| or |g|
+    ema: bool = True                     # False: the scores of the last batch alone
+    beta: float = 0.99
+
+    def validate(self, key):
+        _check(0 <= self.beta < 1, f"{key}.beta", self.beta, "a number in [0, 1)")
+
+
+@dataclass
+class RuntimeConfig:
+    device: str = "auto"                 # auto | cpu | cuda | cuda:N
+    amp: Literal["auto", "bf16", "off"] = "auto"     # auto: bf16 on CUDA, off on CPU
+    channels_last: Literal["auto", "on", "off"] = "auto"
+    deterministic: bool = False          # torch.use_deterministic_algorithms (slower)
+    eval_batch_size: int = 1024
+
+    def validate(self, key):
+        _check(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"),
+               f"{key}.device", self.device, "auto, cpu, cuda or cuda:N")
+        _check(self.eval_batch_size >= 1, f"{key}.eval_batch_size", self.eval_batch_size, ">= 1")
+
+
+@dataclass
+class MethodEntry:
+    """A grid column: an implemented method, an optional label, optional config overrides."""
+    name: str
+    label: Optional[str] = None
+    set: dict = field(default_factory=dict)
+
+    @property
+    def display(self) -> str:
+        return self.label or self.name
+
+
+@dataclass
+class GridConfig:
+    datasets: list[str] = field(default_factory=list)     # empty: the dataset section's name
+    methods: list[MethodEntry] = field(default_factory=list)
+    sparsities: list[float] = field(default_factory=list)  # empty: prune.sparsity
+    seeds: list[int] = field(default_factory=list)         # empty: seed
+
+    def validate(self, key):
+        for d in self.datasets:
+            _check(d in DATASETS, f"{key}.datasets", d, f"one of {', '.join(DATASETS)}")
+        for s in self.sparsities:
+            _check(isinstance(s, (int, float)) and 0 <= s < 1, f"{key}.sparsities", s, "numbers in [0, 1)")
+
+
+@dataclass
+class Config:
+    name: str = "unnamed"
+    seed: int = 0
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    pretrain: TrainConfig = field(default_factory=TrainConfig)   # the dense model
+    retrain: TrainConfig = field(default_factory=TrainConfig)    # after pruning
+    prune: PruneConfig = field(default_factory=PruneConfig)
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    kd: KDConfig = field(default_factory=KDConfig)
+    tgp: TGPConfig = field(default_factory=TGPConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    grid: GridConfig = field(default_factory=GridConfig)
+
+
+# Sections a run's identity always depends on; methods add their own (METHOD.SECTIONS).
+COMMON_SECTIONS = ("dataset", "model", "seed")
+# Runtime fields that can change a result (device and batch size for eval do not).
+RUNTIME_IDENTITY = ("amp", "deterministic")
+
+
+# --------------------------------------------------------------------------- validation
+
+def _check(ok: bool, key: str, value: Any, allowed: str) -> None:
+    if not ok:
+        raise ConfigError(f"config key '{key}' has value {value!r}; allowed: {allowed}")
+
+
+def _type_name(tp) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (Union, types.UnionType):
+        return " or ".join("null" if a is type(None) else _type_name(a) for a in typing.get_args(tp))
+    if origin is list:
+        return f"a list of {_type_name(typing.get_args(tp)[0])}"
+    if dataclasses.is_dataclass(tp):
+        return f"a mapping with keys {', '.join(f.name for f in dataclasses.fields(tp))}"
+    return {int: "an integer", float: "a number", bool: "true or false", str: "a string",
+            dict: "a mapping"}.get(tp, str(tp))
+
+
+def _coerce(tp, value, key):
+    """Check ``value`` against type ``tp`` (and build nested dataclasses)."""
+    origin = typing.get_origin(tp)
+    bad = ConfigError(f"config key '{key}' has value {value!r}; allowed: {_type_name(tp)}")
+    if tp is MethodEntry:
+        if isinstance(value, str):
+            return MethodEntry(name=value)
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key '{key}' has value {value!r}; allowed: a method name or "
+                              "a mapping with keys name, label, set")
+        return from_dict(MethodEntry, value, key)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise bad
+        return from_dict(tp, value, key)
+    if origin is Literal:
+        if value not in typing.get_args(tp):
+            raise bad
+        return value
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None:
+            if type(None) in args:
+                return None
+            raise bad
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(a, value, key)
+            except ConfigError:
+                pass
+        raise bad
+    if origin is list:
+        if not isinstance(value, list):
+            raise bad
+        (inner,) = typing.get_args(tp)
+        return [_coerce(inner, v, f"{key}[{i}]") for i, v in enumerate(value)]
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise bad
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise bad
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise bad
+        return value
+    if tp is dict:
+        if not isinstance(value, dict):
+            raise bad
+        return dict(value)
+    raise TypeError(f"unsupported config type {tp} at {key}")
+
+
+def from_dict(cls, data: dict, key: str = ""):
+    """Build dataclass ``cls`` from a mapping, rejecting unknown keys and wrong types."""
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    for k in data:
+        if k not in names:
+            where = f"'{key}.{k}'" if key else f"'{k}'"
+            raise ConfigError(f"unknown config key {where}; allowed keys{' in ' + repr(key) if key else ''}: "
+                              f"{', '.join(names)}")
+    kwargs = {k: _coerce(hints[k], v, f"{key}.{k}" if key else k) for k, v in data.items()}
+    try:
+        obj = cls(**kwargs)
+    except TypeError as e:  # a required field is missing
+        raise ConfigError(f"config section '{key or cls.__name__}': {e}") from None
+    if hasattr(obj, "validate"):
+        obj.validate(key or cls.__name__.lower())
+    return obj
+
+
+def to_dict(obj) -> dict:
+    return dataclasses.asdict(obj)
+
+
+# --------------------------------------------------------------------------- loading
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``train.epochs=3`` -> ("train.epochs", 3); the value is read as YAML (safe_load)."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} is not of the form key.path=value (e.g. retrain.epochs=3)")
+    k, v = text.split("=", 1)
+    return k.strip(), yaml.safe_load(v)
+
+
+def set_dotted(data: dict, dotted: str, value: Any, cls=Config) -> None:
+    """Set ``a.b.c`` in a raw config mapping, checking each key against the dataclass schema."""
+    parts = dotted.split(".")
+    node, tp, path = data, cls, []
+    for i, part in enumerate(parts):
+        names = [f.name for f in dataclasses.fields(tp)] if dataclasses.is_dataclass(tp) else None
+        if names is not None and part not in names:
+            raise ConfigError(f"unknown config key '{'.'.join(path + [part])}' in override {dotted}={value!r}; "
+                              f"allowed keys here: {', '.join(names)}")
+        path.append(part)
+        if i == len(parts) - 1:
+            node[part] = value
+            return
+        tp = typing.get_type_hints(tp)[part]
+        if not dataclasses.is_dataclass(tp):
+            raise ConfigError(f"config key '{'.'.join(path)}' is not a section; cannot set {dotted}")
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"config key '{'.'.join(path)}' must be a mapping to set {dotted}")
+
+
+def resolve_config_path(path: str | Path) -> Path:
+    """A path as given, or the name of a shipped preset (``smoke`` -> bench/configs/smoke.yaml)."""
+    p = Path(path)
+    if p.exists():
+        return p
+    shipped = CONFIG_DIR / (p.name if p.suffix else p.name + ".yaml")
+    if shipped.exists():
+        return shipped
+    presets = ", ".join(sorted(q.stem for q in CONFIG_DIR.glob("*.yaml")))
+    raise ConfigError(f"config file {str(path)!r} not found (also looked in {CONFIG_DIR}); "
+                      f"shipped presets: {presets}")
+
+
+def load_raw(path: str | Path) -> dict:
+    p = resolve_config_path(path)
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {p} is not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {p} must hold a mapping at the top level, not {type(data).__name__}")
+    return data
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Config:
+    data = load_raw(path) if path is not None else {}
+    for text in overrides:
+        k, v = parse_override(text)
+        set_dotted(data, k, v)
+    return from_dict(Config, data)
+
+
+# --------------------------------------------------------------------------- grid and identity
+
+@dataclass
+class RunSpec:
+    """One cell of a grid: the config of that run and how it is named."""
+    config: Config
+    method: MethodEntry
+    run_id: str
+
+    @property
+    def dataset(self) -> str:
+        return self.config.dataset.name
+
+    @property
+    def sparsity(self) -> float:
+        return self.config.prune.sparsity
+
+    @property
+    def seed(self) -> int:
+        return self.config.seed
+
+
+def identity(cfg: Config, method_name: str, sections: tuple[str, ...], prunes: bool) -> dict:
+    """The canonical mapping hashed into the run id."""
+    full = to_dict(cfg)
+    ident: dict[str, Any] = {"method": method_name}
+    for s in COMMON_SECTIONS + tuple(sections):
+        ident[s] = full[s]
+    if prunes:
+        ident["prune"] = full["prune"]
+    ident["runtime"] = {k: full["runtime"][k] for k in RUNTIME_IDENTITY}
+    return ident
+
+
+def hash_identity(ident: dict) -> str:
+    canon = json.dumps(ident, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canon.encode()).hexdigest()[:16]
+
+
+def apply_sets(cfg: Config, sets: dict, where: str) -> Config:
+    """A copy of ``cfg`` with dotted overrides applied (re-validated)."""
+    data = to_dict(cfg)
+    for k, v in sets.items():
+        try:
+            set_dotted(data, k, v)
+        except ConfigError as e:
+            raise ConfigError(f"{where}: {e}") from None
+    return from_dict(Config, data)
+
+
+def expand_grid(cfg: Config, method_info) -> list[RunSpec]:
+    """Datasets x methods x sparsities x seeds -> runs. ``method_info(name)`` returns the method
+    module (for PRUNES and SECTIONS). Methods that do not prune get one run per dataset and seed."""
+    grid = cfg.grid
+    datasets = grid.datasets or [cfg.dataset.name]
+    methods = grid.methods or [MethodEntry(name="dense")]
+    sparsities = grid.sparsities or [cfg.prune.sparsity]
+    seeds = grid.seeds or [cfg.seed]
+    labels = [m.display for m in methods]
+    dup = {l for l in labels if labels.count(l) > 1}
+    if dup:
+        raise ConfigError(f"config key 'grid.methods' lists the label(s) {sorted(dup)} twice; give each "
+                          "entry a distinct 'label'")
+    runs, seen = [], set()
+    for ds in datasets:
+        for m in methods:
+            mod = method_info(m.name)
+            for sp in (sparsities if mod.PRUNES else [0.0]):
+                for seed in seeds:
+                    data = to_dict(cfg)
+                    data["grid"] = {}
+                    data["dataset"]["name"] = ds
+                    data["prune"]["sparsity"] = float(sp)
+                    data["seed"] = int(seed)
+                    run_cfg = apply_sets(from_dict(Config, data), m.set, f"grid method {m.display!r}")
+                    rid = hash_identity(identity(run_cfg, m.name, mod.SECTIONS, mod.PRUNES))
+                    if (m.display, rid) in seen:
+                        continue
+                    seen.add((m.display, rid))
+                    runs.append(RunSpec(config=run_cfg, method=m, run_id=rid))
+    return runs
+
+
+def config_copy(cfg: Config) -> Config:
+    return copy.deepcopy(cfg)

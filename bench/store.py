@@ -1,0 +1,117 @@
+"""Results on disk: one JSON file per run, written atomically, gathered into a table on demand.
+
+Layout under a results directory (default ``results/``)::
+
+    runs/<dataset>/<method>__sp<sparsity>__seed<seed>__<run_id>.json   one file per run
+    cache/                                                            reusable checkpoints
+    summary.csv                                                       `python -m bench collect`
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that a reader sees either the old file or the new one, never half."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _json_safe(obj: Any) -> Any:
+    """NaN/inf are not JSON: store them as null so every reader can parse the file."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {str(k): _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    return obj
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(_json_safe(obj), indent=1, sort_keys=True) + "\n").encode())
+
+
+def run_filename(method: str, sparsity: float, seed: int, run_id: str) -> str:
+    return f"{method}__sp{sparsity:g}__seed{seed}__{run_id}.json"
+
+
+def run_path(results_dir: Path, dataset: str, method: str, sparsity: float, seed: int, run_id: str) -> Path:
+    return Path(results_dir) / "runs" / dataset / run_filename(method, sparsity, seed, run_id)
+
+
+def read_run(path: Path) -> dict | None:
+    """The record at ``path``, or None when there is none. A file that is not valid JSON is an error:
+    it is never silently treated as 'not run' (that would overwrite it)."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"result file {path} is not valid JSON ({e}); move it aside to rerun that run") from e
+
+
+def iter_run_files(results_dir: Path, dataset: str | None = None) -> Iterable[Path]:
+    root = Path(results_dir) / "runs"
+    pattern = f"{dataset}/*.json" if dataset else "*/*.json"
+    return sorted(root.glob(pattern))
+
+
+def load_runs(results_dir: Path, dataset: str | None = None, status: str | None = None) -> list[dict]:
+    """Every run record under ``results_dir`` (optionally one dataset, optionally one status)."""
+    runs = []
+    for p in iter_run_files(results_dir, dataset):
+        rec = read_run(p)
+        if rec is not None and (status is None or rec.get("status") == status):
+            rec["_path"] = str(p)
+            runs.append(rec)
+    return runs
+
+
+SUMMARY_COLUMNS = [
+    "run_id", "status", "dataset", "model", "method", "method_name", "target_sparsity", "seed",
+    "sparsity_prunable", "sparsity_overall", "top1_final", "top1_best", "top5_final", "top5_best",
+    "best_epoch", "time_total_s", "time_train_s", "device_name", "data_official", "teacher_sha256",
+    "teacher_top1", "git_commit", "git_dirty", "started_at", "ended_at", "error",
+]
+
+
+def summary_rows(runs: list[dict]) -> list[dict]:
+    rows = []
+    for r in runs:
+        row = {k: r.get(k) for k in SUMMARY_COLUMNS}
+        row["data_official"] = (r.get("data") or {}).get("official")
+        row["teacher_sha256"] = (r.get("teacher") or {}).get("sha256")
+        row["teacher_top1"] = (r.get("teacher") or {}).get("top1")
+        prov = r.get("provenance") or {}
+        row["git_commit"], row["git_dirty"] = prov.get("git_commit"), prov.get("git_dirty")
+        row["error"] = (r.get("error") or "")[:200] or None
+        rows.append(row)
+    return rows
+
+
+def collect(results_dir: Path) -> Path:
+    """Gather every run into ``<results_dir>/summary.csv`` (one row per run) and return its path."""
+    import pandas as pd
+
+    df = pd.DataFrame(summary_rows(load_runs(results_dir)), columns=SUMMARY_COLUMNS)
+    df = df.sort_values(["dataset", "method", "target_sparsity", "seed"], kind="stable")
+    out = Path(results_dir) / "summary.csv"
+    atomic_write_bytes(out, df.to_csv(index=False).encode())
+    return out
