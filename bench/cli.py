@@ -1,0 +1,98 @@
+"""``python -m bench <command>``: run a grid, collect results, train teachers, render reports."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .config import ConfigError, load_config
+
+
+def _add_run_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", help="a YAML file, or the name of a shipped preset (smoke, cifar10-fast, ...)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set retrain.epochs=3 (repeatable)")
+    p.add_argument("--results", type=Path, default=Path("results"), help="results directory (default: results)")
+    p.add_argument("--data-dir", type=Path, default=Path("data"),
+                   help="where datasets live in their standard layouts (default: data)")
+    p.add_argument("--download", action="store_true",
+                   help="fetch missing datasets (official archives, via torchvision; needs a network)")
+
+
+def cmd_run(args) -> int:
+    from .runner import run_grid
+
+    cfg = load_config(args.config, args.overrides)
+    counts = run_grid(cfg, args.results, args.data_dir, download=args.download, dry_run=args.dry_run)
+    return 1 if counts.get("failed") else 0
+
+
+def cmd_collect(args) -> int:
+    from .store import collect
+
+    print(f"wrote {collect(args.results)}")
+    return 0
+
+
+def cmd_teacher(args) -> int:
+    """Train (or report) the teacher of every dataset in the config's grid."""
+    from . import config as C
+    from .context import Artifacts, RunContext
+    from .data import load_dataset
+    from .engine import resolve_device
+
+    cfg = load_config(args.config, args.overrides)
+    device = resolve_device(cfg.runtime)
+    for name in cfg.grid.datasets or [cfg.dataset.name]:
+        run_cfg = C.config_copy(cfg)
+        run_cfg.dataset.name = name
+        data = load_dataset(run_cfg.dataset, args.data_dir, device, download=args.download)
+        ctx = RunContext(run_cfg, data, device, Artifacts(args.results / "cache"))
+        ctx.teacher()
+        info = ctx.teacher_info
+        print(f"{name}: teacher {info['arch']} top1 {info['top1']:.2f}% (best {info['top1_best']:.2f}%) "
+              f"sha256 {info['sha256'][:16]}... at {info['path']}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("run", help="run (or resume) a grid of runs")
+    _add_run_args(p)
+    p.add_argument("--dry-run", action="store_true", help="list each run as done, failed or pending")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("collect", help="gather all run records into <results>/summary.csv")
+    p.add_argument("--results", type=Path, default=Path("results"))
+    p.set_defaults(func=cmd_collect)
+
+    p = sub.add_parser("teacher", help="train (or report) the teacher of each dataset in a config")
+    _add_run_args(p)
+    p.set_defaults(func=cmd_teacher)
+
+    from .speed import register as register_speed
+    register_speed(sub)
+    from .report.cli import register as register_report
+    register_report(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args) or 0
+    except ConfigError as e:
+        print(f"config error: {e}", file=sys.stderr)
+        return 2
+    except FileNotFoundError as e:  # missing dataset or config: the message says where and how
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: finished runs are recorded; rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

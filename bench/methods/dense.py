@@ -1,0 +1,11 @@
+"""Dense reference: the unpruned model trained with the ``pretrain`` recipe."""
+from ..context import Outcome
+
+NAME = "dense"
+PRUNES = False
+SECTIONS = ("pretrain",)
+
+
+def run(ctx) -> Outcome:
+    model, result = ctx.dense_model()
+    return Outcome(model=model, result=result)

@@ -1,0 +1,12 @@
+"""One-shot global magnitude pruning of the trained dense model, then retraining (masks fixed)."""
+from ..context import Outcome
+
+NAME = "magnitude"
+PRUNES = True
+SECTIONS = ("pretrain", "retrain")
+
+
+def run(ctx) -> Outcome:
+    model, _ = ctx.dense_model()
+    scores = [p.detach().abs() for p in ctx.masks(model).params]
+    return ctx.prune_and_retrain(model, scores)

@@ -1,0 +1,15 @@
+"""Control: prune the same number of weights as every other method, chosen at random (seeded)."""
+import torch
+
+from ..context import Outcome
+
+NAME = "random"
+PRUNES = True
+SECTIONS = ("pretrain", "retrain")
+
+
+def run(ctx) -> Outcome:
+    model, _ = ctx.dense_model()
+    gen = torch.Generator(device=ctx.device).manual_seed(ctx.cfg.seed)
+    scores = [torch.rand(p.shape, generator=gen, device=ctx.device) for p in ctx.masks(model).params]
+    return ctx.prune_and_retrain(model, scores)

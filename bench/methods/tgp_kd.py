@@ -1,0 +1,10 @@
+"""The proposed method, retrained with the joint objective alpha * CA-KLD + (1 - alpha) * CE."""
+from . import tgp
+
+NAME = "tgp-kd"
+PRUNES = True
+SECTIONS = tgp.SECTIONS
+
+
+def run(ctx):
+    return tgp.run(ctx, retrain_with_kd=True)
