@@ -1,0 +1,110 @@
+"""Config validation, overrides, grid expansion and pinned run ids."""
+import pytest
+
+from bench import methods
+from bench.config import Config, ConfigError, expand_grid, from_dict, load_config
+
+# A config written out here (not a shipped preset) so the pins only move when the schema,
+# a default, or the identity rule changes, which must be a deliberate act.
+PINNED = {
+    "name": "pin",
+    "seed": 7,
+    "dataset": {"name": "synthetic"},
+    "model": {"arch": "resnet_small"},
+    "grid": {"methods": ["dense", "magnitude", "tgp-kd"], "sparsities": [0.5, 0.985], "seeds": [7]},
+}
+PINNED_IDS = {
+    ('dense', 0.0): '717127730198ffc0',
+    ('magnitude', 0.5): 'c62a201210345f67',
+    ('magnitude', 0.985): 'ef8fa942544187bd',
+    ('tgp-kd', 0.5): '83e6ae158d65b71d',
+    ('tgp-kd', 0.985): '96bed4713fdd55a2',
+}
+
+
+def grid_ids(data):
+    cfg = from_dict(Config, data)
+    return {(r.method.display, r.sparsity): r.run_id for r in expand_grid(cfg, methods.get)}
+
+
+def test_pinned_run_ids():
+    assert grid_ids(PINNED) == PINNED_IDS
+
+
+def test_run_id_ignores_cosmetic_fields_and_unused_sections():
+    base = grid_ids(PINNED)
+    renamed = dict(PINNED, name="other name", runtime={"device": "cpu", "eval_batch_size": 7})
+    assert grid_ids(renamed) == base
+    # The KD section does not touch dense or magnitude runs, only the proposed method.
+    kd = dict(PINNED, kd={"temperature": 5.0})
+    changed = grid_ids(kd)
+    assert changed[("dense", 0.0)] == base[("dense", 0.0)]
+    assert changed[("magnitude", 0.5)] == base[("magnitude", 0.5)]
+    assert changed[("tgp-kd", 0.5)] != base[("tgp-kd", 0.5)]
+
+
+def test_grid_expansion_counts_and_dense_once_per_seed():
+    cfg = load_config("smoke")
+    runs = expand_grid(cfg, methods.get)
+    n_seeds, n_sp = len(cfg.grid.seeds), len(cfg.grid.sparsities)
+    assert len(runs) == n_seeds + 4 * n_sp * n_seeds
+    assert len({r.run_id for r in runs}) == len(runs)
+    assert all(r.sparsity == 0 for r in runs if r.method.name == "dense")
+
+
+def test_method_entry_with_label_and_overrides():
+    data = dict(PINNED, grid={"methods": ["tgp", {"name": "tgp", "label": "tgp-beta0.9", "set": {"tgp.beta": 0.9}}],
+                              "sparsities": [0.9], "seeds": [0]})
+    runs = expand_grid(from_dict(Config, data), methods.get)
+    by_label = {r.method.display: r for r in runs}
+    assert by_label["tgp-beta0.9"].config.tgp.beta == 0.9
+    assert by_label["tgp"].config.tgp.beta == 0.99
+    assert by_label["tgp"].run_id != by_label["tgp-beta0.9"].run_id
+
+
+@pytest.mark.parametrize("override, fragment", [
+    ("retrain.epochz=3", "unknown config key 'retrain.epochz'"),
+    ("retrain.epochs=0", "'retrain.epochs' has value 0"),
+    ("prune.sparsity=1.0", "'prune.sparsity' has value 1.0; allowed: a number in [0, 1)"),
+    ("prune.sparsity=-0.1", "'prune.sparsity'"),
+    ("retrain.lr=fast", "'retrain.lr' has value 'fast'; allowed: a number"),
+    ("retrain.epochs=2.5", "'retrain.epochs' has value 2.5; allowed: an integer"),
+    ("model.arch=vgg99", "'model.arch' has value 'vgg99'; allowed: one of"),
+    ("grid.sparsities=[0.5, 1.2]", "'grid.sparsities'"),
+    ("grid.methods=[dense, nosuchmethod]", "unknown method 'nosuchmethod'"),
+    ("kd.alpha=1.5", "'kd.alpha'"),
+    ("retrain", "not of the form key.path=value"),
+])
+def test_bad_values_name_key_value_and_allowed(override, fragment):
+    with pytest.raises(ConfigError) as e:
+        cfg = load_config("smoke", [override])
+        expand_grid(cfg, methods.get)
+    assert fragment in str(e.value)
+
+
+def test_unknown_top_level_key_in_yaml(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("dataset: {name: synthetic}\ntrian: {epochs: 3}\n")
+    with pytest.raises(ConfigError, match="unknown config key 'trian'; allowed keys: name, seed, dataset"):
+        load_config(p)
+
+
+def test_yaml_is_read_safely(tmp_path):
+    p = tmp_path / "evil.yaml"
+    p.write_text("name: !!python/object/apply:os.system ['echo pwned']\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(p)
+
+
+def test_missing_config_file_lists_presets():
+    with pytest.raises(ConfigError, match="shipped presets: .*smoke"):
+        load_config("no-such-config")
+
+
+def test_overrides_apply_and_presets_load():
+    cfg = load_config("cifar10-paper", ["retrain.epochs=3", "kd.temperature=4"])
+    assert cfg.retrain.epochs == 3 and cfg.kd.temperature == 4.0
+    for name in ("smoke", "cifar10-fast", "cifar10-paper", "cifar100-fast", "cifar100-paper",
+                 "tinyimagenet-fast", "tinyimagenet-paper"):
+        assert expand_grid(load_config(name), methods.get)
+    assert load_config("tinyimagenet-paper").kd.temperature == 5.0

@@ -1,0 +1,140 @@
+"""The runner: records, skip/resume after a kill, failures, and method sanity on the smoke data."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from bench import methods
+from bench.cli import main
+from bench.config import Config, expand_grid, from_dict, load_config
+from bench.context import Artifacts, CorruptCheckpointError, RunContext
+from bench.data import load_dataset
+from bench.masks import sparsity_stats
+from bench.runner import run_grid
+from bench.store import load_runs
+
+from tiny import TINY, write_config
+
+REPO = Path(__file__).resolve().parents[1]
+REQUIRED = ["run_id", "status", "dataset", "model", "method", "target_sparsity", "seed", "sparsity_prunable",
+            "sparsity_overall", "top1_final", "top1_best", "time_total_s", "time_train_s", "device_name", "config",
+            "provenance", "data", "phases", "layer_density", "started_at", "ended_at"]
+
+
+def quiet(_):
+    pass
+
+
+def test_grid_records_every_field_and_skips_finished_runs(tmp_path):
+    cfg = from_dict(Config, TINY)
+    counts = run_grid(cfg, tmp_path, tmp_path / "data", log=quiet)
+    assert counts == {"ok": 5, "failed": 0, "skipped": 0}
+    runs = load_runs(tmp_path)
+    assert len(runs) == 5
+    for r in runs:
+        assert not [k for k in REQUIRED if k not in r]
+        assert r["status"] == "ok" and r["data"]["official"] is False
+        for k in ("git_commit", "git_dirty", "python", "torch", "cuda", "gpu_name", "gpu_count", "hostname"):
+            assert k in r["provenance"]
+        if r["method"] != "dense":
+            assert abs(r["sparsity_prunable"] - r["target_sparsity"]) < 1e-4
+            assert r["sparsity_overall"] < r["sparsity_prunable"]
+    mtimes = {r["_path"]: os.path.getmtime(r["_path"]) for r in runs}
+    assert run_grid(cfg, tmp_path, tmp_path / "data", log=quiet) == {"ok": 0, "failed": 0, "skipped": 5}
+    assert {p: os.path.getmtime(p) for p in mtimes} == mtimes
+
+
+def test_killed_grid_resumes_without_redoing_or_duplicating(tmp_path):
+    cfg_path = write_config(tmp_path / "tiny.yaml", grid={**TINY["grid"], "sparsities": [0.3, 0.5, 0.7, 0.9]})
+    results = tmp_path / "results"
+    cmd = [sys.executable, "-m", "bench", "run", str(cfg_path), "--results", str(results), "--data-dir", str(tmp_path)]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(results.glob("runs/*/*.json"))) < 3:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    before = {p: p.read_bytes() for p in results.glob("runs/*/*.json")}
+    assert 3 <= len(before) < 9, "the kill should land mid-grid"
+    assert subprocess.run(cmd, cwd=REPO, capture_output=True).returncode == 0
+    after = {p: p.read_bytes() for p in results.glob("runs/*/*.json")}
+    assert len(after) == 9  # 1 dense + 2 methods x 4 sparsities, each exactly once
+    assert all(after[p] == b for p, b in before.items())  # finished runs untouched
+    ids = [json.loads(b)["run_id"] for b in after.values()]
+    assert len(set(ids)) == len(ids)
+    dry = subprocess.run(cmd + ["--dry-run"], cwd=REPO, capture_output=True, text=True)
+    assert "9 runs: 9 done, 0 failed, 0 pending" in dry.stdout
+
+
+def test_failed_run_is_recorded_and_the_grid_goes_on(tmp_path):
+    grid = {"methods": ["dense", {"name": "magnitude", "label": "exploding", "set": {"retrain.lr": 1.0e12}},
+                        "random"], "sparsities": [0.5], "seeds": [0]}
+    cfg = from_dict(Config, {**TINY, "grid": grid})
+    counts = run_grid(cfg, tmp_path, tmp_path, log=quiet)
+    assert counts == {"ok": 2, "failed": 1, "skipped": 0}
+    failed = load_runs(tmp_path, status="failed")
+    assert len(failed) == 1 and failed[0]["method"] == "exploding"
+    assert "NonFiniteLossError" in failed[0]["error"] and failed[0]["traceback"]
+    # A rerun retries only the failed run, and keeps the earlier failure on record.
+    assert run_grid(cfg, tmp_path, tmp_path, log=quiet) == {"ok": 0, "failed": 1, "skipped": 2}
+    again = load_runs(tmp_path, status="failed")[0]
+    assert len(again["previous_failures"]) == 1 and "NonFiniteLossError" in again["previous_failures"][0]["error"]
+
+
+def test_cli_reports_bad_config_and_missing_dataset(tmp_path, capsys):
+    assert main(["run", "smoke", "--set", "prune.sparsity=1.5", "--results", str(tmp_path)]) == 2
+    assert "'prune.sparsity' has value 1.5" in capsys.readouterr().err
+    assert main(["run", "cifar10-fast", "--results", str(tmp_path), "--data-dir", str(tmp_path / "nowhere")]) == 2
+    err = capsys.readouterr().err
+    assert "nowhere" in err and "--download" in err
+    assert not list(tmp_path.glob("runs/*/*.json"))  # nothing recorded for a set-up error
+
+
+def test_corrupt_cached_checkpoint_is_an_error_not_a_retrain(tmp_path):
+    cfg = from_dict(Config, {**TINY, "grid": {"methods": ["magnitude"], "sparsities": [0.5], "seeds": [0]}})
+    run_grid(cfg, tmp_path, tmp_path, log=quiet)
+    (pt,) = (tmp_path / "cache" / "dense").glob("*.pt")
+    pt.write_bytes(pt.read_bytes()[:-10] + b"corrupted!")
+    spec = expand_grid(from_dict(Config, {**TINY, "grid": {"methods": ["random"], "sparsities": [0.5], "seeds": [0]}}),
+                       methods.get)[0]
+    data = load_dataset(spec.config.dataset, tmp_path, "cpu")
+    ctx = RunContext(spec.config, data, torch.device("cpu"), Artifacts(tmp_path / "cache"), quiet)
+    with pytest.raises(CorruptCheckpointError, match="sha256.*delete"):
+        ctx.dense_model()
+
+
+@pytest.mark.slow
+def test_magnitude_beats_random_at_high_sparsity(tmp_path):
+    """On the smoke data (seed fixed), magnitude pruning keeps far more accuracy than random."""
+    cfg = from_dict(Config, {**TINY, "grid": {"methods": ["magnitude", "random"], "sparsities": [0.95], "seeds": [0]},
+                             "dataset": {**TINY["dataset"], "synthetic": {"num_classes": 4, "image_size": 8,
+                                                                           "train_size": 512, "test_size": 256}},
+                             "pretrain": {**TINY["pretrain"], "epochs": 6},
+                             "retrain": {**TINY["retrain"], "epochs": 2}})
+    run_grid(cfg, tmp_path, tmp_path, log=quiet)
+    acc = {r["method"]: r["top1_final"] for r in load_runs(tmp_path)}
+    assert acc["magnitude"] > acc["random"] + 10, acc
+
+
+def test_tgp_end_to_end_prunes_exactly_and_never_revives(tmp_path):
+    """The proposed method on the synthetic dataset at a high sparsity."""
+    for name in ("tgp", "tgp-kd"):
+        spec = expand_grid(from_dict(Config, {**TINY, "grid": {"methods": [name], "sparsities": [0.95], "seeds": [0]}}),
+                           methods.get)[0]
+        data = load_dataset(spec.config.dataset, tmp_path, "cpu")
+        ctx = RunContext(spec.config, data, torch.device("cpu"), Artifacts(tmp_path / "cache"), quiet)
+        out = methods.get(name).run(ctx)
+        pruned = [m == 0 for m in out.masks.masks]
+        assert sum(int(z.sum()) for z in pruned) == round(0.95 * out.masks.numel)
+        assert all(torch.count_nonzero(p[z]) == 0 for p, z in zip(out.masks.params, pruned))
+        assert abs(sparsity_stats(out.model)["sparsity_prunable"] - 0.95) < 1e-4
+        assert ctx.teacher_info["sha256"] and ctx.teacher_info["top1"] > 0
+        assert 0 < ctx.extra["kd_gamma"] <= 1
+    # The scoring stage is shared: the second variant reused the cached fine-tuned student.
+    assert len(list((tmp_path / "cache" / "tgp-finetune").glob("*.pt"))) == 1
