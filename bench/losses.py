@@ -1,0 +1,175 @@
+"""Objectives and the distillation maths shared by the proposed method and the baselines.
+
+Maths: shared/research/paper.md 1.2-1.5. An objective is ``objective(model, batch) -> (loss, logits)``
+(docs/design.md, "Objectives"); ``batch`` has fields ``x``, ``y``, ``idx``.
+
+All KD maths runs in float32: under bf16 autocast the logits are cast with ``.float()`` first, and
+the ops used here (mean, std, log_softmax, exp, sum) are not ones autocast lowers to bf16.
+"""
+from __future__ import annotations
+
+import itertools
+from typing import Iterable, Optional, Union
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .config import KDConfig
+
+Gamma = Union[float, Tensor]
+
+
+# --------------------------------------------------------------------------- maths
+
+def normalize_logits(z: Tensor, eps: float = 1e-7) -> Tensor:
+    """Per-sample z-score over the class dim: (z - mean) / (std + eps)."""
+    mu = z.mean(dim=-1, keepdim=True)
+    # Population std (correction=0), as the paper writes sigma. Sun et al.'s code uses the unbiased
+    # std; after softmax the difference is a constant rescale that the temperature absorbs.
+    sigma = z.std(dim=-1, keepdim=True, correction=0)
+    return (z - mu) / (sigma + eps)
+
+
+def tempered_log_probs(z: Tensor, temperature: float, normalize: bool, eps: float = 1e-7) -> Tensor:
+    """log softmax(normalize(z) / T), or log softmax(z / T) without normalisation."""
+    z = z.float()
+    if normalize:
+        z = normalize_logits(z, eps)
+    return F.log_softmax(z / temperature, dim=-1)
+
+
+def kl(p_log: Tensor, q_log: Tensor) -> Tensor:
+    """Per-sample KL(P || Q) = sum_c p_c (log p_c - log q_c), from log-probabilities.
+
+    Works on log-probs throughout (p = exp(log p)), so no log(0) is ever taken; log_softmax of
+    finite logits is finite, so every term is finite.
+    """
+    return (p_log.exp() * (p_log - q_log)).sum(dim=-1)
+
+
+def _gamma_per_sample(gamma: Gamma, batch: int, like: Tensor) -> Gamma:
+    if not torch.is_tensor(gamma):
+        return float(gamma)
+    if gamma.shape != (batch,):
+        raise ValueError(f"per-sample gamma must have shape [{batch}], got {list(gamma.shape)}")
+    return gamma.detach().to(device=like.device, dtype=torch.float32)   # gamma is never trained
+
+
+def ca_kld(student_logits: Tensor, teacher_logits: Tensor, gamma: Gamma, *, temperature: float,
+           normalize: bool = True, t2_scale: bool = True, eps: float = 1e-7) -> Tensor:
+    """CA-KLD: gamma * KL(P_S || P_T) + (1 - gamma) * KL(P_T || P_S), batch mean (x T^2).
+
+    ``gamma`` is a float or a per-sample tensor of shape [B]. gamma=0 is the Hinton direction
+    KL(P_T || P_S) (mode-covering), gamma=1 the reverse KL(P_S || P_T) (mode-seeking).
+    The teacher side is the target and is detached.
+    """
+    s_log = tempered_log_probs(student_logits, temperature, normalize, eps)
+    t_log = tempered_log_probs(teacher_logits.detach(), temperature, normalize, eps)
+    g = _gamma_per_sample(gamma, s_log.shape[0], s_log)
+    per_sample = g * kl(s_log, t_log) + (1 - g) * kl(t_log, s_log)
+    return per_sample.mean() * (temperature ** 2 if t2_scale else 1.0)
+
+
+def hinton_kd(student_logits: Tensor, teacher_logits: Tensor, *, temperature: float,
+              normalize: bool = False, t2_scale: bool = True, eps: float = 1e-7) -> Tensor:
+    """Hinton KD: KL(P_T || P_S), batch mean (x T^2). The teacher side is detached."""
+    s_log = tempered_log_probs(student_logits, temperature, normalize, eps)
+    t_log = tempered_log_probs(teacher_logits.detach(), temperature, normalize, eps)
+    return kl(t_log, s_log).mean() * (temperature ** 2 if t2_scale else 1.0)
+
+
+def teacher_confidence(teacher_logits: Tensor) -> Tensor:
+    """Per-sample max of the plain softmax (no T, no normalisation: BitDistiller), detached."""
+    return F.softmax(teacher_logits.detach().float(), dim=-1).amax(dim=-1)
+
+
+@torch.no_grad()
+def teacher_mean_confidence(teacher: nn.Module, batches: Iterable, max_batches: int) -> float:
+    """gamma for CA-KLD: mean over samples of teacher_confidence on the first max_batches batches."""
+    was_training = teacher.training
+    teacher.eval()
+    try:
+        total, count = None, 0
+        for batch in itertools.islice(batches, max_batches):
+            conf = teacher_confidence(teacher(batch.x)).sum()
+            total = conf if total is None else total + conf    # stays on the device: no sync
+            count += batch.x.shape[0]
+    finally:
+        teacher.train(was_training)
+    if count == 0:
+        raise ValueError("teacher_mean_confidence: no batches to measure the teacher's confidence on")
+    return total.item() / count                                # the one host sync
+
+
+# --------------------------------------------------------------------------- objectives
+
+class Objective:
+    """Base: stateless objectives have an empty checkpoint state."""
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
+class CrossEntropy(Objective):
+    def __init__(self, label_smoothing: float = 0.0):
+        self.label_smoothing = label_smoothing
+
+    def __call__(self, model: nn.Module, batch) -> tuple[Tensor, Tensor]:
+        logits = model(batch.x)
+        loss = F.cross_entropy(logits.float(), batch.y, label_smoothing=self.label_smoothing)
+        return loss, logits
+
+
+class Distillation(Objective):
+    """alpha * KD(student, teacher) + (1 - alpha) * CE(raw student logits, y) (paper.md 1.5).
+
+    KD is CA-KLD (``kd.loss == "ca-kld"``) with gamma = the precomputed teacher-mean confidence
+    (``kd.gamma == "teacher-mean"``, pass it as ``gamma``) or the per-sample teacher confidence
+    (``"per-sample"``), or Hinton's KL(P_T || P_S) (``kd.loss == "kd"``).
+    """
+
+    def __init__(self, teacher: nn.Module, kd: KDConfig, gamma: Optional[float] = None,
+                 label_smoothing: float = 0.0):
+        if kd.loss == "ca-kld" and kd.gamma == "teacher-mean":
+            if gamma is None:
+                raise ValueError("Distillation with kd.gamma='teacher-mean' needs gamma; compute it "
+                                 "with teacher_mean_confidence(teacher, train batches, kd.gamma_batches)")
+            if not 0.0 <= gamma <= 1.0:
+                raise ValueError(f"gamma must be in [0, 1], got {gamma}")
+        self.teacher = teacher
+        self.kd = kd
+        self.gamma = gamma
+        self.label_smoothing = label_smoothing
+        # The teacher is frozen: no grads are ever computed for or stored in its parameters.
+        teacher.eval()
+        teacher.requires_grad_(False)
+
+    def kd_term(self, student_logits: Tensor, teacher_logits: Tensor) -> Tensor:
+        kd = self.kd
+        s, t = student_logits.float(), teacher_logits.float()   # float32 even under bf16 autocast
+        if kd.loss == "kd":
+            return hinton_kd(s, t, temperature=kd.temperature, normalize=kd.normalize,
+                             t2_scale=kd.t2_scale, eps=kd.eps)
+        gamma = self.gamma if kd.gamma == "teacher-mean" else teacher_confidence(t)
+        return ca_kld(s, t, gamma, temperature=kd.temperature, normalize=kd.normalize,
+                      t2_scale=kd.t2_scale, eps=kd.eps)
+
+    def __call__(self, model: nn.Module, batch) -> tuple[Tensor, Tensor]:
+        self.teacher.eval()       # cheap; guards against a stray .train() on a parent module
+        logits = model(batch.x)
+        with torch.no_grad():
+            teacher_logits = self.teacher(batch.x)
+        ce = F.cross_entropy(logits.float(), batch.y, label_smoothing=self.label_smoothing)
+        alpha = self.kd.alpha
+        loss = alpha * self.kd_term(logits, teacher_logits) + (1 - alpha) * ce
+        return loss, logits
+
+    def state_dict(self) -> dict:
+        return {"gamma": self.gamma}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.gamma = state.get("gamma", self.gamma)
