@@ -80,6 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(line_buffering=True)  # progress lines reach logs as they happen
     args = build_parser().parse_args(argv)
     try:
         return args.func(args) or 0
