@@ -1,0 +1,11 @@
+"""Tables, figures and the Markdown report, rendered from stored results only (no training).
+
+Entry points (every one takes the results and plots directories as parameters):
+
+* ``tables.write_tables(results_dir, dataset=None, formats="all", accuracy="best", ...)``
+* ``figures.write_figures(results_dir, plots_dir, dataset=None, accuracy="best", sparsity=None, ...)``
+* ``report.write_report(results_dir, plots_dir, out=None, ...)``
+* ``cli.register(subparsers)`` adds ``table``, ``plot`` and ``report`` to ``python -m bench``.
+
+See docs/reporting.md.
+"""

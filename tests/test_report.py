@@ -1,0 +1,447 @@
+"""Reporting layer: tables, figures and the report rendered from hand-made result fixtures.
+
+Fixture values (tests/fixtures/report/runs, written by make_runs.py), top-1 at the best epoch:
+
+cifar10 / resnet18           0.5 (50.00% prunable, 49.96% overall)   0.985 (98.50% / 98.41%)
+  dense (sp 0)               95.00, 95.20 -> 95.10 +- 0.14 (n=2)
+  magnitude                  94.0, 94.2, 94.4 -> 94.20 +- 0.20       88.0, 88.6 -> 88.30 +- 0.42
+  random                     90.00                                   (not run)
+  tgp                        (not run)                               89.90
+  tgp-kd                     94.5, 94.7, 94.9 -> 94.70 +- 0.20       90.50; seed 1 FAILED (carries 10.00)
+cifar100 / resnet18, cpu     dense 77.00; magnitude 70, 71 at 0.9; tgp 72.25 at 0.9
+
+std is the sample std (ddof = 1). Final-epoch values make magnitude best at 0.985 (91.00 vs 90.00).
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from bench.report import cli
+from bench.report.aggregate import mean_std, select
+from bench.report.references import (ReferenceError, Reference, load_reference_file, load_references,
+                                     make_reference, match_target)
+from bench.report.style import METHOD_STYLES, order_methods, style_for
+from bench.report.tables import (accuracy_latex, accuracy_markdown, build_accuracy_table, build_dataset_tables,
+                                 build_latency_table, latency_markdown, write_tables)
+from bench.store import load_runs
+
+FIX = Path(__file__).parent / "fixtures" / "report"
+REF = FIX / "reference"
+REPO_REF = Path(__file__).resolve().parents[1] / "results" / "reference"
+H100, A100 = "NVIDIA H100 80GB HBM3", "NVIDIA A100-SXM4-40GB"
+
+
+@pytest.fixture(scope="module")
+def runs():
+    return load_runs(FIX)
+
+
+@pytest.fixture(scope="module")
+def refs():
+    return load_references(REF)
+
+
+@pytest.fixture(scope="module")
+def c10(runs, refs):
+    return build_accuracy_table(runs, "cifar10", accuracy="best", references=refs)
+
+
+def md_row(md: str, first: str) -> list[str]:
+    """The cells of the first Markdown table row whose first cell is ``first``."""
+    for line in md.splitlines():
+        if line.startswith(f"| {first} |"):
+            return [c.strip() for c in line.strip().strip("|").split(" | ")]
+    raise AssertionError(f"no row starting with {first!r} in:\n{md}")
+
+
+def md_rows(md: str, first: str) -> list[list[str]]:
+    return [[c.strip() for c in line.strip().strip("|").split(" | ")]
+            for line in md.splitlines() if line.startswith(f"| {first} |")]
+
+
+def results_copy(tmp_path: Path) -> Path:
+    dst = tmp_path / "results"
+    shutil.copytree(FIX / "runs", dst / "runs")
+    return dst
+
+
+# --------------------------------------------------------------------------- fixtures and statistics
+
+def test_fixture_records_load(runs):
+    assert len(runs) == 18
+    assert sum(r["status"] == "failed" for r in runs) == 1
+    assert {r["dataset"] for r in runs} == {"cifar10", "cifar100"}
+
+
+def test_mean_std_is_sample_std():
+    m, s, n = mean_std([94.0, 94.2, 94.4])
+    assert (round(m, 10), round(s, 10), n) == (94.2, 0.2, 3)
+    assert mean_std([90.5]) == (90.5, None, 1)
+    assert mean_std([]) == (None, None, 0)
+
+
+# --------------------------------------------------------------------------- accuracy table
+
+def test_accuracy_markdown_cells(c10):
+    md = accuracy_markdown(c10)
+    header = md_row(md, "prunable %")
+    assert header == ["prunable %", "overall %", "magnitude", "random", "tgp", "tgp-kd"]
+    assert md_row(md, "50.00") == ["50.00", "49.96", "94.20 ± 0.20 (n=3)", "90.00", "—", "**94.70** ± 0.20 (n=3)"]
+    assert md_row(md, "98.50") == ["98.50", "98.41", "88.30 ± 0.42 (n=2)", "—", "89.90", "**90.50**†"]
+
+
+def test_dense_reference_row(c10, runs):
+    md = accuracy_markdown(c10)
+    assert md_row(md, "dense")[:3] == ["dense", "0.00", "95.10 ± 0.14 (n=2)"]
+    assert "Dense reference: 95.10 ± 0.14 (n=2)." in md
+    md100 = accuracy_markdown(build_accuracy_table(runs, "cifar100"))
+    assert md_row(md100, "dense")[:3] == ["dense", "0.00", "77.00"]       # n = 1: no std, no n
+    assert md_row(md100, "90.00") == ["90.00", "89.55", "70.50 ± 0.71 (n=2)", "**72.25**"]
+
+
+def test_caption_states_accuracy_and_switches(runs, refs, c10):
+    assert "best epoch (the maximum test accuracy" in accuracy_markdown(c10)
+    final = build_accuracy_table(runs, "cifar10", accuracy="final", references=refs)
+    md = accuracy_markdown(final)
+    assert "Top-1 test accuracy (%), final epoch" in md and "best epoch" not in md.split("\n\n")[1]
+    # final epoch: magnitude is best at 98.5, tgp-kd at 50
+    assert md_row(md, "98.50") == ["98.50", "98.41", "**91.00** ± 0.14 (n=2)", "—", "89.00", "90.00†"]
+    assert md_row(md, "50.00")[5] == "**94.20** ± 0.20 (n=3)"
+    assert md_row(md, "dense")[2] == "94.90 ± 0.14 (n=2)"
+
+
+def test_bold_only_on_the_best_per_row(c10):
+    assert c10.best == {("tgp-kd", 0.5), ("tgp-kd", 0.985)}
+    md = accuracy_markdown(c10)
+    for first in ("50.00", "98.50"):
+        assert sum("**" in cell for cell in md_row(md, first)) == 1
+
+
+def test_bold_ties_and_single_value_rows():
+    recs = [dict(status="ok", dataset="d", model="m", method=meth, target_sparsity=0.9, seed=0, top1_best=v,
+                 top1_final=v, run_id=f"{i:016x}") for i, (meth, v) in enumerate([("a", 80.001), ("b", 79.999)])]
+    recs.append(dict(status="ok", dataset="d", model="m", method="a", target_sparsity=0.5, seed=0, top1_best=85.0,
+                     top1_final=85.0, run_id="f" * 16))
+    t = build_accuracy_table(recs, "d")
+    assert t.best == {("a", 0.9), ("b", 0.9)}      # equal at the shown precision (80.00): both bold
+    md = accuracy_markdown(t)
+    assert md_row(md, "50.00")[2:] == ["85.00", "—"]  # a single value in a row is not bolded
+
+
+def test_missing_cells_are_dashes_never_zero(c10):
+    md = accuracy_markdown(c10)
+    assert md_row(md, "50.00")[4] == "—"     # tgp not run at 0.5
+    assert md_row(md, "98.50")[3] == "—"     # random not run at 0.985
+    rows = list(csv.DictReader(io.StringIO(build_dataset_tables([], "x").csv_accuracy())))
+    assert rows == []
+    tabs = build_dataset_tables(load_runs(FIX), "cifar10")
+    rows = {(r["method"], r["target_sparsity"]): r for r in csv.DictReader(io.StringIO(tabs.csv_accuracy()))}
+    missing = rows[("random", "0.985000")]
+    assert (missing["n"], missing["mean"], missing["std"], missing["display"]) == ("0", "", "", "—")
+
+
+def test_failed_runs_listed_and_not_averaged(c10):
+    cell = c10.cell("tgp-kd", 0.985)
+    assert (cell.n, cell.mean, len(cell.failed)) == (1, 90.5, 1)   # the failed run's 10.00 is not in
+    md = accuracy_markdown(c10)
+    assert "Failed runs: 1 (counted here, never averaged in)." in md
+    assert ("- tgp-kd, sparsity 98.50%, seed 1, run 000000000000000e, NVIDIA H100 80GB HBM3: "
+            "RuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB") in md
+    assert "10.00" not in md
+
+
+def test_csv_numbers(runs, refs):
+    tabs = build_dataset_tables(runs, "cifar10", "best", refs)
+    rows = {(r["method"], r["target_sparsity"]): r for r in csv.DictReader(io.StringIO(tabs.csv_accuracy()))}
+    mag = rows[("magnitude", "0.500000")]
+    assert (float(mag["mean"]), float(mag["std"]), mag["n"], mag["seeds"]) == (94.2, 0.2, "3", "0;1;2")
+    assert float(rows[("magnitude", "0.985000")]["std"]) == pytest.approx(0.424264, abs=1e-6)
+    assert float(rows[("magnitude", "0.985000")]["sparsity_overall"]) == pytest.approx(0.984125, abs=1e-6)
+    kd = rows[("tgp-kd", "0.985000")]
+    assert (kd["n"], kd["mean"], kd["std"], kd["best"], kd["n_failed"]) == ("1", "90.500000", "", "true", "1")
+    dense = rows[("dense", "0.000000")]
+    assert (dense["mean"], dense["n"]) == ("95.100000", "2")
+    assert [r["best"] for r in rows.values()].count("true") == 2
+
+
+def test_paper_values_and_difference(c10):
+    md = accuracy_markdown(c10)
+    tgpkd, tgp = [r for r in md_rows(md, "tgp-kd") + md_rows(md, "tgp") if r[3] == "98.41 (overall)"]
+    assert tgpkd[4:9] == ["98.50", "90.79", "best", "90.50†", "-0.29"]
+    assert tgp[4:9] == ["98.50", "90.79", "best", "89.90", "-0.89"]
+    # conv sparsity given (50.50) and we ran 50.00: no match, shown with dashes
+    unmatched = [r for r in md_rows(md, "tgp-kd") if r[3] == "50.46 (overall)"][0]
+    assert unmatched[4:10] == ["—", "96.08", "best", "—", "—", "no run at a matching sparsity"]
+    # only an overall sparsity (49.95): nearest measured overall within 0.1 pp (49.96)
+    mag = [r for r in md_rows(md, "magnitude") if r[3] == "49.95 (overall)"][0]
+    assert mag[4:9] == ["50.00", "93.50", "unknown", "94.20 ± 0.20 (n=3)", "+0.70"]
+    assert md_row(md, "egp")[9] == "not run"
+
+
+def test_paper_csv(runs, refs):
+    rows = list(csv.DictReader(io.StringIO(build_dataset_tables(runs, "cifar100", "best", refs).csv_paper())))
+    assert len(rows) == 1
+    r = rows[0]
+    assert (r["method"], r["paper_value"], r["ours_mean"], r["diff"], r["matched_target"]) == \
+        ("tgp", "71.0000", "72.250000", "1.250000", "0.900000")
+    rows = list(csv.DictReader(io.StringIO(build_dataset_tables(runs, "cifar10", "best", refs).csv_paper())))
+    diffs = {(r["metric"], r["method"], r["sparsity_reported"]): r["diff"] for r in rows}
+    assert diffs[("top1", "tgp-kd", "98.4100")] == "-0.290000"
+    assert diffs[("top1", "tgp-kd", "50.4600")] == ""
+    colt = [r for r in rows if r["method"] == "colt"][0]
+    assert (colt["paper_value"], colt["paper_ratio"], colt["note"]) == ("276.0000", "9.920920", "not run")
+
+
+def test_paper_inline_and_transpose(c10):
+    md = accuracy_markdown(c10, transpose=True, paper="inline")
+    assert md_row(md, "method") == ["method", "50.00 (49.96 overall)", "98.50 (98.41 overall)"]
+    assert md_row(md, "dense") == ["dense", "95.10 ± 0.14 (n=2)", ""]
+    assert md_row(md, "tgp-kd") == ["tgp-kd", "**94.70** ± 0.20 (n=3)", "**90.50**†; paper 90.79 (-0.29)"]
+    assert md_row(md, "magnitude") == ["magnitude", "94.20 ± 0.20 (n=3); paper 93.50 (+0.70)", "88.30 ± 0.42 (n=2)"]
+    assert md_row(md, "random") == ["random", "90.00", "—"]
+
+
+def test_superseded_duplicates_are_not_averaged(runs):
+    recs = [dict(r) for r in runs if r["dataset"] == "cifar10"]
+    old = next(r for r in recs if r["method"] == "random")
+    new = dict(old, run_id="ffffffffffffffff", ended_at="2030-01-01T00:00:00Z", top1_best=91.0)
+    t = build_accuracy_table(recs + [new], "cifar10")
+    assert (t.cell("random", 0.5).n, t.cell("random", 0.5).mean) == (1, 91.0)
+    md = accuracy_markdown(t)
+    assert "Superseded runs: 1" in md and old["run_id"] in md
+
+
+def test_models_are_never_mixed(runs):
+    recs = [dict(r) for r in runs if r["dataset"] == "cifar100"]
+    recs += [dict(r, model="resnet_small", run_id="e" * 15 + str(i), top1_best=50.0) for i, r in enumerate(recs)]
+    tabs = build_dataset_tables(recs, "cifar100")
+    assert [t.model for t in tabs.accuracy] == ["resnet18", "resnet_small"]
+    md = tabs.markdown()
+    assert "CIFAR-100, resnet18: top-1" in md and "CIFAR-100, resnet_small: top-1" in md
+    assert md_rows(md, "90.00")[0][2] == "70.50 ± 0.71 (n=2)" and md_rows(md, "90.00")[1][2] == "**50.00** ± 0.00 (n=2)"
+
+
+def test_latex_booktabs(c10):
+    tex = accuracy_latex(c10)
+    for token in (r"\toprule", r"\midrule", r"\bottomrule", r"\begin{tabular}{llrrrr}",
+                  r"\textbf{94.70} $\pm$ 0.20 ($n{=}3$)", r"\multicolumn{4}{c}{95.10 $\pm$ 0.14 ($n{=}2$)}",
+                  r"prunable \% & overall \%", r"\caption{CIFAR-10, resnet18: top-1 accuracy (\%), best epoch."):
+        assert token in tex, token
+    assert r"98.50 & 98.41 & 88.30 $\pm$ 0.42 ($n{=}2$) & --- & 89.90 & \textbf{90.50}$^\dagger$ \\" in tex
+    assert "—" not in tex and "±" not in tex and "†" not in tex and "n > 1" not in tex
+    tex_t = accuracy_latex(c10, transpose=True)
+    assert r"method & 50.00 (49.96 overall) & 98.50 (98.41 overall) \\" in tex_t
+    assert r"dense & \multicolumn{2}{c}{95.10 $\pm$ 0.14 ($n{=}2$)} \\" in tex_t
+    assert r"tgp-kd & \textbf{94.70} $\pm$ 0.20 ($n{=}3$) & \textbf{90.50}$^\dagger$ \\" in tex_t
+
+
+# --------------------------------------------------------------------------- latency table
+
+def test_latency_table(runs, refs):
+    lt = build_latency_table(runs, "cifar10", references=refs)
+    assert lt.ref_method == "tgp-kd"
+    md = latency_markdown(lt)
+    rows = {(r[0], r[1]): r for r in md_rows(md, H100) + md_rows(md, A100)}
+    # GPU, method, runs, pretrain, teacher, score+prune, retrain, per run, grid GPU-min, ratio
+    assert rows[(H100, "tgp-kd")][2:] == ["3", "10.00", "30.00", "4.60", "25.00", "59.60", "178.80", "1.00×"]
+    assert rows[(H100, "magnitude")][2:] == ["4", "10.00", "n/a", "0.20", "20.00", "20.20", "80.80", "0.34×"]
+    assert rows[(A100, "magnitude")][2:] == ["1", "15.00", "n/a", "0.30", "30.00", "30.30", "30.30", "0.37×"]
+    assert rows[(A100, "tgp-kd")][7:] == ["80.90", "80.90", "1.00×"]
+    assert rows[(H100, "dense")][7:] == ["n/a", "n/a", "n/a"]
+    assert "Failed runs excluded: 1." in md
+    assert "counted at what it cost when it was made" in md
+    colt = md_row(md, "colt")
+    assert colt[4:6] == ["276.00", "9.92×"] and colt[9] == "not run"
+    kd = [r for r in md_rows(md, "tgp-kd") if r[6] == H100][0]
+    assert kd[4:9] == ["27.82", "1.00×", H100, "59.60", "1.00×"]
+
+
+def test_latency_ratio_reference_is_a_parameter(runs):
+    lt = build_latency_table(runs, "cifar10", ref_method="magnitude")
+    h100 = {r.method: r for r in lt.rows if r.device == H100}
+    assert h100["tgp-kd"].ratio == pytest.approx(59.6 / 20.2)
+    lt = build_latency_table(runs, "cifar100")
+    assert lt.ref_method == "tgp"    # no tgp-kd run: falls back to tgp
+
+
+# --------------------------------------------------------------------------- files, bytes, CLI
+
+def test_write_tables_identical_bytes(tmp_path, runs):
+    outs = []
+    for name in ("a", "b"):
+        paths = write_tables(FIX, reference_dir=REF, tables_dir=tmp_path / name, runs=runs)
+        outs.append({p.name: p.read_bytes() for p in paths})
+    assert outs[0] == outs[1]
+    assert sorted(outs[0]) == sorted(f"{ds}{suffix}" for ds in ("cifar10", "cifar100")
+                                     for suffix in (".md", ".tex", ".csv", "_paper.csv", "_latency.csv"))
+
+
+def test_figures_identical_bytes(tmp_path, runs, refs):
+    from bench.report.figures import write_figures
+
+    outs = []
+    for name in ("a", "b"):
+        paths = write_figures(FIX, tmp_path / name, "cifar10", reference_dir=REF, runs=runs)
+        outs.append({p.name: p.read_bytes() for p in paths})
+    assert outs[0] == outs[1]
+    assert sorted(outs[0]) == sorted(f"cifar10_{k}.{f}" for k in ("accuracy", "density", "latency")
+                                     for f in ("png", "pdf"))
+    pdf = outs[0]["cifar10_accuracy.pdf"]
+    assert b"/FontFile2" in pdf and b"/Subtype /Type1" not in pdf     # TrueType (Type 42), embedded
+    assert b"CreationDate" not in pdf and b"Producer" not in pdf
+    assert outs[0]["cifar10_accuracy.png"].startswith(b"\x89PNG") and b"Software" not in outs[0]["cifar10_accuracy.png"]
+
+
+def test_density_sparsity_choice(runs):
+    from bench.report.figures import density_targets, plot_density
+
+    assert density_targets(runs, "cifar10") == [0.5, 0.985]
+    assert plot_density(runs, "cifar10", sparsity=50) is not None      # percent accepted
+    with pytest.raises(ValueError, match="present: 0.5, 0.985"):
+        plot_density(runs, "cifar10", sparsity=0.9)
+
+
+def test_cli_table_plot_and_errors(tmp_path, capsys):
+    res = results_copy(tmp_path)
+    assert cli.main(["table", "--results", str(res), "--dataset", "cifar10", "--format", "csv",
+                     "--reference", str(REF)]) == 0
+    assert sorted(p.name for p in (res / "tables").iterdir()) == ["cifar10.csv", "cifar10_latency.csv",
+                                                                  "cifar10_paper.csv"]
+    assert cli.main(["table", "--results", str(res), "--dataset", "cifar100", "--format", "md", "--accuracy",
+                     "final", "--transpose", "--reference", str(REF)]) == 0
+    md = (res / "tables" / "cifar100.md").read_text()
+    assert "final epoch" in md and md_row(md, "tgp")[1] == "**71.00**"
+    assert cli.main(["plot", "--results", str(res), "--plots", str(tmp_path / "plots"), "--dataset", "cifar100",
+                     "--format", "png", "--reference", str(REF)]) == 0
+    assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == [
+        "cifar100_accuracy.png", "cifar100_density.png", "cifar100_latency.png"]
+    assert cli.main(["table", "--results", str(res), "--dataset", "tinyimagenet"]) == 2
+    assert "no run records for dataset 'tinyimagenet'" in capsys.readouterr().err
+
+
+def test_cli_register_adds_subcommands():
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    cli.register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["plot", "--sparsity", "98.5"])
+    assert (args.results, args.plots, args.sparsity, args.accuracy) == (Path("results"), Path("plots"), 0.985, "best")
+    args = parser.parse_args(["table"])
+    assert (args.format, args.dataset, args.transpose, args.paper) == ("all", None, False, "block")
+
+
+def test_report(tmp_path):
+    from bench.report.report import write_report
+
+    res = results_copy(tmp_path)
+    shutil.copytree(REF, res / "reference")          # <results>/reference is used when present
+    out = write_report(res, tmp_path / "plots")
+    assert out == res / "REPORT.md"
+    assert (tmp_path / "plots" / "cifar100_latency.pdf").is_file()
+    text = out.read_text()
+    first = out.read_bytes()
+    for s in ("## Environment", f"| device | {A100} (2), {H100} (12), cpu (4) |", "| torch | 2.5.1+cu124 (18) |",
+              "| git commit | 0123456789ab (18) |", "## CIFAR-10 (cifar10)", "## CIFAR-100 (cifar100)",
+              "| 98.50 | 98.41 | 88.30 ± 0.42 (n=2) | — | 89.90 | **90.50**† |",
+              "![Accuracy vs sparsity", "(../plots/cifar10_accuracy.png)", "[PDF](../plots/cifar10_density.pdf)",
+              "Paper-reported numbers: 7 rows from `extra.csv`, `paper.yaml` in `reference/`."):
+        assert s in text, s
+    for link in [line.split("](")[1].split(")")[0] for line in text.splitlines() if line.startswith("![")]:
+        assert (out.parent / link).is_file(), link
+    assert (res / "tables" / "cifar10.md").is_file()
+    # Rerendering gives the same page (png only the second time, to keep the test fast: no PDF links).
+    again = write_report(res, tmp_path / "plots", figure_formats=("png",)).read_bytes()
+    assert again == re.sub(rb" \[PDF\]\([^)]*\)", b"", first)
+
+
+def test_report_without_runs(tmp_path):
+    from bench.report.report import write_report
+
+    text = write_report(tmp_path / "empty", tmp_path / "plots", reference_dir=REPO_REF).read_text()
+    assert "No run records" in text and "cifar10 (" in text
+
+
+# --------------------------------------------------------------------------- reference files
+
+def test_shipped_reference_numbers():
+    refs = load_references(REPO_REF)
+    top1 = {(r.dataset, r.sparsity): r for r in refs if r.top1 is not None}
+    assert {k: (v.top1, v.sparsity_conv) for k, v in top1.items()} == {
+        ("cifar10", 50.46): (96.08, 50.5), ("cifar10", 98.41): (90.79, 98.5),
+        ("cifar100", 50.75): (81.01, 51.0), ("cifar100", 98.01): (67.06, 98.5),
+        ("tinyimagenet", 50.02): (59.29, 50.5), ("tinyimagenet", 97.56): (50.64, 98.5)}
+    assert all(r.sparsity_definition == "overall" and r.labels == ("tgp-kd", "tgp") for r in top1.values())
+    minutes = {(r.dataset, r.method): r.minutes for r in refs if r.minutes is not None}
+    assert minutes == {("cifar10", "tgp-kd"): 27.82, ("cifar10", "colt"): 276, ("cifar100", "tgp-kd"): 19.76,
+                       ("cifar100", "colt"): 355, ("tinyimagenet", "tgp-kd"): 42.43, ("tinyimagenet", "colt"): 1756}
+
+
+def test_reference_csv_format(tmp_path):
+    p = tmp_path / "more.csv"
+    p.write_text("# comment\ndataset,method,sparsity,sparsity_definition,top1,source,compare_to\n"
+                 "cifar10,egp,98.0,conv-relu,91.5,EGP paper,egp;egp-kd\n")
+    (r,) = load_reference_file(p)
+    assert (r.method, r.top1, r.labels, r.sparsity_conv, r.sparsity_overall) == ("egp", 91.5, ("egp", "egp-kd"), None, None)
+    assert "more.csv: line 3" in r.origin
+
+
+@pytest.mark.parametrize("row, message", [
+    (dict(method="m", sparsity=90, sparsity_definition="conv", source="s", top1=1), "missing required column(s) dataset"),
+    (dict(dataset="d", method="m", sparsity=90, sparsity_definition="conv", source="s", top1=1, topl=2),
+     "unknown column(s) topl"),
+    (dict(dataset="d", method="m", sparsity=0.9, sparsity_definition="conv", source="s", top1=1), "looks like a fraction"),
+    (dict(dataset="d", method="m", sparsity=90, sparsity_definition="weights", source="s", top1=1),
+     "'sparsity_definition' is 'weights'; allowed: overall, conv"),
+    (dict(dataset="d", method="m", sparsity=90, sparsity_definition="conv", source="s"), "a row needs a value"),
+    (dict(dataset="d", method="m", sparsity=90, sparsity_definition="conv", source="s", top1="high"),
+     "column 'top1' must be a number"),
+    (dict(dataset="d", method="m", sparsity=90, sparsity_definition="overall", sparsity_overall=91, source="s",
+          top1=1), "differs from 'sparsity'"),
+])
+def test_reference_validation_errors(row, message):
+    with pytest.raises(ReferenceError, match=None) as e:
+        make_reference(row, "f.yaml: row 1")
+    assert message in str(e.value) and str(e.value).startswith("f.yaml: row 1: ")
+
+
+def test_reference_yaml_errors(tmp_path):
+    p = tmp_path / "bad.yaml"
+    p.write_text("rowz: []\n")
+    with pytest.raises(ReferenceError, match="unknown top-level key"):
+        load_reference_file(p)
+
+
+def test_match_target_rules():
+    conv = Reference("d", "m", 98.41, "overall", "s", top1=1, sparsity_conv=98.5, sparsity_overall=98.41)
+    overall = Reference("d", "m", 98.35, "overall", "s", top1=1, sparsity_overall=98.35)
+    other = Reference("d", "m", 98.0, "conv-relu", "s", top1=1)
+    ours = {0.5: 0.4996, 0.98: 0.9791, 0.985: 0.9841}
+    assert match_target(conv, ours) == 0.985
+    assert match_target(conv, {0.98: 0.9841}) is None          # conv given: no fallback to overall
+    assert match_target(overall, ours) == 0.985                # nearest overall within 0.1 pp
+    assert match_target(overall, {0.98: 0.9791}) is None       # 0.44 pp away
+    assert match_target(other, ours) is None
+
+
+# --------------------------------------------------------------------------- style
+
+def test_method_styles_fixed_and_distinct():
+    colours = [s.colour for s in METHOD_STYLES.values()]
+    assert len(set(colours)) == len(colours)
+    assert style_for("tgp-kd") == METHOD_STYLES["tgp-kd"]
+    assert style_for("my-new-method") == style_for("my-new-method")
+    assert order_methods(["zeta", "tgp-kd", "alpha", "dense", "magnitude"]) == ["dense", "magnitude", "tgp-kd",
+                                                                                "alpha", "zeta"]
+
+
+def test_selection_splits_status(runs):
+    sel = select(runs, "cifar10")
+    assert (len(sel.ok), len(sel.failed), len(sel.superseded)) == (13, 1, 0)
+    assert json.dumps(sel.methods) == json.dumps(["dense", "magnitude", "random", "tgp", "tgp-kd"])
