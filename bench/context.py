@@ -91,9 +91,13 @@ class Outcome:
     extra: dict = field(default_factory=dict)
 
 
-def _phase_seed(seed: int, phase: str) -> int:
-    # Each phase gets its own data order, fixed by the run seed.
-    return seed * 1_000_003 + zlib.crc32(phase.encode())
+def derived_seed(seed: int, purpose: str) -> int:
+    """A seed for one purpose (a phase's data order, random scores, ...), fixed by the run seed.
+
+    Never reuse the run seed itself for a second generator: model initialisation draws from the
+    global generator seeded with it, so a generator with the same seed replays the very numbers the
+    initial weights were made from (random pruning scores would then track the weights)."""
+    return seed * 1_000_003 + zlib.crc32(purpose.encode())
 
 
 class RunContext:
@@ -109,6 +113,9 @@ class RunContext:
     def phase(self, name: str):
         return self.timer.phase(name)
 
+    def seed_for(self, purpose: str) -> int:
+        return derived_seed(self.cfg.seed, purpose)
+
     def build(self, arch: Optional[str] = None, seed: Optional[int] = None) -> nn.Module:
         torch.manual_seed(self.cfg.seed if seed is None else seed)
         model = build_model(arch or self.cfg.model.arch, self.data.num_classes).to(self.device)
@@ -119,7 +126,7 @@ class RunContext:
     def train(self, model: nn.Module, recipe: TrainConfig, *, phase: str, objective=None, masks=None,
               after_backward=None) -> TrainResult:
         return engine.train(model, self.data, recipe, runtime=self.cfg.runtime, timer=self.timer,
-                            seed=_phase_seed(self.cfg.seed, phase), augment=self.cfg.dataset.augment,
+                            seed=self.seed_for(phase), augment=self.cfg.dataset.augment,
                             objective=objective, masks=masks, after_backward=after_backward, phase=phase,
                             log=self.log)
 

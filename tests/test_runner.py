@@ -138,3 +138,20 @@ def test_tgp_end_to_end_prunes_exactly_and_never_revives(tmp_path):
         assert 0 < ctx.extra["kd_gamma"] <= 1
     # The scoring stage is shared: the second variant reused the cached fine-tuned student.
     assert len(list((tmp_path / "cache" / "tgp-finetune").glob("*.pt"))) == 1
+
+
+def test_random_scores_do_not_replay_the_weight_initialisation(tmp_path, monkeypatch):
+    """Regression: a score generator seeded with the run seed replays the draws the initial weights
+    were made from, so 'random' pruning removed the most negative initial weights."""
+    spec = expand_grid(from_dict(Config, {**TINY, "grid": {"methods": ["random"], "sparsities": [0.5], "seeds": [0]}}),
+                       methods.get)[0]
+    data = load_dataset(spec.config.dataset, tmp_path, "cpu")
+    ctx = RunContext(spec.config, data, torch.device("cpu"), Artifacts(tmp_path / "cache"), quiet)
+    init = ctx.build()  # the dense model starts from exactly this initialisation
+    captured = {}
+    monkeypatch.setattr(ctx, "dense_model", lambda: (init, None))
+    monkeypatch.setattr(ctx, "prune_and_retrain", lambda model, scores, objective=None: captured.update(s=scores))
+    methods.get("random").run(ctx)
+    w = torch.cat([p.detach().flatten() for p in ctx.masks(init).params])
+    s = torch.cat([x.flatten() for x in captured["s"]])
+    assert abs(float(torch.corrcoef(torch.stack([w, s]))[0, 1])) < 0.02

@@ -10,6 +10,6 @@ SECTIONS = ("pretrain", "retrain")
 
 def run(ctx) -> Outcome:
     model, _ = ctx.dense_model()
-    gen = torch.Generator(device=ctx.device).manual_seed(ctx.cfg.seed)
+    gen = torch.Generator(device=ctx.device).manual_seed(ctx.seed_for("random-scores"))
     scores = [torch.rand(p.shape, generator=gen, device=ctx.device) for p in ctx.masks(model).params]
     return ctx.prune_and_retrain(model, scores)

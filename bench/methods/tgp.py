@@ -28,7 +28,7 @@ def teacher_guided_scores(ctx):
     gamma = None
     if cfg.kd.loss == "ca-kld" and cfg.kd.gamma == "teacher-mean":
         with ctx.phase("score"):
-            gen = torch.Generator(device=ctx.device).manual_seed(cfg.seed)
+            gen = torch.Generator(device=ctx.device).manual_seed(ctx.seed_for("gamma-batches"))
             plain = AugmentConfig(crop_padding=0, flip=False, rotate_deg=0.0)
             batches = ctx.data.train_batches(cfg.tgp.finetune.batch_size, plain, gen)
             gamma = teacher_mean_confidence(teacher, batches, cfg.kd.gamma_batches)
