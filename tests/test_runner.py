@@ -155,3 +155,16 @@ def test_random_scores_do_not_replay_the_weight_initialisation(tmp_path, monkeyp
     w = torch.cat([p.detach().flatten() for p in ctx.masks(init).params])
     s = torch.cat([x.flatten() for x in captured["s"]])
     assert abs(float(torch.corrcoef(torch.stack([w, s]))[0, 1])) < 0.02
+
+
+def test_teacher_command_trains_once_then_reports(tmp_path, capsys):
+    cfg_path = write_config(tmp_path / "tiny.yaml")
+    args = ["teacher", str(cfg_path), "--results", str(tmp_path), "--data-dir", str(tmp_path)]
+    assert main(args) == 0
+    first = capsys.readouterr().out
+    assert "teacher resnet_small top1" in first and "sha256" in first and "teacher epoch" in first
+    assert main(args) == 0
+    second = capsys.readouterr().out
+    assert "reused teachers checkpoint" in second and "teacher epoch" not in second
+    (meta,) = (tmp_path / "cache" / "teachers").glob("*.json")
+    assert json.loads(meta.read_text())["sha256"][:16] in second
