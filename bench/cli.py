@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from .config import ConfigError, load_config
+from .store import CorruptResultError
 
 
 def _add_run_args(p: argparse.ArgumentParser) -> None:
@@ -87,6 +88,9 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args) or 0
     except ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)
+        return 2
+    except CorruptResultError as e:
+        print(f"error: {e}", file=sys.stderr)
         return 2
     except FileNotFoundError as e:  # missing dataset or config: the message says where and how
         print(f"error: {e}", file=sys.stderr)

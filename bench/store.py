@@ -55,6 +55,10 @@ def run_path(results_dir: Path, dataset: str, method: str, sparsity: float, seed
     return Path(results_dir) / "runs" / dataset / run_filename(method, sparsity, seed, run_id)
 
 
+class CorruptResultError(ValueError):
+    """A result file that cannot be parsed; it is never overwritten automatically."""
+
+
 def read_run(path: Path) -> dict | None:
     """The record at ``path``, or None when there is none. A file that is not valid JSON is an error:
     it is never silently treated as 'not run' (that would overwrite it)."""
@@ -64,7 +68,7 @@ def read_run(path: Path) -> dict | None:
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError as e:
-        raise ValueError(f"result file {path} is not valid JSON ({e}); move it aside to rerun that run") from e
+        raise CorruptResultError(f"result file {path} is not valid JSON ({e}); move it aside to rerun that run") from e
 
 
 def iter_run_files(results_dir: Path, dataset: str | None = None) -> Iterable[Path]:

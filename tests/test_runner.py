@@ -168,3 +168,14 @@ def test_teacher_command_trains_once_then_reports(tmp_path, capsys):
     assert "reused teachers checkpoint" in second and "teacher epoch" not in second
     (meta,) = (tmp_path / "cache" / "teachers").glob("*.json")
     assert json.loads(meta.read_text())["sha256"][:16] in second
+
+
+def test_corrupt_result_file_is_reported_and_left_alone(tmp_path, capsys):
+    cfg_path = write_config(tmp_path / "tiny.yaml", grid={"methods": ["dense"], "seeds": [0]})
+    args = ["run", str(cfg_path), "--results", str(tmp_path), "--data-dir", str(tmp_path)]
+    assert main(args) == 0
+    (rec,) = tmp_path.glob("runs/*/*.json")
+    rec.write_text('{"status": "ok", "trunc')
+    assert main(args) == 2
+    assert "is not valid JSON" in capsys.readouterr().err
+    assert rec.read_text() == '{"status": "ok", "trunc'
