@@ -8,7 +8,7 @@ RESULTS ?= results
 PLOTS ?= plots
 RUN_ARGS ?=
 
-.PHONY: setup smoke test figures report bench-speed clean clean-smoke \
+.PHONY: setup smoke test figures report bench-speed clean clean-smoke clean-cache \
         table-cifar10 table-cifar100 table-tinyimagenet
 
 setup: $(STAMP)
@@ -53,7 +53,11 @@ bench-speed: $(STAMP)
 clean-smoke:
 	rm -rf $(RESULTS)/smoke $(PLOTS)/smoke
 
-# Removes caches and the smoke grid; recorded results of real grids are kept.
+# Removes build leftovers and the smoke grid. Recorded results and trained checkpoints are kept.
 clean: clean-smoke
-	rm -rf $(RESULTS)/cache .pytest_cache build *.egg-info
+	rm -rf .pytest_cache build *.egg-info
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
+
+# Removes cached checkpoints (dense models, teachers, fine-tuned students): they retrain on demand.
+clean-cache:
+	rm -rf $(RESULTS)/cache
