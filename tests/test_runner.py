@@ -179,3 +179,13 @@ def test_corrupt_result_file_is_reported_and_left_alone(tmp_path, capsys):
     assert main(args) == 2
     assert "is not valid JSON" in capsys.readouterr().err
     assert rec.read_text() == '{"status": "ok", "trunc'
+
+
+def test_gpu_code_paths_bf16_autocast_and_channels_last_run_on_cpu(tmp_path):
+    """The settings a GPU turns on by default (bf16 autocast, channels_last), forced on the CPU:
+    masks on channels_last weights stay exact and the distillation objective runs under autocast."""
+    cfg = from_dict(Config, {**TINY, "runtime": {"device": "cpu", "amp": "bf16", "channels_last": "on"},
+                             "grid": {"methods": ["tgp-kd"], "sparsities": [0.9], "seeds": [0]}})
+    assert run_grid(cfg, tmp_path, tmp_path, log=quiet) == {"ok": 1, "failed": 0, "skipped": 0}
+    (rec,) = load_runs(tmp_path)
+    assert abs(rec["sparsity_prunable"] - 0.9) < 1e-4 and rec["top1_final"] > 0
