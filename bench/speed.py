@@ -9,7 +9,6 @@ Warm-up epochs are run first and not timed; evaluation is not part of either fig
 """
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import time
 from pathlib import Path

@@ -12,7 +12,7 @@ import torch
 
 from bench import methods
 from bench.cli import main
-from bench.config import Config, expand_grid, from_dict, load_config
+from bench.config import Config, expand_grid, from_dict
 from bench.context import Artifacts, CorruptCheckpointError, RunContext
 from bench.data import load_dataset
 from bench.masks import sparsity_stats
