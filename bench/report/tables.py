@@ -337,7 +337,7 @@ def accuracy_markdown(t: AccuracyTable, transpose: bool = False, paper: str = "b
     out.append(_failed_md(t))
     if t.paper:
         ph, prow = _paper_rows(t, MD)
-        out.append(f"Paper-reported values beside ours (ours − paper in percentage points; the source's "
+        out.append("Paper-reported values beside ours (ours − paper in percentage points; the source's "
                    "epoch convention may differ from ours, see 'epoch (source)'):\n")
         out.append(_md_table(ph, prow, ["l", "l", "l", "r", "r", "r", "l", "r", "r", "l"]))
     return "\n".join(out)
