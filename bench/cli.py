@@ -56,6 +56,24 @@ def cmd_teacher(args) -> int:
     return 0
 
 
+def cmd_config(args) -> int:
+    """Print a config as the runs will see it (every default filled in), or update the reference docs."""
+    if args.docs:
+        from .configdoc import update_file
+
+        changed = update_file(args.docs)
+        print(f"{'updated' if changed else 'unchanged'}: {args.docs}")
+        return 0
+    import yaml
+
+    from .config import to_dict
+
+    if args.config is None:
+        raise ConfigError("give a config (a YAML file or a preset name) or --docs FILE")
+    print(yaml.safe_dump(to_dict(load_config(args.config, args.overrides)), sort_keys=False), end="")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -72,6 +90,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("teacher", help="train (or report) the teacher of each dataset in a config")
     _add_run_args(p)
     p.set_defaults(func=cmd_teacher)
+
+    p = sub.add_parser("config", help="print a config with every default filled in, or regenerate docs/config.md")
+    p.add_argument("config", nargs="?", help="a YAML file or a preset name")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--docs", type=Path, metavar="FILE", help="rewrite the generated config reference in FILE")
+    p.set_defaults(func=cmd_config)
 
     from .speed import register as register_speed
     register_speed(sub)

@@ -3,6 +3,11 @@
 Every section is a dataclass; its fields are the only keys allowed. A wrong key, a wrong type or an
 impossible value raises ConfigError naming the key, the value and what is allowed. YAML is read
 with ``yaml.safe_load`` only.
+
+The core sections are defined here. A method or baseline that needs settings of its own declares
+its section next to its code (``CONFIG = {"cskd": CSKDConfig}`` in its module); the method registry
+registers it, and from then on it is validated, overridable with ``--set`` and hashed into the
+identity of the methods that list it in ``SECTIONS``, like a core section.
 """
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ import copy
 import dataclasses
 import hashlib
 import json
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -19,6 +25,11 @@ from typing import Any, Literal, Optional, Union
 import yaml
 
 CONFIG_DIR = Path(__file__).parent / "configs"
+
+# Bump when a change to the shared engine, data path or models changes results: every run id and
+# every cached artifact key includes it, so old records stop counting as done and old checkpoints
+# stop being reused. A change to one method bumps that method's own ``VERSION`` instead.
+HARNESS_VERSION = 2
 
 
 class ConfigError(ValueError):
@@ -86,7 +97,7 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
-    """One training recipe (SGD). Defaults: the COLT lab's recipe (shared/research/paper.md 2.3)."""
+    """One training recipe (SGD). Defaults: the COLT lab's recipe (docs/method.md, "Recipe")."""
     epochs: int = 50
     batch_size: int = 256
     lr: float = 0.1
@@ -95,9 +106,11 @@ class TrainConfig:
     weight_decay: float = 5e-4
     warmup_epochs: float = 1.0            # linear warm-up, per iteration
     schedule: Literal["step", "cosine", "constant"] = "step"
-    milestones: list[int] = field(default_factory=lambda: [20, 30, 45])   # epochs, for "step"
+    # Epochs (0-indexed) at which the LR is multiplied by gamma, for "step". COLT's effective drops.
+    milestones: list[int] = field(default_factory=lambda: [21, 31, 46])
     gamma: float = 0.2                    # LR factor at each milestone
     label_smoothing: float = 0.0
+    drop_last: bool = True                # drop the last partial batch of an epoch
 
     def validate(self, key):
         _check(self.epochs >= 1, f"{key}.epochs", self.epochs, "an integer >= 1 (this phase trains)")
@@ -116,7 +129,9 @@ class TrainConfig:
 @dataclass
 class PruneConfig:
     sparsity: float = 0.9                 # fraction of the prunable set removed
-    layers: Literal["conv", "conv+linear"] = "conv"   # the prunable set (paper and COLT: conv)
+    # The prunable set: conv (paper, COLT), conv+linear (ProsPr/EPSD), conv-noshortcut (EGP: the
+    # convs followed by a ReLU, i.e. every conv but the 1x1 shortcuts).
+    layers: Literal["conv", "conv+linear", "conv-noshortcut"] = "conv"
 
     def validate(self, key):
         _check(0 <= self.sparsity < 1, f"{key}.sparsity", self.sparsity, "a number in [0, 1)")
@@ -131,11 +146,11 @@ class TeacherConfig:
 
 @dataclass
 class KDConfig:
-    """Distillation loss of the proposed method (shared/research/paper.md 1.2-1.5)."""
+    """Distillation loss of the proposed method (docs/method.md)."""
     loss: Literal["ca-kld", "kd"] = "ca-kld"       # kd: plain Hinton KL(P_T || P_S), the ablation
     temperature: float = 3.0                        # paper: 3 on CIFAR-10/100, 5 on TinyImageNet
     alpha: float = 0.5                              # weight of the KD term; 1 - alpha on CE
-    normalize: bool = True                          # z-score logits per sample before T
+    normalize: Optional[bool] = None                # z-score logits before T; null: on for ca-kld, off for kd
     gamma: Literal["teacher-mean", "per-sample"] = "teacher-mean"
     gamma_batches: int = 100                        # train batches used for the teacher-mean gamma
     t2_scale: bool = True                           # multiply the KD term by T^2
@@ -147,18 +162,10 @@ class KDConfig:
         _check(self.gamma_batches >= 1, f"{key}.gamma_batches", self.gamma_batches, "an integer >= 1")
         _check(self.eps > 0, f"{key}.eps", self.eps, "a number > 0")
 
-
-@dataclass
-class TGPConfig:
-    """Teacher-guided importance of the proposed method (shared/research/paper.md 1.6)."""
-    finetune: TrainConfig = field(default_factory=lambda: TrainConfig(
-        epochs=10, lr=0.01, warmup_epochs=0.0, schedule="cosine", milestones=[]))
-    saliency: Literal["weight-grad", "grad"] = "weight-grad"    # |w * g| or |g|
-    ema: bool = True                     # False: the scores of the last batch alone
-    beta: float = 0.99
-
-    def validate(self, key):
-        _check(0 <= self.beta < 1, f"{key}.beta", self.beta, "a number in [0, 1)")
+    @property
+    def normalize_logits(self) -> bool:
+        """Whether logits are z-scored: as set, else on for CA-KLD (the paper) and off for plain KD."""
+        return self.loss == "ca-kld" if self.normalize is None else self.normalize
 
 
 @dataclass
@@ -212,15 +219,62 @@ class Config:
     prune: PruneConfig = field(default_factory=PruneConfig)
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     kd: KDConfig = field(default_factory=KDConfig)
-    tgp: TGPConfig = field(default_factory=TGPConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     grid: GridConfig = field(default_factory=GridConfig)
+    # Method-owned sections (name -> dataclass instance), every registered one, defaults filled in.
+    # Read them as attributes (``cfg.tgp.beta``); in YAML they are top-level sections like the rest.
+    sections: dict = field(default_factory=dict, repr=False)
+
+    def __post_init__(self):
+        for name, cls in sorted(method_sections().items()):
+            self.sections.setdefault(name, cls())
+
+    def __getattr__(self, name: str):
+        sections = self.__dict__.get("sections")
+        if sections is not None and name in sections:
+            return sections[name]
+        raise AttributeError(f"{type(self).__name__} has no attribute or config section {name!r}")
 
 
 # Sections a run's identity always depends on; methods add their own (METHOD.SECTIONS).
 COMMON_SECTIONS = ("dataset", "model", "seed")
-# Runtime fields that can change a result (device and batch size for eval do not).
-RUNTIME_IDENTITY = ("amp", "deterministic")
+
+
+# --------------------------------------------------------------------------- method-owned sections
+
+_METHOD_SECTIONS: dict[str, type] = {}
+_CORE = [f.name for f in dataclasses.fields(Config) if f.name != "sections"]
+
+
+def register_section(name: str, cls: type) -> None:
+    """Make ``name`` a config section validated by dataclass ``cls`` (called by the method registry)."""
+    if name in _CORE:
+        raise ValueError(f"config section {name!r} is a core section; a method cannot redefine it")
+    if not dataclasses.is_dataclass(cls):
+        raise TypeError(f"config section {name!r} must be a dataclass, got {cls!r}")
+    old = _METHOD_SECTIONS.get(name)
+    if old is not None and old is not cls:
+        raise ValueError(f"config section {name!r} is declared twice: {old.__module__}.{old.__name__} and "
+                         f"{cls.__module__}.{cls.__name__}")
+    _METHOD_SECTIONS[name] = cls
+
+
+def method_sections() -> dict[str, type]:
+    """Every method-owned section (importing the method registry registers them)."""
+    from . import methods
+
+    methods.registry()
+    return dict(_METHOD_SECTIONS)
+
+
+def _fields_of(cls) -> dict[str, Any]:
+    """{key: type} of a section; for ``Config`` the core sections plus every method-owned one."""
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    if cls is Config:
+        names.remove("sections")
+        return {**{n: hints[n] for n in names}, **method_sections()}
+    return {n: hints[n] for n in names}
 
 
 # --------------------------------------------------------------------------- validation
@@ -239,9 +293,15 @@ def _type_name(tp) -> str:
     if origin is list:
         return f"a list of {_type_name(typing.get_args(tp)[0])}"
     if dataclasses.is_dataclass(tp):
-        return f"a mapping with keys {', '.join(f.name for f in dataclasses.fields(tp))}"
+        return f"a mapping with keys {', '.join(_fields_of(tp))}"
     return {int: "an integer", float: "a number", bool: "true or false", str: "a string",
             dict: "a mapping"}.get(tp, str(tp))
+
+
+# YAML 1.1 (what PyYAML reads) has no float without a dot: 5e-4 arrives as the string '5e-4'.
+_FLOAT_TEXT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+# ... and it reads on/off/yes/no as booleans, so `amp: off` arrives as False.
+_BOOL_WORDS = {True: ("on", "yes", "true"), False: ("off", "no", "false")}
 
 
 def _coerce(tp, value, key):
@@ -260,7 +320,10 @@ def _coerce(tp, value, key):
             raise bad
         return from_dict(tp, value, key)
     if origin is Literal:
-        if value not in typing.get_args(tp):
+        allowed = typing.get_args(tp)
+        if isinstance(value, bool):           # YAML 1.1 read the word `off` (or on/yes/no) as a boolean
+            value = next((w for w in _BOOL_WORDS[value] if w in allowed), value)
+        if value not in allowed:
             raise bad
         return value
     if origin in (Union, types.UnionType):
@@ -291,6 +354,8 @@ def _coerce(tp, value, key):
             raise bad
         return value
     if tp is float:
+        if isinstance(value, str) and _FLOAT_TEXT.fullmatch(value.strip()):
+            return float(value)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise bad
         return float(value)
@@ -307,14 +372,15 @@ def _coerce(tp, value, key):
 
 def from_dict(cls, data: dict, key: str = ""):
     """Build dataclass ``cls`` from a mapping, rejecting unknown keys and wrong types."""
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
+    fields = _fields_of(cls)
     for k in data:
-        if k not in names:
+        if k not in fields:
             where = f"'{key}.{k}'" if key else f"'{k}'"
             raise ConfigError(f"unknown config key {where}; allowed keys{' in ' + repr(key) if key else ''}: "
-                              f"{', '.join(names)}")
-    kwargs = {k: _coerce(hints[k], v, f"{key}.{k}" if key else k) for k, v in data.items()}
+                              f"{', '.join(fields)}")
+    kwargs = {k: _coerce(fields[k], v, f"{key}.{k}" if key else k) for k, v in data.items()}
+    if cls is Config:
+        kwargs["sections"] = {name: kwargs.pop(name) for name in method_sections() if name in kwargs}
     try:
         obj = cls(**kwargs)
     except TypeError as e:  # a required field is missing
@@ -325,7 +391,11 @@ def from_dict(cls, data: dict, key: str = ""):
 
 
 def to_dict(obj) -> dict:
-    return dataclasses.asdict(obj)
+    """A plain mapping of ``obj``; a Config's method-owned sections sit at the top level, as in YAML."""
+    d = dataclasses.asdict(obj)
+    if isinstance(obj, Config):
+        d.update(d.pop("sections"))
+    return d
 
 
 # --------------------------------------------------------------------------- loading
@@ -335,7 +405,11 @@ def parse_override(text: str) -> tuple[str, Any]:
     if "=" not in text:
         raise ConfigError(f"override {text!r} is not of the form key.path=value (e.g. retrain.epochs=3)")
     k, v = text.split("=", 1)
-    return k.strip(), yaml.safe_load(v)
+    try:
+        return k.strip(), yaml.safe_load(v)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"override {text!r}: the value is not valid YAML ({e}); quote it or fix the "
+                          "brackets (e.g. grid.seeds=[0,1])") from None
 
 
 def set_dotted(data: dict, dotted: str, value: Any, cls=Config) -> None:
@@ -343,15 +417,15 @@ def set_dotted(data: dict, dotted: str, value: Any, cls=Config) -> None:
     parts = dotted.split(".")
     node, tp, path = data, cls, []
     for i, part in enumerate(parts):
-        names = [f.name for f in dataclasses.fields(tp)] if dataclasses.is_dataclass(tp) else None
-        if names is not None and part not in names:
+        fields = _fields_of(tp) if dataclasses.is_dataclass(tp) else None
+        if fields is not None and part not in fields:
             raise ConfigError(f"unknown config key '{'.'.join(path + [part])}' in override {dotted}={value!r}; "
-                              f"allowed keys here: {', '.join(names)}")
+                              f"allowed keys here: {', '.join(fields)}")
         path.append(part)
         if i == len(parts) - 1:
             node[part] = value
             return
-        tp = typing.get_type_hints(tp)[part]
+        tp = fields[part]
         if not dataclasses.is_dataclass(tp):
             raise ConfigError(f"config key '{'.'.join(path)}' is not a section; cannot set {dotted}")
         node = node.setdefault(part, {})
@@ -362,8 +436,10 @@ def set_dotted(data: dict, dotted: str, value: Any, cls=Config) -> None:
 def resolve_config_path(path: str | Path) -> Path:
     """A path as given, or the name of a shipped preset (``smoke`` -> bench/configs/smoke.yaml)."""
     p = Path(path)
-    if p.exists():
+    if p.is_file():
         return p
+    if p.exists():
+        raise ConfigError(f"config path {str(path)!r} is not a file; give a YAML file or a preset name")
     shipped = CONFIG_DIR / (p.name if p.suffix else p.name + ".yaml")
     if shipped.exists():
         return shipped
@@ -378,6 +454,8 @@ def load_raw(path: str | Path) -> dict:
         data = yaml.safe_load(p.read_text()) or {}
     except yaml.YAMLError as e:
         raise ConfigError(f"config file {p} is not valid YAML: {e}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"config file {p} cannot be read: {e}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {p} must hold a mapping at the top level, not {type(data).__name__}")
     return data
@@ -393,12 +471,34 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Co
 
 # --------------------------------------------------------------------------- grid and identity
 
+def device_type(runtime: RuntimeConfig) -> str:
+    """'cuda' or 'cpu': where ``runtime.device`` puts a run on this machine (auto: CUDA if present)."""
+    if runtime.device == "auto":
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return "cuda" if runtime.device.startswith("cuda") else "cpu"
+
+
+def precision(runtime: RuntimeConfig, dev_type: str) -> str:
+    """The effective training precision: 'bf16' (autocast) or 'fp32'."""
+    return "bf16" if runtime.amp == "bf16" or (runtime.amp == "auto" and dev_type == "cuda") else "fp32"
+
+
+def runtime_identity(runtime: RuntimeConfig, dev_type: str) -> dict:
+    """What of the runtime can change a result: device type, effective precision, determinism.
+    (channels_last, the evaluation batch and the device index change float rounding at most.)"""
+    return {"device_type": dev_type, "precision": precision(runtime, dev_type),
+            "deterministic": runtime.deterministic}
+
+
 @dataclass
 class RunSpec:
     """One cell of a grid: the config of that run and how it is named."""
     config: Config
     method: MethodEntry
     run_id: str
+    identity: dict = field(default_factory=dict)
 
     @property
     def dataset(self) -> str:
@@ -413,15 +513,16 @@ class RunSpec:
         return self.config.seed
 
 
-def identity(cfg: Config, method_name: str, sections: tuple[str, ...], prunes: bool) -> dict:
-    """The canonical mapping hashed into the run id."""
+def identity(cfg: Config, mod, dev_type: str) -> dict:
+    """The canonical mapping hashed into the run id of method module ``mod`` on ``dev_type``."""
     full = to_dict(cfg)
-    ident: dict[str, Any] = {"method": method_name}
-    for s in COMMON_SECTIONS + tuple(sections):
+    ident: dict[str, Any] = {"method": mod.NAME, "version": getattr(mod, "VERSION", 1),
+                             "harness": HARNESS_VERSION}
+    for s in COMMON_SECTIONS + tuple(mod.SECTIONS):
         ident[s] = full[s]
-    if prunes:
+    if mod.PRUNES:
         ident["prune"] = full["prune"]
-    ident["runtime"] = {k: full["runtime"][k] for k in RUNTIME_IDENTITY}
+    ident["runtime"] = runtime_identity(cfg.runtime, dev_type)
     return ident
 
 
@@ -441,10 +542,12 @@ def apply_sets(cfg: Config, sets: dict, where: str) -> Config:
     return from_dict(Config, data)
 
 
-def expand_grid(cfg: Config, method_info) -> list[RunSpec]:
+def expand_grid(cfg: Config, method_info, dev_type: str | None = None) -> list[RunSpec]:
     """Datasets x methods x sparsities x seeds -> runs. ``method_info(name)`` returns the method
-    module (for PRUNES and SECTIONS). Methods that do not prune get one run per dataset and seed."""
+    module (NAME, PRUNES, SECTIONS, VERSION). Methods that do not prune get one run per dataset and
+    seed. ``dev_type`` (cpu/cuda) is where the runs will execute: default, this machine's."""
     grid = cfg.grid
+    dev_type = dev_type or device_type(cfg.runtime)
     datasets = grid.datasets or [cfg.dataset.name]
     methods = grid.methods or [MethodEntry(name="dense")]
     sparsities = grid.sparsities or [cfg.prune.sparsity]
@@ -466,11 +569,12 @@ def expand_grid(cfg: Config, method_info) -> list[RunSpec]:
                     data["prune"]["sparsity"] = float(sp)
                     data["seed"] = int(seed)
                     run_cfg = apply_sets(from_dict(Config, data), m.set, f"grid method {m.display!r}")
-                    rid = hash_identity(identity(run_cfg, m.name, mod.SECTIONS, mod.PRUNES))
+                    ident = identity(run_cfg, mod, dev_type)
+                    rid = hash_identity(ident)
                     if (m.display, rid) in seen:
                         continue
                     seen.add((m.display, rid))
-                    runs.append(RunSpec(config=run_cfg, method=m, run_id=rid))
+                    runs.append(RunSpec(config=run_cfg, method=m, run_id=rid, identity=ident))
     return runs
 
 

@@ -1,9 +1,11 @@
 """What a method can ask for while it runs: data, models, the engine, masks, cached artifacts.
 
 Trained artifacts that later runs reuse (the dense model, teachers, the proposed method's
-fine-tuned student and importance) are cached by a hash of everything that determines them,
-data fingerprint included. A cached file carries its sha256 in a JSON sidecar written last; a
-file that fails to load or whose hash differs is an error, never silently retrained over.
+fine-tuned student and importance, the rounds of an iterative method) are cached by a hash of
+everything that determines them: the identity the caller gives, the data fingerprint, the device
+type and effective precision, and the harness version. A cached file carries its sha256 in a JSON
+sidecar written last, with the git commit, device and phase seconds it was made with; a file that
+fails to load or whose hash differs is an error, never silently retrained over.
 """
 from __future__ import annotations
 
@@ -14,29 +16,28 @@ import json
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import torch
 import torch.nn as nn
 
 from . import engine
-from .config import Config, RUNTIME_IDENTITY, TrainConfig, hash_identity, to_dict
+from .config import HARNESS_VERSION, Config, TrainConfig, hash_identity, runtime_identity, to_dict
 from .engine import PhaseTimer, TrainResult
-from .masks import Masks
+from .masks import Masks, sparsity_stats
 from .models import build_model
-from .store import atomic_write_bytes, atomic_write_json
+from .provenance import device_name, git_state
+from .store import atomic_write_bytes, atomic_write_json, file_digest
+
+# Latency groups of the standard phase names; a method may put any other phase in a group of its
+# choosing (``ctx.phase(name, group=...)``); phases with no group declared count as "other".
+GROUPS = ("pretrain", "teacher", "score+prune", "retrain", "other", "eval")
+DEFAULT_GROUPS = {"pretrain": "pretrain", "teacher": "teacher", "finetune": "score+prune",
+                  "score": "score+prune", "prune": "score+prune", "retrain": "retrain", "eval": "eval"}
 
 
 class CorruptCheckpointError(RuntimeError):
     """A cached checkpoint that cannot be trusted."""
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 class Artifacts:
@@ -49,7 +50,7 @@ class Artifacts:
         d = self.root / kind
         return d / f"{key}.pt", d / f"{key}.json"
 
-    def load(self, kind: str, key: str) -> Optional[tuple[dict, dict]]:
+    def load(self, kind: str, key: str) -> Optional[tuple[Any, dict]]:
         pt, meta_path = self.paths(kind, key)
         if not meta_path.exists():
             return None  # never completed (the sidecar is written last)
@@ -60,7 +61,7 @@ class Artifacts:
             raise CorruptCheckpointError(f"checkpoint metadata {meta_path} is not valid JSON ({e}); {fix}") from e
         if not pt.exists():
             raise CorruptCheckpointError(f"checkpoint {pt} is missing but its metadata exists; {fix}")
-        digest = sha256_file(pt)
+        digest = file_digest(pt)
         if digest != meta.get("sha256"):
             raise CorruptCheckpointError(f"checkpoint {pt} has sha256 {digest[:16]}..., its metadata says "
                                          f"{str(meta.get('sha256'))[:16]}...; the file changed or is corrupt; {fix}")
@@ -70,7 +71,7 @@ class Artifacts:
             raise CorruptCheckpointError(f"checkpoint {pt} cannot be loaded ({type(e).__name__}: {e}); {fix}") from e
         return payload, meta
 
-    def save(self, kind: str, key: str, payload: dict, meta: dict) -> dict:
+    def save(self, kind: str, key: str, payload: Any, meta: dict) -> dict:
         pt, meta_path = self.paths(kind, key)
         buf = io.BytesIO()
         torch.save(payload, buf)
@@ -80,6 +81,27 @@ class Artifacts:
                     created_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
         atomic_write_json(meta_path, meta)
         return meta
+
+
+def _to(obj, device):
+    """``obj`` (nested dicts/lists/tuples of tensors) with every tensor moved to ``device``."""
+    if torch.is_tensor(obj):
+        return obj.to(device)
+    if isinstance(obj, dict):
+        return {k: _to(v, device) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_to(v, device) for v in obj)
+    return obj
+
+
+def _to_cpu(obj):
+    if torch.is_tensor(obj):
+        return obj.detach().cpu().contiguous()
+    if isinstance(obj, dict):
+        return {k: _to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_to_cpu(v) for v in obj)
+    return obj
 
 
 @dataclass
@@ -92,7 +114,7 @@ class Outcome:
 
 
 def derived_seed(seed: int, purpose: str) -> int:
-    """A seed for one purpose (a phase's data order, random scores, ...), fixed by the run seed.
+    """A seed for one purpose (a phase's data order, random scores, ...), fixed by ``seed``.
 
     Never reuse the run seed itself for a second generator: model initialisation draws from the
     global generator seeded with it, so a generator with the same seed replays the very numbers the
@@ -104,92 +126,162 @@ class RunContext:
     def __init__(self, cfg: Config, data, device: torch.device, artifacts: Artifacts,
                  log: Callable[[str], None] = print):
         self.cfg, self.data, self.device, self.artifacts, self.log = cfg, data, device, artifacts, log
+        self.device_name = device_name(device)
         self.timer = PhaseTimer(device)
-        self.reused: dict[str, float] = {}      # phase -> seconds it cost when the artifact was made
+        self.groups: dict[str, str] = {}        # phase -> latency group (declared or by name)
+        self.reused: dict[str, dict] = {}       # phase -> what it cost when its artifact was made
+        self.artifacts_used: list[dict] = []    # every cached artifact this run loaded or made
+        self.rounds: list[dict] = []            # per-round records of iterative methods
         self.teacher_info: Optional[dict] = None
         self.extra: dict = {}
 
     # ------------------------------------------------------------------ building blocks
-    def phase(self, name: str):
+    def phase(self, name: str, group: Optional[str] = None):
+        """Time a block under ``name``; ``group`` is its latency-table group (see GROUPS)."""
+        self._declare(name, group)
         return self.timer.phase(name)
+
+    def _declare(self, name: str, group: Optional[str]) -> None:
+        if group is not None and group not in GROUPS:
+            raise ValueError(f"phase group {group!r} of phase {name!r}; allowed: {', '.join(GROUPS)}")
+        self.groups[name] = group or self.groups.get(name) or DEFAULT_GROUPS.get(name, "other")
 
     def seed_for(self, purpose: str) -> int:
         return derived_seed(self.cfg.seed, purpose)
 
-    def build(self, arch: Optional[str] = None, seed: Optional[int] = None) -> nn.Module:
+    def build(self, arch: Optional[str] = None, seed: Optional[int] = None,
+              num_classes: Optional[int] = None) -> nn.Module:
+        """A freshly initialised model, its initial weights drawn from ``seed`` (default: the run seed)."""
         torch.manual_seed(self.cfg.seed if seed is None else seed)
-        model = build_model(arch or self.cfg.model.arch, self.data.num_classes).to(self.device)
+        model = build_model(arch or self.cfg.model.arch, num_classes or self.data.num_classes).to(self.device)
         if engine.use_channels_last(self.cfg.runtime, self.device):
             model = model.to(memory_format=torch.channels_last)
         return model
 
-    def train(self, model: nn.Module, recipe: TrainConfig, *, phase: str, objective=None, masks=None,
-              after_backward=None) -> TrainResult:
-        return engine.train(model, self.data, recipe, runtime=self.cfg.runtime, timer=self.timer,
-                            seed=self.seed_for(phase), augment=self.cfg.dataset.augment,
-                            objective=objective, masks=masks, after_backward=after_backward, phase=phase,
-                            log=self.log)
+    def train(self, model: nn.Module, recipe: TrainConfig, *, phase: str, group: Optional[str] = None,
+              objective=None, masks=None, after_backward=None, data=None, seed: Optional[int] = None,
+              augment=None) -> TrainResult:
+        """The engine's training loop on the run's data (or ``data``, e.g. a class subset); the data
+        order and augmentation draws follow ``seed`` (default: derived from the run seed and ``phase``)."""
+        self._declare(phase, group)
+        self._declare("eval", None)
+        return engine.train(model, data if data is not None else self.data, recipe, runtime=self.cfg.runtime,
+                            timer=self.timer, seed=self.seed_for(phase) if seed is None else seed,
+                            augment=augment or self.cfg.dataset.augment, objective=objective, masks=masks,
+                            after_backward=after_backward, phase=phase, log=self.log)
 
     def masks(self, model: nn.Module) -> Masks:
         return Masks(model, self.cfg.prune.layers)
 
+    def sparsity_of(self, model: nn.Module) -> dict:
+        """Every sparsity definition of ``model``'s weights (masks.sparsity_stats()["sparsity"])."""
+        return sparsity_stats(model, self.cfg.prune.layers)["sparsity"]
+
     def phases(self) -> dict:
-        out = {k: {"seconds": v, "reused": False} for k, v in self.timer.seconds().items()}
+        """{phase: {seconds, reused, device, group, commit}}; a reused phase is what its cached
+        artifact cost when it was made, on the device it was made on."""
+        commit, _ = git_state()
+        out = {k: {"seconds": v, "reused": False, "device": self.device_name, "group": self.groups.get(k, "other"),
+                   "commit": commit}
+               for k, v in self.timer.seconds().items()}
         for k, v in self.reused.items():
-            out.setdefault(k, {"seconds": v, "reused": True})
+            if k in out:
+                raise RuntimeError(f"phase {k!r} was both timed in this run and reused from the cache; "
+                                   "give the live part its own phase name")
+            out[k] = {"reused": True, **v}
         return out
 
+    def add_round(self, r: int, *, phase: str, sparsity: dict, top1_final: Optional[float] = None,
+                  top1_best: Optional[float] = None, **extra) -> None:
+        """Record round ``r`` of an iterative method: its realised sparsity (every definition), its
+        accuracy and the seconds of its phase (live or reused from the cache)."""
+        info = self.phases().get(phase, {})
+        self.rounds.append({"round": r, "phase": phase, "sparsity": dict(sparsity), "top1_final": top1_final,
+                            "top1_best": top1_best, "seconds": info.get("seconds", 0.0),
+                            "reused": info.get("reused", False), "device": info.get("device", self.device_name),
+                            **extra})
+
     # ------------------------------------------------------------------ cached stages
-    def stage(self, kind: str, ident: dict, model: nn.Module, produce: Callable[[], tuple[dict, list]],
-              phases: tuple[str, ...]) -> tuple[dict, list]:
-        """Restore ``model`` (and saved tensors) from the cache, or run ``produce()``, which trains
-        ``model`` in place and returns (JSON-able meta, list of tensors), and cache the result."""
-        runtime = {k: getattr(self.cfg.runtime, k) for k in RUNTIME_IDENTITY}
-        key = hash_identity({"kind": kind, "data": self.data.info["fingerprint"], "runtime": runtime, **ident})
+    def stage(self, kind: str, ident: dict, produce: Callable[[], tuple[dict, Any]], phases: tuple[str, ...],
+              *, model: Optional[nn.Module] = None) -> tuple[dict, Any]:
+        """Run ``produce()`` once and cache what it returns, or restore it from the cache.
+
+        ``produce() -> (meta, payload)``: JSON-able meta and a payload of tensors (nested dicts and
+        lists allowed), returned on the device. With ``model``, its state dict is saved too and
+        restored into it on a cache hit. ``phases`` are the phase names ``produce`` times; on a hit
+        they are recorded as reused, with the seconds, device and commit of the run that made them.
+        ``ident`` must hold everything the result depends on beyond the data, the device type and
+        precision, and the harness version (those are added here); add a method's ``VERSION``."""
+        runtime = runtime_identity(self.cfg.runtime, self.device.type)
+        key = hash_identity({"kind": kind, "data": self.data.info["fingerprint"], "runtime": runtime,
+                             "harness": HARNESS_VERSION, **ident})
         hit = self.artifacts.load(kind, key)
         if hit is not None:
             payload, meta = hit
-            model.load_state_dict(payload["model"])
+            if model is not None:
+                model.load_state_dict(payload["model"])
             for ph in phases:
-                self.reused[ph] = meta["phase_seconds"].get(ph, 0.0)
+                self.reused[ph] = {"seconds": meta["phase_seconds"].get(ph, 0.0), "device": meta.get("device"),
+                                   "group": meta.get("phase_groups", {}).get(ph, DEFAULT_GROUPS.get(ph, "other")),
+                                   "commit": meta.get("git_commit")}
+                self.groups.setdefault(ph, self.reused[ph]["group"])
+            self._used(kind, key, meta, reused=True)
             self.log(f"  reused {kind} checkpoint {meta['path']}")
-            return meta, [t.to(self.device) for t in payload["tensors"]]
+            return meta, _to(payload.get("payload"), self.device)
         before = self.timer.seconds()
-        meta, tensors = produce()
+        meta, payload = produce()
         after = self.timer.seconds()
-        meta["phase_seconds"] = {ph: after.get(ph, 0.0) - before.get(ph, 0.0) for ph in phases}
-        meta["identity"] = ident
-        state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-        meta = self.artifacts.save(kind, key, {"model": state, "tensors": [t.detach().cpu() for t in tensors]}, meta)
-        return meta, tensors
+        commit, dirty = git_state()
+        meta.update(phase_seconds={ph: after.get(ph, 0.0) - before.get(ph, 0.0) for ph in phases},
+                    phase_groups={ph: self.groups.get(ph, DEFAULT_GROUPS.get(ph, "other")) for ph in phases},
+                    device=self.device_name, git_commit=commit, git_dirty=dirty, harness_version=HARNESS_VERSION,
+                    identity=ident, runtime=runtime)
+        saved = {"payload": _to_cpu(payload)}
+        if model is not None:
+            saved["model"] = _to_cpu(model.state_dict())
+        meta = self.artifacts.save(kind, key, saved, meta)
+        self._used(kind, key, meta, reused=False)
+        return meta, payload
+
+    def _used(self, kind: str, key: str, meta: dict, reused: bool) -> None:
+        self.artifacts_used.append({"kind": kind, "key": key, "reused": reused, "path": meta.get("path"),
+                                    "sha256": meta.get("sha256"), "git_commit": meta.get("git_commit"),
+                                    "git_dirty": meta.get("git_dirty"), "device": meta.get("device"),
+                                    "version": (meta.get("identity") or {}).get("version"),
+                                    "harness_version": meta.get("harness_version"),
+                                    "created_at": meta.get("created_at")})
 
     def dense_model(self) -> tuple[nn.Module, TrainResult]:
-        """The dense model trained with the ``pretrain`` recipe (cached by config hash)."""
+        """The dense model trained with the ``pretrain`` recipe (cached per seed)."""
         c = to_dict(self.cfg)
         model = self.build()
 
         def produce():
             res = self.train(model, self.cfg.pretrain, phase="pretrain")
-            return {"result": res.to_dict()}, []
+            return {"result": res.to_dict()}, None
 
         ident = {"dataset": c["dataset"], "model": c["model"], "pretrain": c["pretrain"], "seed": c["seed"]}
-        meta, _ = self.stage("dense", ident, model, produce, ("pretrain",))
+        meta, _ = self.stage("dense", ident, produce, ("pretrain",), model=model)
         return model, TrainResult.from_dict(meta["result"])
 
     def teacher(self) -> nn.Module:
-        """The frozen teacher for this dataset (trained once, cached; recorded in ``teacher_info``)."""
+        """The frozen teacher for this dataset (trained once, cached; recorded in ``teacher_info``).
+
+        Its whole training (initial weights, data order, augmentation) follows ``teacher.seed``, not
+        the run seed: every seed of a grid, and ``python -m bench teacher``, get the same teacher."""
         c = to_dict(self.cfg)
         tc = self.cfg.teacher
         model = self.build(tc.arch, tc.seed)
 
         def produce():
-            res = self.train(model, tc.train, phase="teacher")
-            return {"result": res.to_dict(), "arch": tc.arch}, []
+            res = self.train(model, tc.train, phase="teacher", seed=derived_seed(tc.seed, "teacher"))
+            return {"result": res.to_dict(), "arch": tc.arch}, None
 
-        meta, _ = self.stage("teachers", {"dataset": c["dataset"], "teacher": c["teacher"]}, model, produce,
-                             ("teacher",))
+        meta, _ = self.stage("teachers", {"dataset": c["dataset"], "teacher": c["teacher"]}, produce,
+                             ("teacher",), model=model)
         self.teacher_info = {"arch": tc.arch, "sha256": meta["sha256"], "path": meta["path"],
-                             "top1": meta["result"]["top1_final"], "top1_best": meta["result"]["top1_best"]}
+                             "top1": meta["result"]["top1_final"], "top1_best": meta["result"]["top1_best"],
+                             "git_commit": meta.get("git_commit"), "device": meta.get("device")}
         model.eval().requires_grad_(False)
         return model
 

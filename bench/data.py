@@ -7,11 +7,11 @@ plus gathers, so no host-device copy happens per step and the same code runs on 
 from __future__ import annotations
 
 import hashlib
+import io
 import math
 import os
 import pickle
 import re
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +21,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from bench.config import AugmentConfig, ConfigError, DatasetConfig, SyntheticConfig
+from .config import AugmentConfig, ConfigError, DatasetConfig, SyntheticConfig
+from .store import atomic_write_bytes, file_digest
 
 CACHE_DIRNAME = ".bench_cache"
 CACHE_VERSION = 1        # bump when decoding changes, so old cache files stop matching
@@ -137,6 +138,32 @@ class DeviceData:
             end = min(start + batch_size, n)
             idx = torch.arange(start, end, device=self.device)
             yield Batch(self.normalize(self.test_x[start:end]), self.test_y[start:end], idx)
+
+    def train_view(self, idx: torch.Tensor, augment: AugmentConfig, generator: torch.Generator) -> torch.Tensor:
+        """A fresh augmented, normalised view of train samples ``idx`` (CS-KD's partners, DLB's
+        second view), drawn from ``generator``."""
+        return self.normalize(augment_batch(self.train_x[idx], augment, generator))
+
+    def subset_classes(self, classes: list[int]) -> "DeviceData":
+        """The train and test samples of ``classes`` only, relabelled 0..k-1 in the given order
+        (COLT's partitions), without reloading: one gather on the device. Sample order is kept."""
+        if len(set(classes)) != len(classes) or not all(0 <= c < self.num_classes for c in classes):
+            raise ValueError(f"classes must be distinct ids in [0, {self.num_classes}), got {classes}")
+        lut = torch.full((self.num_classes,), -1, dtype=torch.int64, device=self.device)
+        lut[torch.tensor(classes, device=self.device)] = torch.arange(len(classes), device=self.device)
+
+        def part(x, y):
+            keep = torch.nonzero(lut[y] >= 0).flatten()
+            return x[keep], lut[y[keep]]
+
+        (tr_x, tr_y), (te_x, te_y) = part(self.train_x, self.train_y), part(self.test_x, self.test_y)
+        info = dict(self.info, classes=[(self.info.get("classes") or list(range(self.num_classes)))[c]
+                                        for c in classes],
+                    num_classes=len(classes), n_train=len(tr_y), n_test=len(te_y), complete=False,
+                    fingerprint=hashlib.sha256(f"{self.info['fingerprint']}/classes{list(classes)}".encode())
+                    .hexdigest()[:16])
+        return DeviceData(self.name, len(classes), self.image_size, self.mean, self.std, tr_x, tr_y, te_x, te_y,
+                          info)
 
 
 def augment_batch(x: torch.Tensor, augment: AugmentConfig, generator: torch.Generator) -> torch.Tensor:
@@ -263,8 +290,7 @@ def _not_found(name: str, path: Path, data_dir: Path) -> str:
             f"Get it in one of two ways:\n"
             f"  1. pass --download to fetch the official archive with torchvision into {data_dir} "
             f"(needs network access), or\n"
-            f"  2. place the files there, laid out as {data_dir}/{SPECS[name].layout};\n"
-            f"     in this workplace: python ../shared/data/materialize.py {data_dir}")
+            f"  2. place the files there, laid out as {data_dir}/{SPECS[name].layout}")
 
 
 def _download(name: str, data_dir: Path) -> None:
@@ -351,18 +377,11 @@ def _files_key(files: list[Path], root: Path) -> str:
 
 
 def _write_cache(path: Path, obj: dict) -> None:
-    """Atomic (tmp file + os.replace); silently skipped where the cache folder is not writable."""
+    """Atomic; silently skipped where the cache folder is not writable."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                torch.save(obj, f)
-            os.chmod(tmp, 0o644)                              # mkstemp makes it owner-only
-            os.replace(tmp, path)
-        except BaseException:
-            os.unlink(tmp)
-            raise
+        buf = io.BytesIO()
+        torch.save(obj, buf)
+        atomic_write_bytes(path, buf.getvalue())
         prefix = path.name.rsplit("-", 1)[0] + "-"            # drop files of older keys of this split
         for old in path.parent.glob(prefix + "*.pt"):
             if old != path:
@@ -387,16 +406,8 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
         return super().find_class(module, name)
 
 
-def _md5(path: Path) -> str:
-    h = hashlib.md5(usedforsecurity=False)
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _decode_cifar(spec: _Spec, files: list[Path]) -> tuple[np.ndarray, np.ndarray, dict[str, str]]:
-    md5 = {f.name: _md5(f) for f in files}      # compared with the official values by the caller
+    md5 = {f.name: file_digest(f, "md5") for f in files}      # compared with the official values by the caller
     xs, ys = [], []
     for f in files[:-1]:                                     # the last one is the meta file
         try:

@@ -17,7 +17,7 @@ from typing import Callable, Optional
 import torch
 import torch.nn as nn
 
-from .config import RuntimeConfig, TrainConfig
+from .config import ConfigError, RuntimeConfig, TrainConfig, precision
 from .losses import CrossEntropy
 
 
@@ -46,15 +46,23 @@ class TrainResult:
 def resolve_device(runtime: RuntimeConfig) -> torch.device:
     if runtime.device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(runtime.device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"runtime.device={runtime.device!r} but CUDA is not available here; "
-                           "use --set runtime.device=cpu (or auto)")
+    try:
+        dev = torch.device(runtime.device)
+    except RuntimeError:
+        raise ConfigError(f"config key 'runtime.device' has value {runtime.device!r}; allowed: auto, cpu, "
+                          "cuda or cuda:N") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"config key 'runtime.device' is {runtime.device!r} but CUDA is not available on "
+                              "this machine; use --set runtime.device=cpu (or auto)")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ConfigError(f"config key 'runtime.device' is {runtime.device!r} but this machine has "
+                              f"{torch.cuda.device_count()} CUDA device(s); use cuda:0..cuda:{torch.cuda.device_count() - 1}")
     return dev
 
 
 def use_amp(runtime: RuntimeConfig, device: torch.device) -> bool:
-    return runtime.amp == "bf16" or (runtime.amp == "auto" and device.type == "cuda")
+    return precision(runtime, device.type) == "bf16"
 
 
 def use_channels_last(runtime: RuntimeConfig, device: torch.device) -> bool:
@@ -166,8 +174,9 @@ def train(model: nn.Module, data, recipe: TrainConfig, *, runtime: RuntimeConfig
           phase: str = "train", log: Callable[[str], None] = print) -> TrainResult:
     """Train ``model`` in place with a fresh optimizer; evaluate after every epoch.
 
-    ``objective(model, batch) -> (loss, logits)`` defaults to cross-entropy. ``masks`` (if given) are
-    applied after every optimizer step. ``after_backward()`` runs after each backward pass and before
+    ``objective(model, batch) -> (loss, logits)`` defaults to cross-entropy; an objective with state
+    is told each epoch's start (``objective.start_epoch(epoch, epochs)``, epoch counted from 0).
+    ``masks`` (if given) mask the gradients before and the weights after every optimizer step. ``after_backward()`` runs after each backward pass and before
     the step (importance scoring reads gradients there). Training time is recorded under ``phase``
     and evaluation under ``"eval"`` in ``timer``.
     """
@@ -176,7 +185,7 @@ def train(model: nn.Module, data, recipe: TrainConfig, *, runtime: RuntimeConfig
     cl = use_channels_last(runtime, device)
     opt = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum,
                           nesterov=recipe.nesterov and recipe.momentum > 0, weight_decay=recipe.weight_decay)
-    steps_per_epoch = data.steps_per_epoch(recipe.batch_size)
+    steps_per_epoch = data.steps_per_epoch(recipe.batch_size, recipe.drop_last)
     total = steps_per_epoch * recipe.epochs
     warmup = round(recipe.warmup_epochs * steps_per_epoch)
     sched = torch.optim.lr_scheduler.LambdaLR(
@@ -190,12 +199,14 @@ def train(model: nn.Module, data, recipe: TrainConfig, *, runtime: RuntimeConfig
     progress = _Progress(phase, recipe.epochs, log)
     try:
         for epoch in range(1, recipe.epochs + 1):
+            if hasattr(objective, "start_epoch"):
+                objective.start_epoch(epoch - 1, recipe.epochs)
             model.train()
             stats = torch.zeros(2, device=device)  # loss sum, correct (read once per epoch)
             count = 0
             lr = opt.param_groups[0]["lr"]
             with timer.phase(phase):
-                for batch in data.train_batches(recipe.batch_size, augment, gen):
+                for batch in data.train_batches(recipe.batch_size, augment, gen, recipe.drop_last):
                     if cl:
                         batch = batch._replace(x=batch.x.contiguous(memory_format=torch.channels_last))
                     with autocast(runtime, device):

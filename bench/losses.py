@@ -1,13 +1,14 @@
 """Objectives and the distillation maths shared by the proposed method and the baselines.
 
-Maths: shared/research/paper.md 1.2-1.5. An objective is ``objective(model, batch) -> (loss, logits)``
-(docs/design.md, "Objectives"); ``batch`` has fields ``x``, ``y``, ``idx``.
+Maths: docs/method.md. An objective is ``objective(model, batch) -> (loss, logits)`` (docs/design.md,
+"Objectives"); ``batch`` has fields ``x``, ``y``, ``idx``.
 
 All KD maths runs in float32: under bf16 autocast the logits are cast with ``.float()`` first, and
 the ops used here (mean, std, log_softmax, exp, sum) are not ones autocast lowers to bf16.
 """
 from __future__ import annotations
 
+import contextlib
 import itertools
 from typing import Iterable, Optional, Union
 
@@ -104,8 +105,32 @@ def teacher_mean_confidence(teacher: nn.Module, batches: Iterable, max_batches: 
 
 # --------------------------------------------------------------------------- objectives
 
+@contextlib.contextmanager
+def frozen_bn_stats(model: nn.Module):
+    """Forward passes inside this block still normalise with batch statistics (train mode) but leave
+    BatchNorm's running statistics as they were: a second forward pass in one training step (a
+    partner batch, a second view) must not update them twice unless the method says so."""
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    saved = [(m.momentum, m.num_batches_tracked.clone()) for m in bns]
+    for m in bns:
+        m.momentum = 0.0           # running = (1 - 0) * running + 0 * batch: unchanged
+    try:
+        yield
+    finally:
+        for m, (momentum, tracked) in zip(bns, saved):
+            m.momentum = momentum
+            m.num_batches_tracked.copy_(tracked)
+
+
 class Objective:
-    """Base: stateless objectives have an empty checkpoint state."""
+    """Base of the training objectives: ``objective(model, batch) -> (loss, logits)``.
+
+    An objective with state across steps or epochs (PS-KD's memory, DLB's previous batch) keeps it
+    in the object: ``start_epoch(epoch, epochs)`` is called by the engine before every epoch (epoch
+    counted from 0), and ``state_dict()`` / ``load_state_dict()`` carry the state into checkpoints."""
+
+    def start_epoch(self, epoch: int, epochs: int) -> None:
+        pass
 
     def state_dict(self) -> dict:
         return {}
@@ -129,7 +154,8 @@ class Distillation(Objective):
 
     KD is CA-KLD (``kd.loss == "ca-kld"``) with gamma = the precomputed teacher-mean confidence
     (``kd.gamma == "teacher-mean"``, pass it as ``gamma``) or the per-sample teacher confidence
-    (``"per-sample"``), or Hinton's KL(P_T || P_S) (``kd.loss == "kd"``).
+    (``"per-sample"``), or Hinton's KL(P_T || P_S) (``kd.loss == "kd"``). Logits are z-scored per
+    sample when ``kd.normalize_logits`` (default: for CA-KLD only; plain KD stays on raw logits).
     """
 
     def __init__(self, teacher: nn.Module, kd: KDConfig, gamma: Optional[float] = None,
@@ -152,10 +178,10 @@ class Distillation(Objective):
         kd = self.kd
         s, t = student_logits.float(), teacher_logits.float()   # float32 even under bf16 autocast
         if kd.loss == "kd":
-            return hinton_kd(s, t, temperature=kd.temperature, normalize=kd.normalize,
+            return hinton_kd(s, t, temperature=kd.temperature, normalize=kd.normalize_logits,
                              t2_scale=kd.t2_scale, eps=kd.eps)
         gamma = self.gamma if kd.gamma == "teacher-mean" else teacher_confidence(t)
-        return ca_kld(s, t, gamma, temperature=kd.temperature, normalize=kd.normalize,
+        return ca_kld(s, t, gamma, temperature=kd.temperature, normalize=kd.normalize_logits,
                       t2_scale=kd.t2_scale, eps=kd.eps)
 
     def __call__(self, model: nn.Module, batch) -> tuple[Tensor, Tensor]:

@@ -1,5 +1,9 @@
 """CIFAR-style ResNets: 3x3 stride-1 stem, no max-pool, widths 64-512 (the network the paper's
 student and COLT use). The same networks take 64x64 Tiny ImageNet inputs (global average pooling).
+
+Every ReLU is its own module (``relu`` after the stem; ``relu1``, ``relu2`` (, ``relu3``) in a
+block, the last one after the residual add), so forward hooks can read activations (EGP's entropy).
+They have no parameters: state dicts are the same as with functional ReLUs.
 """
 from __future__ import annotations
 
@@ -16,14 +20,15 @@ class BasicBlock(nn.Module):
         self.bn1 = nn.BatchNorm2d(planes)
         self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
         self.bn2 = nn.BatchNorm2d(planes)
+        self.relu1, self.relu2 = nn.ReLU(), nn.ReLU()
         self.shortcut = nn.Sequential()
         if stride != 1 or in_planes != planes:
             self.shortcut = nn.Sequential(nn.Conv2d(in_planes, planes, 1, stride, bias=False), nn.BatchNorm2d(planes))
 
     def forward(self, x):
-        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.relu1(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
-        return F.relu(out + self.shortcut(x))
+        return self.relu2(out + self.shortcut(x))
 
 
 class Bottleneck(nn.Module):
@@ -38,16 +43,17 @@ class Bottleneck(nn.Module):
         self.bn2 = nn.BatchNorm2d(planes)
         self.conv3 = nn.Conv2d(planes, out_planes, 1, bias=False)
         self.bn3 = nn.BatchNorm2d(out_planes)
+        self.relu1, self.relu2, self.relu3 = nn.ReLU(), nn.ReLU(), nn.ReLU()
         self.shortcut = nn.Sequential()
         if stride != 1 or in_planes != out_planes:
             self.shortcut = nn.Sequential(nn.Conv2d(in_planes, out_planes, 1, stride, bias=False),
                                           nn.BatchNorm2d(out_planes))
 
     def forward(self, x):
-        out = F.relu(self.bn1(self.conv1(x)))
-        out = F.relu(self.bn2(self.conv2(out)))
+        out = self.relu1(self.bn1(self.conv1(x)))
+        out = self.relu2(self.bn2(self.conv2(out)))
         out = self.bn3(self.conv3(out))
-        return F.relu(out + self.shortcut(x))
+        return self.relu3(out + self.shortcut(x))
 
 
 class ResNet(nn.Module):
@@ -56,6 +62,7 @@ class ResNet(nn.Module):
         self.in_planes = widths[0]
         self.conv1 = nn.Conv2d(3, widths[0], 3, 1, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(widths[0])
+        self.relu = nn.ReLU()
         self.layer1 = self._make_layer(block, widths[0], num_blocks[0], 1)
         self.layer2 = self._make_layer(block, widths[1], num_blocks[1], 2)
         self.layer3 = self._make_layer(block, widths[2], num_blocks[2], 2)
@@ -70,7 +77,7 @@ class ResNet(nn.Module):
         return nn.Sequential(*layers)
 
     def forward(self, x):
-        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn1(self.conv1(x)))
         out = self.layer4(self.layer3(self.layer2(self.layer1(out))))
         out = F.adaptive_avg_pool2d(out, 1).flatten(1)
         return self.linear(out)

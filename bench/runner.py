@@ -6,13 +6,7 @@ the process loses at most the run in progress and never leaves a half-written fi
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import json
-import os
-import platform
-import socket
-import subprocess
-import sys
 import time
 import traceback
 from pathlib import Path
@@ -21,47 +15,16 @@ from typing import Callable
 import torch
 
 from . import methods
-from .config import Config, RunSpec, expand_grid, to_dict
+from .config import Config, RunSpec, expand_grid, precision, to_dict
 from .context import Artifacts, RunContext
 from .engine import resolve_device
 from .masks import sparsity_stats
-from .store import atomic_write_json, read_run, run_path
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from .provenance import device_name, provenance
+from .store import atomic_write_json, iter_run_files, read_run, run_path
 
 
 def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-
-
-@functools.lru_cache(maxsize=1)
-def _git() -> tuple[str | None, bool | None]:
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True,
-                                check=True).stdout.strip()
-        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT,
-                                    capture_output=True, text=True, check=True).stdout.strip())
-        return commit, dirty
-    except (OSError, subprocess.CalledProcessError):
-        return None, None
-
-
-def provenance(device: torch.device) -> dict:
-    commit, dirty = _git()
-    cuda = device.type == "cuda"
-    return {
-        "git_commit": commit, "git_dirty": dirty,
-        "python": platform.python_version(), "torch": torch.__version__,
-        "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version() if cuda else None,
-        "gpu_name": torch.cuda.get_device_name(device) if cuda else None,
-        "gpu_count": torch.cuda.device_count() if cuda else 0,
-        "hostname": socket.gethostname(), "platform": platform.platform(), "cpu_count": os.cpu_count(),
-        "argv": sys.argv,
-    }
-
-
-def device_name(device: torch.device) -> str:
-    return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
 
 
 def status_of(results_dir: Path, spec: RunSpec) -> tuple[str, dict | None]:
@@ -72,13 +35,31 @@ def status_of(results_dir: Path, spec: RunSpec) -> tuple[str, dict | None]:
 
 
 def _base_record(spec: RunSpec, device: torch.device) -> dict:
+    mod = methods.get(spec.method.name)
     return {
         "run_id": spec.run_id, "dataset": spec.dataset, "model": spec.config.model.arch,
-        "method": spec.method.display, "method_name": spec.method.name,
+        "method": spec.method.display, "method_name": spec.method.name, "method_version": mod.VERSION,
         "target_sparsity": spec.sparsity, "seed": spec.seed, "config": to_dict(spec.config),
-        "device_name": device_name(device), "device_count": torch.cuda.device_count() if device.type == "cuda" else 1,
+        "identity": spec.identity, "device_type": device.type, "precision": precision(spec.config.runtime, device.type),
+        "device_name": device_name(device), "device_count": 1,
         "provenance": provenance(device),
     }
+
+
+def check_sparsity(mod, masks, stats: dict, target: float) -> bool:
+    """Raise when pruned weights were revived or the mask misses the target; return whether the
+    method hits targets exactly (its ``SPARSITY_TOLERANCE`` is 0)."""
+    mask_sparsity = 1 - sum(float(m.sum()) for m in masks.masks) / masks.numel
+    # Weights may be zero where the mask is one (never the reverse): realized >= masked.
+    if stats["sparsity_prunable"] + 1e-12 < mask_sparsity:
+        raise RuntimeError(f"pruned weights were revived: mask sparsity {mask_sparsity:.6f}, "
+                           f"weights {stats['sparsity_prunable']:.6f}")
+    tolerance = float(getattr(mod, "SPARSITY_TOLERANCE", 0.0))
+    if abs(mask_sparsity - target) > tolerance + 1.0 / masks.numel:
+        allowed = f"within {tolerance:g} of" if tolerance else "exactly"
+        raise RuntimeError(f"mask sparsity {mask_sparsity:.6f} misses the target {target}; {mod.NAME} must hit "
+                           f"it {allowed} (SPARSITY_TOLERANCE)")
+    return tolerance == 0
 
 
 def execute(spec: RunSpec, data, artifacts: Artifacts, device: torch.device,
@@ -95,26 +76,23 @@ def execute(spec: RunSpec, data, artifacts: Artifacts, device: torch.device,
     t0 = time.perf_counter()
     outcome = mod.run(ctx)
     stats = sparsity_stats(outcome.model, cfg.prune.layers)
+    exact = True
     if outcome.masks is not None:
-        mask_sparsity = 1 - sum(float(m.sum()) for m in outcome.masks.masks) / outcome.masks.numel
-        # Weights may be zero where the mask is one (never the reverse): realized >= masked.
-        if stats["sparsity_prunable"] + 1e-12 < mask_sparsity:
-            raise RuntimeError(f"pruned weights were revived: mask sparsity {mask_sparsity:.6f}, "
-                               f"weights {stats['sparsity_prunable']:.6f}")
-        if abs(mask_sparsity - cfg.prune.sparsity) > 1.0 / outcome.masks.numel:
-            raise RuntimeError(f"mask sparsity {mask_sparsity:.6f} differs from the target {cfg.prune.sparsity}")
+        exact = check_sparsity(mod, outcome.masks, stats, cfg.prune.sparsity)
     phases = ctx.phases()
     res = outcome.result
-    train_phase = "retrain" if mod.PRUNES else "pretrain"
+    train_group = "retrain" if mod.PRUNES else "pretrain"
     return {
         "status": "ok",
+        "sparsity": stats["sparsity"], "sparsity_exact": exact,
         "sparsity_prunable": stats["sparsity_prunable"], "sparsity_overall": stats["sparsity_overall"],
         "prunable_weights": stats["prunable_weights"], "overall_weights": stats["overall_weights"],
         "layer_density": stats["layer_density"],
         "top1_final": res.top1_final, "top1_best": res.top1_best, "top5_final": res.top5_final,
         "top5_best": res.top5_best, "best_epoch": res.best_epoch, "history": res.history,
-        "phases": phases, "time_total_s": time.perf_counter() - t0,
-        "time_train_s": phases.get(train_phase, {}).get("seconds", 0.0),
+        "phases": phases, "rounds": ctx.rounds, "artifacts": ctx.artifacts_used,
+        "time_total_s": time.perf_counter() - t0,
+        "time_train_s": sum(p["seconds"] for p in phases.values() if p["group"] == train_group and not p["reused"]),
         "data": data.info, "teacher": ctx.teacher_info, "extra": {**ctx.extra, **outcome.extra},
     }
 
@@ -136,22 +114,40 @@ class DataCache:
         return self._cache[key]
 
 
+def stale_records(results_dir: Path, specs: list[RunSpec]) -> list[Path]:
+    """Stored records of the grid's datasets whose run id is not a cell of ``specs``."""
+    ids = {s.run_id for s in specs}
+    out = []
+    for ds in sorted({s.dataset for s in specs}):
+        out += [p for p in iter_run_files(results_dir, ds) if p.stem.rsplit("__", 1)[-1] not in ids]
+    return out
+
+
 def run_grid(cfg: Config, results_dir: Path, data_dir: Path, *, download: bool = False, dry_run: bool = False,
              log: Callable[[str], None] = print) -> dict:
     """Run every pending or failed cell of ``cfg``'s grid. Returns counts by final status."""
     from .data import DatasetNotFoundError
 
     results_dir = Path(results_dir)
-    specs = expand_grid(cfg, methods.get)
+    device = resolve_device(cfg.runtime)
+    specs = expand_grid(cfg, methods.get, device.type)
     states = [status_of(results_dir, s) for s in specs]
     if dry_run:
         for spec, (state, _) in zip(specs, states):
             log(f"{state:8s} {spec.dataset:12s} {spec.method.display:14s} sparsity {spec.sparsity:<6g} "
                 f"seed {spec.seed:<4d} {spec.run_id}")
         counts = {s: sum(st == s for st, _ in states) for s in ("done", "failed", "pending")}
-        log(f"{len(specs)} runs: {counts['done']} done, {counts['failed']} failed, {counts['pending']} pending")
+        log(f"{len(specs)} runs on {device.type}: {counts['done']} done, {counts['failed']} failed, "
+            f"{counts['pending']} pending")
+        stale = stale_records(results_dir, specs)
+        if stale:
+            log(f"{len(stale)} stored record(s) of these datasets match no cell of this grid on {device.type} "
+                "(another config, device or precision, or an older code version); they are kept and "
+                "not counted:")
+            for p in stale:
+                log(f"  {p}")
+        counts["stale"] = len(stale)
         return counts
-    device = resolve_device(cfg.runtime)
     artifacts = Artifacts(results_dir / "cache")
     data_cache = DataCache(Path(data_dir), device, download)
     counts = {"ok": 0, "failed": 0, "skipped": 0}

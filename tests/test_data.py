@@ -306,7 +306,8 @@ def test_missing_dataset_message(tmp_path):
         load_dataset(DatasetConfig(name="cifar100"), tmp_path)
     msg = str(e.value)
     assert isinstance(e.value, FileNotFoundError)
-    assert str(tmp_path / "cifar-100-python") in msg and "--download" in msg and "materialize.py" in msg
+    assert str(tmp_path / "cifar-100-python") in msg and "--download" in msg and "cifar-100-python/{train, test, meta}" in msg
+    assert "../" not in msg          # never points at files outside this repository
 
 
 def test_missing_file_and_corrupt_files(real_dir, tmp_path):
@@ -386,3 +387,27 @@ def test_tiny_download_writes_marker_and_decodes_grayscale(tmp_path, monkeypatch
     assert d.info["official"] is True and len(d.train_y) == 200
     assert d.test_y.tolist() == [9, 5]                                  # natural order: val_2, val_10
     assert d.test_x.shape == (2, 3, 64, 64) and torch.all((d.test_x[1] - 77).abs() <= 2)
+
+
+def test_class_subset_view_relabels_without_reloading():
+    d = small(num_classes=6)
+    part = d.subset_classes([3, 4, 5])
+    assert part.num_classes == 3 and part.train_x.device == d.train_x.device
+    keep = (d.train_y >= 3)
+    assert torch.equal(part.train_x, d.train_x[keep]) and torch.equal(part.train_y, d.train_y[keep] - 3)
+    assert torch.equal(part.test_y, d.test_y[d.test_y >= 3] - 3)
+    assert part.info["classes"] == [3, 4, 5] and part.info["fingerprint"] != d.info["fingerprint"]
+    batch = next(part.train_batches(8, NO_AUG, make_generator(0)))
+    assert int(batch.y.max()) < 3
+    with pytest.raises(ValueError, match="distinct ids"):
+        d.subset_classes([0, 0])
+
+
+def test_train_view_re_augments_given_samples():
+    d = small()
+    idx = torch.tensor([0, 5, 7])
+    plain = d.train_view(idx, NO_AUG, make_generator(0))
+    assert torch.equal(plain, d.normalize(d.train_x[idx]))
+    aug = AugmentConfig(crop_padding=2, flip=True)
+    a, b = d.train_view(idx, aug, make_generator(1)), d.train_view(idx, aug, make_generator(2))
+    assert a.shape == plain.shape and not torch.equal(a, b)

@@ -118,3 +118,80 @@ def test_mask_state_round_trip():
     other = Masks(small_model())
     other.load_state_dict(state)
     assert all(torch.equal(a, b) for a, b in zip(masks.masks, other.masks))
+
+
+# --------------------------------------------------------------------------- operations the baselines need
+
+def test_every_sparsity_definition_on_resnet18():
+    """Counts from docs/baselines.md (sparsity definitions): 10,987,200 ReLU-paired convs,
+    172,032 in 1x1 shortcuts, 5,120 linear weights for 10 classes."""
+    model = build_model("resnet18", 10)
+    assert Masks(model, "conv-noshortcut").numel == 10_987_200
+    assert Masks(model, "conv+linear").numel == 11_159_232 + 5_120
+    masks = Masks(model, "conv")
+    shortcut = [n for n in masks.names if "shortcut" in n]
+    zero = {n: torch.zeros_like(m) if n in shortcut else m for n, m in zip(masks.names, masks.masks)}
+    masks.masks = [zero[n] for n in masks.names]
+    masks.apply()
+    s = sparsity_stats(model)["sparsity"]
+    assert s["conv"] == pytest.approx(172_032 / 11_159_232)
+    assert s["conv-noshortcut"] == 0.0
+    assert s["conv+linear"] == pytest.approx(172_032 / (11_159_232 + 5_120))
+    assert s["overall"] == pytest.approx(172_032 / 11_169_152)
+    assert s["prunable"] == s["conv"]
+
+
+def test_intersection_keeps_only_weights_both_keep():
+    a, b = Masks(small_model()), Masks(small_model())
+    gen = torch.Generator().manual_seed(1)
+    a.prune_global([torch.rand(p.shape, generator=gen) for p in a.params], 0.5)
+    b.prune_global([torch.rand(p.shape, generator=gen) for p in b.params], 0.5)
+    expected = [x * y for x, y in zip(a.masks, b.masks)]
+    a.intersect_(b)
+    assert all(torch.equal(m, e) for m, e in zip(a.masks, expected))
+    assert all(torch.count_nonzero(p.detach()[m == 0]) == 0 for p, m in zip(a.params, a.masks))
+    assert 0.5 < a.sparsity() < 1
+
+
+def test_per_layer_pruning_removes_given_counts_of_remaining_weights():
+    masks = Masks(small_model())
+    scores = [p.detach().abs() for p in masks.params]
+    first, last = masks.names[0], masks.names[-1]
+    assert masks.prune_per_layer(scores, {first: 100, last: 7}) == 107
+    assert masks.pruned_per_layer()[first] == 100 and masks.pruned_per_layer()[last] == 7
+    # Again: counts apply to what remains; the 100 already pruned stay pruned.
+    masks.prune_per_layer(scores, {first: 10})
+    assert masks.pruned_per_layer()[first] == 110
+    kept = masks.params[0].detach()[masks.masks[0] > 0].abs().min()
+    gone = scores[0][masks.masks[0] == 0].max()
+    assert kept >= gone                                # the lowest scores went first
+    with pytest.raises(ValueError, match="cannot remove"):
+        masks.prune_per_layer(scores, {last: 10**9})
+    with pytest.raises(ValueError, match="outside the prunable set"):
+        masks.prune_per_layer(scores, {"linear.weight": 1})
+
+
+def test_mask_moves_between_models_by_tensor_name():
+    """COLT trains a ticket with a new head: the conv mask moves to a model with another head size."""
+    src = Masks(build_model("resnet_small", 5))
+    src.prune_global([p.detach().abs() for p in src.params], 0.7)
+    dst_model = build_model("resnet_small", 10)
+    dst = Masks(dst_model)
+    dst.copy_from(src)
+    assert all(torch.equal(a, b) for a, b in zip(src.masks, dst.masks))
+    assert all(torch.count_nonzero(p.detach()[m == 0]) == 0 for p, m in zip(dst.params, dst.masks))
+    with pytest.raises(ValueError, match="no tensor"):
+        Masks(build_model("resnet18", 10)).copy_from(src)
+
+
+def test_relus_are_modules_that_hooks_can_read():
+    model = build_model("resnet_small", 10).eval()
+    relus = [n for n, m in model.named_modules() if isinstance(m, torch.nn.ReLU)]
+    assert relus[:3] == ["relu", "layer1.0.relu1", "layer1.0.relu2"] and len(relus) == 1 + 2 * 4
+    seen = {}
+    hooks = [m.register_forward_hook(lambda mod, i, o, n=n: seen.__setitem__(n, o.shape))
+             for n, m in model.named_modules() if isinstance(m, torch.nn.ReLU)]
+    model(torch.randn(2, 3, 16, 16))
+    for h in hooks:
+        h.remove()
+    assert set(seen) == set(relus)

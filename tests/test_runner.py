@@ -69,7 +69,7 @@ def test_killed_grid_resumes_without_redoing_or_duplicating(tmp_path):
     ids = [json.loads(b)["run_id"] for b in after.values()]
     assert len(set(ids)) == len(ids)
     dry = subprocess.run(cmd + ["--dry-run"], cwd=REPO, capture_output=True, text=True)
-    assert "9 runs: 9 done, 0 failed, 0 pending" in dry.stdout
+    assert "9 runs on cpu: 9 done, 0 failed, 0 pending" in dry.stdout
 
 
 def test_failed_run_is_recorded_and_the_grid_goes_on(tmp_path):

@@ -1,8 +1,22 @@
 """Method registry: every module in ``bench.methods`` and ``baselines`` that defines ``NAME``.
 
-A method module defines ``NAME`` (its grid name), ``PRUNES`` (False: one run per dataset and
-seed, sparsity 0), ``SECTIONS`` (config sections its result depends on, hashed into the run id)
-and ``run(ctx) -> Outcome``. Adding a method is adding a file; see docs/adding-a-method.md.
+A method module defines:
+
+* ``NAME``: its grid name;
+* ``PRUNES``: False gives one run per dataset and seed, at sparsity 0;
+* ``SECTIONS``: the config sections its result depends on (hashed into the run id);
+* ``VERSION``: an integer in its run identity; bump it when a fix changes the method's results;
+* ``run(ctx) -> Outcome``;
+
+and optionally:
+
+* ``CONFIG = {"section": Dataclass}``: config sections it owns (validated, ``--set``-able, listed
+  in docs/config.md), which any method may then list in ``SECTIONS``;
+* ``SPARSITY_TOLERANCE``: how far (as a fraction of the prunable set) the realised sparsity may be
+  from the target (default 0: exact, one weight of slack); iterative methods that cannot hit a
+  target exactly declare it and their records say ``sparsity_exact: false``.
+
+Adding a method is adding a file; see docs/adding-a-method.md.
 """
 from __future__ import annotations
 
@@ -11,20 +25,29 @@ import pkgutil
 from types import ModuleType
 
 _PACKAGES = ("bench.methods", "baselines")
+_REQUIRED = ("NAME", "PRUNES", "SECTIONS", "VERSION", "run")
 _registry: dict[str, ModuleType] | None = None
 
 
 def registry() -> dict[str, ModuleType]:
     global _registry
     if _registry is None:
+        from ..config import register_section
+
         found: dict[str, ModuleType] = {}
         for pkg_name in _PACKAGES:
             pkg = importlib.import_module(pkg_name)
             for info in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda i: i.name):
                 mod = importlib.import_module(f"{pkg_name}.{info.name}")
                 name = getattr(mod, "NAME", None)
+                for section, cls in getattr(mod, "CONFIG", {}).items():
+                    register_section(section, cls)
                 if name is None:
                     continue
+                missing = [a for a in _REQUIRED if not hasattr(mod, a)]
+                if missing:
+                    raise RuntimeError(f"method module {mod.__name__} lacks {', '.join(missing)} "
+                                       "(see docs/adding-a-method.md)")
                 if name in found:
                     raise RuntimeError(f"method name {name!r} is defined twice: {found[name].__name__}, {mod.__name__}")
                 found[name] = mod

@@ -2,6 +2,7 @@
 from ..context import Outcome
 
 NAME = "dense"
+VERSION = 1
 PRUNES = False
 SECTIONS = ("pretrain",)
 

@@ -2,6 +2,7 @@
 from ..context import Outcome
 
 NAME = "magnitude"
+VERSION = 1
 PRUNES = True
 SECTIONS = ("pretrain", "retrain")
 

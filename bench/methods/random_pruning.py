@@ -4,6 +4,7 @@ import torch
 from ..context import Outcome
 
 NAME = "random"
+VERSION = 1
 PRUNES = True
 SECTIONS = ("pretrain", "retrain")
 

@@ -9,43 +9,77 @@
    in ``tgp-kd`` (tgp_kd.py). Steps 1-3 do not depend on the sparsity, so they are cached and
    shared by every sparsity and by both variants (their cost is still charged to each run).
 """
+from dataclasses import dataclass, field
+from typing import Literal
+
 import torch
 
-from ..config import AugmentConfig, to_dict
+from ..config import AugmentConfig, TrainConfig, _check, to_dict
 from ..context import Outcome
 from ..importance import EMAImportance
 from ..losses import Distillation, teacher_mean_confidence
 
+
+@dataclass
+class TGPConfig:
+    """Teacher-guided importance of the proposed method (docs/method.md)."""
+    finetune: TrainConfig = field(default_factory=lambda: TrainConfig(
+        epochs=10, lr=0.01, warmup_epochs=0.0, schedule="cosine", milestones=[]))
+    saliency: Literal["weight-grad", "grad"] = "weight-grad"    # |w * g| or |g|
+    ema: bool = True                     # False: the scores of the last batch alone
+    beta: float = 0.99                   # EMA decay (bias-corrected)
+
+    def validate(self, key):
+        _check(0 <= self.beta < 1, f"{key}.beta", self.beta, "a number in [0, 1)")
+
+
 NAME = "tgp"
+VERSION = 1
 PRUNES = True
+CONFIG = {"tgp": TGPConfig}
 SECTIONS = ("pretrain", "retrain", "teacher", "kd", "tgp")
 
 
-def teacher_guided_scores(ctx):
-    """Steps 1-3: the fine-tuned student, its importance scores, and the distillation objective."""
+def teacher_gamma(ctx, teacher) -> float | None:
+    """CA-KLD's gamma: the teacher's mean top-class probability on un-augmented train batches."""
+    kd = ctx.cfg.kd
+    if kd.loss != "ca-kld" or kd.gamma != "teacher-mean":
+        return None
+    with ctx.phase("score"):
+        gen = torch.Generator(device=ctx.device).manual_seed(ctx.seed_for("gamma-batches"))
+        plain = AugmentConfig(crop_padding=0, flip=False, rotate_deg=0.0)
+        batches = ctx.data.train_batches(ctx.cfg.tgp.finetune.batch_size, plain, gen)
+        return teacher_mean_confidence(teacher, batches, kd.gamma_batches)
+
+
+def guided_finetune(ctx, objective, kind: str = "tgp-finetune", version: int = VERSION):
+    """Steps 1-3 with any objective: the dense student fine-tuned with the ``tgp.finetune`` recipe
+    while the EMA importance accumulates; cached (shared by every sparsity). Returns (model, scores)."""
     cfg = ctx.cfg
-    teacher = ctx.teacher()
-    gamma = None
-    if cfg.kd.loss == "ca-kld" and cfg.kd.gamma == "teacher-mean":
-        with ctx.phase("score"):
-            gen = torch.Generator(device=ctx.device).manual_seed(ctx.seed_for("gamma-batches"))
-            plain = AugmentConfig(crop_padding=0, flip=False, rotate_deg=0.0)
-            batches = ctx.data.train_batches(cfg.tgp.finetune.batch_size, plain, gen)
-            gamma = teacher_mean_confidence(teacher, batches, cfg.kd.gamma_batches)
-    ctx.extra["kd_gamma"] = gamma
-    objective = Distillation(teacher, cfg.kd, gamma)
     model, _ = ctx.dense_model()
 
     def produce():
         importance = EMAImportance(ctx.masks(model).params, beta=cfg.tgp.beta, saliency=cfg.tgp.saliency,
                                    ema=cfg.tgp.ema)
         ctx.train(model, cfg.tgp.finetune, phase="finetune", objective=objective, after_backward=importance.update)
-        return {"gamma": gamma}, importance.scores()
+        return {"gamma": getattr(objective, "gamma", None)}, {"scores": importance.scores()}
 
     c = to_dict(cfg)
-    ident = {k: c[k] for k in ("dataset", "model", "pretrain", "seed", "teacher", "kd", "tgp")}
-    ident["prune_layers"] = cfg.prune.layers
-    _, scores = ctx.stage("tgp-finetune", ident, model, produce, ("finetune",))
+    ident = {k: c[k] for k in ("dataset", "model", "pretrain", "seed", "tgp")}
+    ident.update(prune_layers=cfg.prune.layers, version=version)
+    if isinstance(objective, Distillation):
+        ident.update(teacher=c["teacher"], kd=c["kd"])
+    _, payload = ctx.stage(kind, ident, produce, ("finetune",), model=model)
+    return model, payload["scores"]
+
+
+def teacher_guided_scores(ctx):
+    """Steps 1-3: the fine-tuned student, its importance scores, and the distillation objective."""
+    teacher = ctx.teacher()
+    gamma = teacher_gamma(ctx, teacher)
+    ctx.extra["kd_gamma"] = gamma
+    objective = Distillation(teacher, ctx.cfg.kd, gamma)
+    model, scores = guided_finetune(ctx, objective)
     return model, scores, objective
 
 

@@ -2,6 +2,7 @@
 from . import tgp
 
 NAME = "tgp-kd"
+VERSION = tgp.VERSION
 PRUNES = True
 SECTIONS = tgp.SECTIONS
 
