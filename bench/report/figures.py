@@ -29,7 +29,9 @@ from ..store import atomic_write_bytes, load_runs  # noqa: E402
 from .aggregate import datasets_of, models_of, select, sparsity_key  # noqa: E402
 from .references import Reference, default_reference_dir, for_dataset, load_references  # noqa: E402
 from .style import PAPER_MARKER, dataset_title, order_methods, style_for  # noqa: E402
-from .tables import build_accuracy_table, build_latency_table, pct  # noqa: E402
+from .accuracy_table import build_accuracy_table  # noqa: E402
+from .format import pct  # noqa: E402
+from .latency_table import build_latency_table  # noqa: E402
 
 FIG_FORMATS = ("png", "pdf")
 DPI = 150

@@ -17,7 +17,8 @@ from ..store import atomic_write_bytes, load_runs
 from .aggregate import datasets_of
 from .references import Reference, default_reference_dir, load_references, reference_files
 from .style import dataset_title
-from .tables import _md_table, build_dataset_tables, md_escape, write_tables
+from .format import _md_table, md_escape
+from .tables import build_dataset_tables, write_tables
 
 
 def _counts(values: Iterable) -> str:
