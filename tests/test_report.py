@@ -1,6 +1,7 @@
 """Reporting layer: tables, figures and the report rendered from hand-made result fixtures.
 
-Fixture values (tests/fixtures/report/runs, written by make_runs.py), top-1 at the best epoch:
+Fixture values (tests/fixtures/report/runs, written by make_runs.py), top-1 at the best epoch (the default
+is the final epoch; tests that check these values ask for best explicitly):
 
 cifar10 / resnet18           0.5 (50.00% prunable, 49.96% overall)   0.985 (98.50% / 98.41%)
   dense (sp 0)               95.00, 95.20 -> 95.10 +- 0.14 (n=2)
@@ -101,7 +102,7 @@ def test_dense_reference_row(c10, runs):
     md = accuracy_markdown(c10)
     assert md_row(md, "dense")[:3] == ["dense", "0.00", "95.10 ± 0.14 (n=2)"]
     assert "Dense reference: 95.10 ± 0.14 (n=2)." in md
-    md100 = accuracy_markdown(build_accuracy_table(runs, "cifar100"))
+    md100 = accuracy_markdown(build_accuracy_table(runs, "cifar100", accuracy="best"))
     assert md_row(md100, "dense")[:3] == ["dense", "0.00", "77.00"]       # n = 1: no std, no n
     assert md_row(md100, "90.00") == ["90.00", "89.55", "70.50 ± 0.71 (n=2)", "**72.25**"]
 
@@ -212,7 +213,7 @@ def test_superseded_duplicates_are_not_averaged(runs):
     recs = [dict(r) for r in runs if r["dataset"] == "cifar10"]
     old = next(r for r in recs if r["method"] == "random")
     new = dict(old, run_id="ffffffffffffffff", ended_at="2030-01-01T00:00:00Z", top1_best=91.0)
-    t = build_accuracy_table(recs + [new], "cifar10")
+    t = build_accuracy_table(recs + [new], "cifar10", accuracy="best")
     assert (t.cell("random", 0.5).n, t.cell("random", 0.5).mean) == (1, 91.0)
     md = accuracy_markdown(t)
     assert "Superseded runs: 1" in md and old["run_id"] in md
@@ -221,7 +222,7 @@ def test_superseded_duplicates_are_not_averaged(runs):
 def test_models_are_never_mixed(runs):
     recs = [dict(r) for r in runs if r["dataset"] == "cifar100"]
     recs += [dict(r, model="resnet_small", run_id="e" * 15 + str(i), top1_best=50.0) for i, r in enumerate(recs)]
-    tabs = build_dataset_tables(recs, "cifar100")
+    tabs = build_dataset_tables(recs, "cifar100", "best")
     assert [t.model for t in tabs.accuracy] == ["resnet18", "resnet_small"]
     md = tabs.markdown()
     assert "CIFAR-100, resnet18: top-1" in md and "CIFAR-100, resnet_small: top-1" in md
@@ -232,7 +233,7 @@ def test_latex_booktabs(c10):
     tex = accuracy_latex(c10)
     for token in (r"\toprule", r"\midrule", r"\bottomrule", r"\begin{tabular}{llrrrr}",
                   r"\textbf{94.70} $\pm$ 0.20 ($n{=}3$)", r"\multicolumn{4}{c}{95.10 $\pm$ 0.14 ($n{=}2$)}",
-                  r"prunable \% & overall \%", r"\caption{CIFAR-10, resnet18: top-1 accuracy (\%), best epoch."):
+                  r"prunable \% & overall \%", r"\caption{CIFAR-10, resnet18: top-1 accuracy (\%), best epoch (selected on the test set).", "selected on the test set: optimistic"):
         assert token in tex, token
     assert r"98.50 & 98.41 & 88.30 $\pm$ 0.42 ($n{=}2$) & --- & 89.90 & \textbf{90.50}$^\dagger$ \\" in tex
     assert "—" not in tex and "±" not in tex and "†" not in tex and "n > 1" not in tex
@@ -314,6 +315,15 @@ def test_cli_table_plot_and_errors(tmp_path, capsys):
                      "--reference", str(REF)]) == 0
     assert sorted(p.name for p in (res / "tables").iterdir()) == ["cifar10.csv", "cifar10_latency.csv",
                                                                   "cifar10_paper.csv"]
+    rows = {(r["method"], r["target_sparsity"]): r for r in csv.DictReader((res / "tables" / "cifar10.csv").open())}
+    assert rows[("magnitude", "0.985000")]["accuracy"] == "final"
+    assert rows[("magnitude", "0.985000")]["mean"] == "91.000000"       # final epoch (best would be 88.30)
+    # No --accuracy: final-epoch numbers, and the caption says so.
+    assert cli.main(["table", "--results", str(res), "--dataset", "cifar10", "--format", "md",
+                     "--reference", str(REF)]) == 0
+    md = (res / "tables" / "cifar10.md").read_text()
+    assert "top-1 accuracy (%), final epoch\n" in md and "Top-1 test accuracy (%), final epoch (test accuracy after" in md
+    assert md_row(md, "98.50")[2] == "**91.00** ± 0.14 (n=2)" and "best epoch" not in md
     assert cli.main(["table", "--results", str(res), "--dataset", "cifar100", "--format", "md", "--accuracy",
                      "final", "--transpose", "--reference", str(REF)]) == 0
     md = (res / "tables" / "cifar100.md").read_text()
@@ -332,7 +342,7 @@ def test_cli_register_adds_subcommands():
     parser = argparse.ArgumentParser()
     cli.register(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["plot", "--sparsity", "98.5"])
-    assert (args.results, args.plots, args.sparsity, args.accuracy) == (Path("results"), Path("plots"), 0.985, "best")
+    assert (args.results, args.plots, args.sparsity, args.accuracy) == (Path("results"), Path("plots"), 0.985, "final")
     args = parser.parse_args(["table"])
     assert (args.format, args.dataset, args.transpose, args.paper) == ("all", None, False, "block")
 
@@ -349,7 +359,8 @@ def test_report(tmp_path):
     first = out.read_bytes()
     for s in ("## Environment", f"| device | {A100} (2), {H100} (12), cpu (4) |", "| torch | 2.5.1+cu124 (18) |",
               "| git commit | 0123456789ab (18) |", "## CIFAR-10 (cifar10)", "## CIFAR-100 (cifar100)",
-              "| 98.50 | 98.41 | 88.30 ± 0.42 (n=2) | — | 89.90 | **90.50**† |",
+              "| 98.50 | 98.41 | **91.00** ± 0.14 (n=2) | — | 89.00 | 90.00† |",
+              "Accuracy: top-1 test accuracy at the final epoch.", "; top-1 at the final epoch.*",
               "![Accuracy vs sparsity", "(../plots/cifar10_accuracy.png)", "[PDF](../plots/cifar10_density.pdf)",
               "Paper-reported numbers: 7 rows from `extra.csv`, `paper.yaml` in `reference/`."):
         assert s in text, s

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
-from .aggregate import ACCURACY_WORDS, CellStats, Selection, accuracy_cells, models_of, overall_by_target, select
+from .aggregate import ACCURACY_WORDS, DEFAULT_ACCURACY, CellStats, Selection, accuracy_cells, models_of, overall_by_target, select
 from .format import (DASH_MD, MD, PLAIN, TEX, Dialect, _md_table, _tex_tabular, fmt, fmt_signed, md_escape, num, pct,
                      tex_escape)
 from .references import Reference, for_dataset, match_target
@@ -113,7 +113,7 @@ def _paper_matches(refs: Sequence[Reference], sel: Selection, cells: dict, model
     return out
 
 
-def build_accuracy_table(runs: Iterable[dict], dataset: str, model: str | None = None, accuracy: str = "best",
+def build_accuracy_table(runs: Iterable[dict], dataset: str, model: str | None = None, accuracy: str = DEFAULT_ACCURACY,
                          references: Sequence[Reference] = ()) -> AccuracyTable:
     runs = list(runs)
     if model is None:
@@ -152,7 +152,8 @@ def _caption(t: AccuracyTable) -> str:
 
 def _title(t: AccuracyTable) -> str:
     model = f", {t.model}" if t.model else ""
-    return f"{dataset_title(t.dataset)}{model}: top-1 accuracy (%), {t.accuracy} epoch"
+    sel = " (selected on the test set)" if t.accuracy == "best" else ""
+    return f"{dataset_title(t.dataset)}{model}: top-1 accuracy (%), {t.accuracy} epoch{sel}"
 
 
 def _grid(t: AccuracyTable, d: Dialect, transpose: bool, paper_inline: bool) -> tuple[list[str], list[list[str]], int]:

@@ -26,7 +26,7 @@ from matplotlib.patches import Patch  # noqa: E402
 from matplotlib.ticker import FixedLocator, NullLocator  # noqa: E402
 
 from ..store import atomic_write_bytes, load_runs  # noqa: E402
-from .aggregate import datasets_of, models_of, select, sparsity_key  # noqa: E402
+from .aggregate import ACCURACY_SHORT, DEFAULT_ACCURACY, datasets_of, models_of, select, sparsity_key  # noqa: E402
 from .references import Reference, default_reference_dir, for_dataset, load_references  # noqa: E402
 from .style import PAPER_MARKER, dataset_title, order_methods, style_for  # noqa: E402
 from .accuracy_table import build_accuracy_table  # noqa: E402
@@ -100,7 +100,7 @@ def _fmt_tick(x: float) -> str:
 
 # --------------------------------------------------------------------------- accuracy vs sparsity
 
-def plot_accuracy(runs: Iterable[dict], dataset: str, model: str | None = None, accuracy: str = "best",
+def plot_accuracy(runs: Iterable[dict], dataset: str, model: str | None = None, accuracy: str = DEFAULT_ACCURACY,
                   references: Sequence[Reference] = ()) -> Figure:
     """Accuracy vs remaining weights (log x, the high-sparsity end spread out), one line per method
     (band and error bars = std over seeds), dense as a horizontal line, paper points as stars."""
@@ -152,7 +152,7 @@ def plot_accuracy(runs: Iterable[dict], dataset: str, model: str | None = None, 
         top.xaxis.set_minor_locator(NullLocator())
         top.set_xlabel("sparsity of the prunable set (%)")
     ax.set_xlabel("remaining weights in the prunable set (%, log scale)")
-    ax.set_ylabel(f"top-1 test accuracy (%), {accuracy} epoch")
+    ax.set_ylabel(f"top-1 test accuracy (%),\n{ACCURACY_SHORT[accuracy]}")
     model_txt = f" ({t.model})" if t.model else ""
     ax.set_title(f"{dataset_title(dataset)}{model_txt}: accuracy vs sparsity (mean ± std over seeds)")
     if handles:
@@ -285,7 +285,7 @@ def _warn(msg: str) -> None:
     print(f"warning: {msg}", file=sys.stderr)
 
 
-def render_dataset_figures(runs: list[dict], dataset: str, plots_dir: Path, *, accuracy: str = "best",
+def render_dataset_figures(runs: list[dict], dataset: str, plots_dir: Path, *, accuracy: str = DEFAULT_ACCURACY,
                            sparsity: float | None = None, references: Sequence[Reference] = (),
                            ref_method: str | Sequence[str] | None = None, formats: Sequence[str] = FIG_FORMATS,
                            log: Callable[[str], None] = _warn) -> dict[str, list[Path]]:
@@ -314,7 +314,7 @@ def render_dataset_figures(runs: list[dict], dataset: str, plots_dir: Path, *, a
 
 
 def write_figures(results_dir: Path, plots_dir: Path, dataset: str | Sequence[str] | None = None, *,
-                  accuracy: str = "best", sparsity: float | None = None, reference_dir: Path | None = None,
+                  accuracy: str = DEFAULT_ACCURACY, sparsity: float | None = None, reference_dir: Path | None = None,
                   ref_method: str | Sequence[str] | None = None, formats: Sequence[str] = FIG_FORMATS,
                   runs: list[dict] | None = None) -> list[Path]:
     """Render the figures of ``dataset`` (a name, a list, or None for every dataset with records) into

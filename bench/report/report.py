@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from ..store import atomic_write_bytes, load_runs
-from .aggregate import datasets_of
+from .aggregate import ACCURACY_SHORT, DEFAULT_ACCURACY, datasets_of
 from .references import Reference, default_reference_dir, load_references, reference_files
 from .style import dataset_title
 from .format import _md_table, md_escape
@@ -73,7 +73,7 @@ FIGURE_CAPTIONS = {
 }
 
 
-def render_report(results_dir: Path, plots_dir: Path, out: Path | None = None, *, accuracy: str = "best",
+def render_report(results_dir: Path, plots_dir: Path, out: Path | None = None, *, accuracy: str = DEFAULT_ACCURACY,
                   reference_dir: Path | None = None, ref_method: str | Sequence[str] | None = None,
                   transpose: bool = False, paper: str = "block", sparsity: float | None = None,
                   figures: bool = True, tables: bool = True, figure_formats: Sequence[str] = ("png", "pdf"),
@@ -89,7 +89,7 @@ def render_report(results_dir: Path, plots_dir: Path, out: Path | None = None, *
     datasets = datasets_of(runs)
     lines = ["# Benchmark report\n",
              f"Rendered from the run records under `{results_dir.as_posix()}` by `python -m bench report` "
-             f"(no training). Accuracy: top-1 at the {accuracy} epoch. Tables: `{_rel(results_dir / 'tables', out.parent)}/`; "
+             f"(no training). Accuracy: top-1 test accuracy at the {ACCURACY_SHORT[accuracy]}. Tables: `{_rel(results_dir / 'tables', out.parent)}/`; "
              f"figures: `{_rel(plots_dir, out.parent)}/`.\n"]
     if ref_dir is not None and reference_files(ref_dir):
         files = ", ".join(f"`{p.name}`" for p in reference_files(ref_dir))
@@ -120,6 +120,8 @@ def render_report(results_dir: Path, plots_dir: Path, out: Path | None = None, *
                 png = next((p for p in paths if p.suffix == ".png"), None)
                 others = " ".join(f"[{p.suffix[1:].upper()}]({_rel(p, out.parent)})" for p in paths if p.suffix != ".png")
                 cap = FIGURE_CAPTIONS.get(base, base) + model
+                if base == "accuracy":
+                    cap += f"; top-1 at the {ACCURACY_SHORT[accuracy]}"
                 if png is not None:
                     lines.append(f"![{cap}]({_rel(png, out.parent)})\n")
                 lines.append(f"*{cap}.*" + (f" {others}" if others else "") + "\n")

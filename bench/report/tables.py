@@ -23,7 +23,7 @@ from typing import Iterable, Sequence
 from ..store import atomic_write_bytes, load_runs
 from .accuracy_table import (ACCURACY_CSV_COLUMNS, AccuracyTable, PaperMatch, accuracy_csv_rows, accuracy_latex,
                              accuracy_markdown, build_accuracy_table, cell_text)
-from .aggregate import datasets_of, models_of
+from .aggregate import DEFAULT_ACCURACY, datasets_of, models_of
 from .format import _csv_text, fmt, md_escape, num, pct, tex_escape
 from .latency_table import (LATENCY_CSV_COLUMNS, LatencyTable, PaperLatency, build_latency_table, latency_csv_rows,
                             latency_latex, latency_markdown)
@@ -100,7 +100,7 @@ class DatasetTables:
         return _csv_text(LATENCY_CSV_COLUMNS, [r for lt in self.latency for r in latency_csv_rows(lt)])
 
 
-def build_dataset_tables(runs: Iterable[dict], dataset: str, accuracy: str = "best",
+def build_dataset_tables(runs: Iterable[dict], dataset: str, accuracy: str = DEFAULT_ACCURACY,
                          references: Sequence[Reference] = (), ref_method: str | Sequence[str] | None = None
                          ) -> DatasetTables:
     """Every table of ``dataset``: one accuracy and one latency table per model found in its records."""
@@ -122,7 +122,7 @@ def _formats(formats: str | Iterable[str]) -> list[str]:
 
 
 def write_tables(results_dir: Path, dataset: str | Sequence[str] | None = None, *, formats="all",
-                 accuracy: str = "best", transpose: bool = False, paper: str = "block",
+                 accuracy: str = DEFAULT_ACCURACY, transpose: bool = False, paper: str = "block",
                  reference_dir: Path | None = None, ref_method: str | Sequence[str] | None = None,
                  tables_dir: Path | None = None, runs: list[dict] | None = None) -> list[Path]:
     """Render the tables of ``dataset`` (a name, a list, or None for every dataset with records) into
