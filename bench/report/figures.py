@@ -40,7 +40,8 @@ SAVE_METADATA = {
     "pdf": {"Creator": None, "Producer": None, "CreationDate": None, "ModDate": None},
     "svg": {"Creator": None, "Date": None},
 }
-PHASE_LOOK = (("teacher", "teacher", "//"), ("score_prune", "score+prune", ".."), ("retrain", "retrain", ""))
+PHASE_LOOK = (("teacher", "teacher", "//"), ("score_prune", "score+prune", ".."), ("retrain", "retrain", ""),
+              ("other", "other", "xx"))
 
 
 def _rc() -> dict:
@@ -234,8 +235,9 @@ def plot_density(runs: Iterable[dict], dataset: str, model: str | None = None,
 
 def plot_latency(runs: Iterable[dict], dataset: str, model: str | None = None, references: Sequence[Reference] = (),
                  ref_method: str | Sequence[str] | None = None) -> Figure | None:
-    """Minutes per run per method, stacked by phase, one panel per GPU model (never pooled); paper
-    minutes as stars. None when no run has timed phases beyond pretrain."""
+    """Minutes per run per method, stacked by phase group, one panel per GPU model (never pooled); paper
+    minutes as stars; a method marked ‡ leaves out reused phases made on another device. None when no
+    run has timed phases beyond pretrain."""
     lt = build_latency_table(runs, dataset, model, references, ref_method)
     rows = [r for r in lt.rows if r.per_run > 0]
     if not rows:
@@ -243,7 +245,7 @@ def plot_latency(runs: Iterable[dict], dataset: str, model: str | None = None, r
     devices = sorted({r.device for r in rows})
     fig = new_figure(figsize=(max(5.0, 3.6 * len(devices) + 1.5), 4.0))
     axes = fig.subplots(1, len(devices), squeeze=False)[0]
-    any_paper = False
+    any_paper = any_excluded = False
     for ax, dev in zip(axes, devices):
         drow = [r for r in rows if r.device == dev]
         for i, r in enumerate(drow):
@@ -262,14 +264,20 @@ def plot_latency(runs: Iterable[dict], dataset: str, model: str | None = None, r
                     any_paper = True
                     ax.scatter([idx], [pl.ref.minutes], marker=PAPER_MARKER, s=150, color=style_for(pl.method).colour,
                                edgecolors="black", linewidths=0.8, zorder=5)
-        ax.set_xticks(range(len(drow)), labels=[r.method for r in drow], rotation=30, ha="right")
+        # ‡: the bar leaves out reused phases made on another device (their cost here is unknown).
+        ax.set_xticks(range(len(drow)), labels=[r.method + ("‡" if r.excluded_work else "") for r in drow],
+                      rotation=30, ha="right")
+        any_excluded = any_excluded or any(r.excluded_work for r in drow)
         ax.set_title(dev, fontsize=9)
     axes[0].set_ylabel("minutes per run (pretrain, eval excluded)")
     handles = [Patch(facecolor="#cccccc", edgecolor="black", hatch=h, label=lab) for _, lab, h in PHASE_LOOK]
     if any_paper:
         handles.append(Line2D([], [], marker=PAPER_MARKER, color="#bbbbbb", markeredgecolor="black", markersize=11,
                               linestyle="none", label="paper-reported (GPU unknown)"))
-    fig.legend(handles=handles, loc="outside lower center", ncols=len(handles), fontsize=8)
+    if any_excluded:
+        handles.append(Patch(facecolor="none", edgecolor="none",
+                             label="‡: leaves out cached phases made on another device"))
+    fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 4), fontsize=8)
     model_txt = f" ({lt.model})" if lt.model else ""
     fig.suptitle(f"{dataset_title(dataset)}{model_txt}: training time per run by phase")
     return fig

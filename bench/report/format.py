@@ -50,7 +50,7 @@ _TEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "
 def tex_escape(s: str) -> str:
     out = "".join(_TEX_ESCAPES.get(ch, ch) for ch in str(s))
     for a, b in (("±", r"$\pm$"), ("—", "---"), ("–", "--"), ("×", r"$\times$"), ("−", "-"), ("†", r"\dag{}"),
-                 (">", r"$>$"), ("<", r"$<$")):
+                 ("‡", r"\ddag{}"), ("§", r"\S{}"), (">", r"$>$"), ("<", r"$<$")):
         out = out.replace(a, b)
     return out
 
@@ -64,7 +64,9 @@ class Dialect:
     name = "plain"
     dash = DASH_MD
     pm = " ± "
-    dagger = "†"
+    dagger = "†"       # the cell has failed runs
+    ddagger = "‡"      # the cell leaves out reused phases made on another device
+    section = "§"      # the cell's realised sparsity differs from its target
 
     def bold(self, s: str) -> str:
         return s
@@ -91,6 +93,8 @@ class TexDialect(Dialect):
     dash = "---"
     pm = r" $\pm$ "
     dagger = r"$^\dagger$"
+    ddagger = r"$^\ddagger$"
+    section = r"$^\S$"
 
     def bold(self, s):
         return rf"\textbf{{{s}}}"
