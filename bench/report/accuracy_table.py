@@ -14,7 +14,8 @@ from .style import dataset_title
 
 
 def cell_text(c: CellStats | None, d: Dialect = PLAIN, bold: bool = False) -> str:
-    """'mean ± std (n=k)' (std and n only when n > 1), the mean in bold when best; a dash when no value."""
+    """'mean ± std (n=k)' (std and n only when n > 1), the mean in bold when best; a dash when no value;
+    † when the cell has failed runs, § when its realised sparsity differs from the target."""
     failed = bool(c is not None and c.failed)
     if c is None or c.n == 0:
         return d.dash + (d.dagger if failed else "")
@@ -22,7 +23,7 @@ def cell_text(c: CellStats | None, d: Dialect = PLAIN, bold: bool = False) -> st
     out = d.bold(fmt(m)) if bold else fmt(m)
     if n > 1:
         out += d.pm + fmt(s) + d.n(n)
-    return out + (d.dagger if failed else "")
+    return out + (d.dagger if failed else "") + (d.section if not c.exact else "")
 
 
 
@@ -60,8 +61,11 @@ class AccuracyTable:
         return c
 
     def sparsity_labels(self, target: float) -> tuple[str, str]:
-        """(prunable %, overall %) as measured over the ok runs at ``target`` (a range if methods differ)."""
+        """(prunable %, overall %) as measured over the ok runs at ``target`` (a range if methods differ).
+        Cells marked § (realised sparsity differs from the target) are left out when the row has others:
+        their own sparsity is given under the table."""
         cs = [c for (m, t), c in self.cells.items() if t == target and m != "dense"]
+        cs = [c for c in cs if c.exact] or cs
         prun = [c.prunable_mean for c in cs if c.prunable_mean is not None]
         over = [c.overall_mean for c in cs if c.overall_mean is not None]
 
@@ -75,6 +79,11 @@ class AccuracyTable:
         if prun and pct(target) not in p.split("–"):
             p += f" (target {pct(target)})"
         return p, label(over, DASH_MD)
+
+    def inexact_cells(self) -> list[CellStats]:
+        """Cells whose realised sparsity differs from their target (§), in row then column order."""
+        return [c for tgt in self.targets for m in self.methods
+                if (c := self.cell(m, tgt)) is not None and not c.exact]
 
     def paper_for(self, method: str, target: float) -> list[PaperMatch]:
         return [pm for pm in self.paper if pm.method == method and pm.target == target and pm.ours is not None]
@@ -110,6 +119,8 @@ def _paper_matches(refs: Sequence[Reference], sel: Selection, cells: dict, model
             pm.ours = c
             pm.note = ("matched on conv sparsity" if ref.sparsity_conv is not None
                        else "matched on nearest overall sparsity")
+            if not c.exact:
+                pm.note += f"; § realised {pct(c.prunable_mean)}% prunable, not the target {pct(pm.target)}%"
     return out
 
 
@@ -147,7 +158,27 @@ def _caption(t: AccuracyTable) -> str:
             f"precision; only when two or more methods have a value). {DASH_MD}: not run. †: the cell has failed "
             f"runs (listed below, never averaged in). Sparsity is measured (mean over runs): prunable = zeros / "
             f"prunable (conv) weights; overall = zeros / (conv + linear + BN weights), the COLT-style figure. "
-            f"Dense reference: {dense}.{data_note}")
+            f"Dense reference: {dense}.{data_note}{_inexact_caption(t)}")
+
+
+def _inexact_caption(t: AccuracyTable) -> str:
+    if not t.inexact_cells():
+        return ""
+    return (" §: the method cannot hit the target sparsity exactly (an iterative method that prunes a fraction of "
+            "the remaining weights per round and stops at the first round at or beyond the target, like COLT); "
+            "the cell stays in the row of its target, its realised sparsity (mean over its runs) is given under "
+            "the table, and the sparsity columns of the row leave it out.")
+
+
+def realised_notes(t: AccuracyTable) -> list[str]:
+    """'§ colt: realised 91.26% prunable (91.17% overall) at target 90.00%', one per § cell."""
+    out = []
+    for c in t.inexact_cells():
+        over = f" ({pct(c.overall_mean)}% overall)" if c.overall_mean is not None else ""
+        real = f"{pct(c.prunable_mean)}% prunable{over}" if c.prunable_mean is not None else "not recorded"
+        out.append(f"§ {c.method}: realised {real} at target {pct(c.target)}%" +
+                   (f" (mean over {len(c.sparsity_prunable)} runs)." if len(c.sparsity_prunable) > 1 else "."))
+    return out
 
 
 def _title(t: AccuracyTable) -> str:
@@ -216,6 +247,9 @@ def accuracy_markdown(t: AccuracyTable, transpose: bool = False, paper: str = "b
     h = "#" * level
     header, rows, _ = _grid(t, MD, transpose, paper == "inline")
     out = [f"{h} {_title(t)}\n", _caption(t) + "\n", _md_table(header, rows, ["l"] + ["r"] * (len(header) - 1))]
+    notes = realised_notes(t)
+    if notes:
+        out.append("\n".join(f"- {md_escape(n)}" for n in notes) + "\n")
     out.append(_failed_md(t))
     if t.paper:
         ph, prow = _paper_rows(t, MD)
@@ -248,6 +282,7 @@ def accuracy_latex(t: AccuracyTable, transpose: bool = False, paper: str = "bloc
     out += _tex_tabular(header, rows, spec, dense_row, label_cols)
     sel = t.selection
     out.append(r"\par\smallskip\footnotesize")
+    out += [tex_escape(n) + r"\\" for n in realised_notes(t)]
     out.append(f"Failed runs: {len(sel.failed)} (not averaged in)." + ("" if not sel.failed else r"\\"))
     out += [rf"{_run_line(r, TEX)}\\" for r in sel.failed]
     if sel.superseded:
@@ -267,7 +302,7 @@ def accuracy_latex(t: AccuracyTable, transpose: bool = False, paper: str = "bloc
 
 
 ACCURACY_CSV_COLUMNS = ["dataset", "model", "accuracy", "method", "target_sparsity", "sparsity_prunable",
-                        "sparsity_overall", "n", "mean", "std", "best", "n_failed", "seeds", "display"]
+                        "sparsity_overall", "sparsity_exact", "n", "mean", "std", "best", "n_failed", "seeds", "display"]
 
 
 def accuracy_csv_rows(t: AccuracyTable) -> list[list[str]]:
@@ -276,9 +311,11 @@ def accuracy_csv_rows(t: AccuracyTable) -> list[list[str]]:
     def row(m, tgt, c, best):
         mean, std, n = c.stats if c is not None else (None, None, 0)
         seeds = ";".join(str(s) for s in c.seeds) if c is not None else ""
+        exact = "" if c is None else ("true" if c.exact else "false")
+        # The measured sparsities are those of this cell's own runs (its method at its target).
         rows.append([t.dataset, t.model, t.accuracy, m, num(tgt), num(c.prunable_mean if c else None),
-                     num(c.overall_mean if c else None), str(n), num(mean), num(std), "true" if best else "false",
-                     str(len(c.failed) if c else 0), seeds, cell_text(c)])
+                     num(c.overall_mean if c else None), exact, str(n), num(mean), num(std),
+                     "true" if best else "false", str(len(c.failed) if c else 0), seeds, cell_text(c)])
 
     if t.dense is not None or "dense" in t.selection.methods:
         row("dense", 0.0, t.dense, False)

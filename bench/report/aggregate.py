@@ -8,6 +8,8 @@ of the same results cannot disagree.
   ids (the config changed between them) are not both averaged: the one that ended last is kept,
   the others are listed as superseded.
 * std is the sample standard deviation (ddof = 1) over seeds; it is undefined for n = 1.
+* Fields the helpers do not know (``rounds``, ``precision``, ``method_version``, extra keys inside
+  ``phases`` or ``sparsity``) are ignored.
 """
 from __future__ import annotations
 
@@ -132,6 +134,12 @@ class CellStats:
     sparsity_prunable: list[float] = field(default_factory=list)
     sparsity_overall: list[float] = field(default_factory=list)
     failed: list[dict] = field(default_factory=list)
+    inexact: int = 0           # ok runs with sparsity_exact false (realised sparsity != target)
+
+    @property
+    def exact(self) -> bool:
+        """True unless one of the cell's runs says its realised sparsity cannot equal the target."""
+        return self.inexact == 0
 
     @property
     def stats(self) -> tuple[float | None, float | None, int]:
@@ -158,6 +166,18 @@ class CellStats:
         return _mean(self.sparsity_prunable)
 
 
+def measured_sparsity(r: dict, key: str = "prunable") -> float | None:
+    """A record's measured sparsity: top-level ``sparsity_<key>``, else ``sparsity[key]`` (newer records carry
+    both; other keys of ``sparsity``, like conv or conv+linear, are not used here)."""
+    v = r.get(f"sparsity_{key}")
+    if v is None and isinstance(r.get("sparsity"), dict):
+        v = r["sparsity"].get(key)
+    try:
+        return None if v is None else float(v)
+    except (TypeError, ValueError):
+        return None
+
+
 def accuracy_cells(sel: Selection, accuracy: str = DEFAULT_ACCURACY) -> dict[tuple[str, float], CellStats]:
     """{(method, target): CellStats} over the ok runs (with a value) and the failed runs of ``sel``."""
     fld = accuracy_field(accuracy)
@@ -173,10 +193,12 @@ def accuracy_cells(sel: Selection, accuracy: str = DEFAULT_ACCURACY) -> dict[tup
         if v is not None:
             c.values.append(float(v))
             c.seeds.append(r.get("seed"))
-        if r.get("sparsity_prunable") is not None:
-            c.sparsity_prunable.append(float(r["sparsity_prunable"]))
-        if r.get("sparsity_overall") is not None:
-            c.sparsity_overall.append(float(r["sparsity_overall"]))
+        for key, dest in (("prunable", c.sparsity_prunable), ("overall", c.sparsity_overall)):
+            v = measured_sparsity(r, key)
+            if v is not None:
+                dest.append(v)
+        if r.get("sparsity_exact") is False:
+            c.inexact += 1
     for r in sel.failed:
         cell(r).failed.append(r)
     return cells

@@ -12,6 +12,7 @@ import io
 import re
 import sys
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
@@ -26,12 +27,12 @@ from matplotlib.patches import Patch  # noqa: E402
 from matplotlib.ticker import FixedLocator, NullLocator  # noqa: E402
 
 from ..store import atomic_write_bytes, load_runs  # noqa: E402
+from .accuracy_table import AccuracyTable, build_accuracy_table  # noqa: E402
 from .aggregate import ACCURACY_SHORT, DEFAULT_ACCURACY, datasets_of, models_of, select, sparsity_key  # noqa: E402
-from .references import Reference, default_reference_dir, for_dataset, load_references  # noqa: E402
-from .style import PAPER_MARKER, dataset_title, order_methods, style_for  # noqa: E402
-from .accuracy_table import build_accuracy_table  # noqa: E402
 from .format import pct  # noqa: E402
 from .latency_table import build_latency_table  # noqa: E402
+from .references import Reference, default_reference_dir, for_dataset, load_references  # noqa: E402
+from .style import PAPER_MARKER, dataset_title, order_methods, style_for  # noqa: E402
 
 FIG_FORMATS = ("png", "pdf")
 DPI = 150
@@ -101,26 +102,67 @@ def _fmt_tick(x: float) -> str:
 
 # --------------------------------------------------------------------------- accuracy vs sparsity
 
+@dataclass(frozen=True)
+class AccuracyPoint:
+    """One method at one target, placed where its own runs are: x is its measured sparsity, not the target."""
+    method: str
+    target: float                 # the row it belongs to (fraction)
+    sparsity: float               # measured prunable sparsity, mean over the cell's runs (target if none recorded)
+    mean: float
+    std: float                    # 0 when n = 1
+    n: int
+    exact: bool                   # False: realised sparsity differs from the target by design (hollow marker)
+    measured: bool                # False: no measured sparsity in the records, placed at the target
+
+    @property
+    def remaining(self) -> float:
+        """Remaining weights of the prunable set, percent: the figure's x."""
+        return 100.0 * (1.0 - self.sparsity)
+
+
+def accuracy_points(t: AccuracyTable) -> dict[str, list[AccuracyPoint]]:
+    """{method: points in increasing sparsity} of every cell with a value (dense excluded). Each point sits at
+    the method's own mean measured prunable sparsity for that cell (the figure's axis), never at the target."""
+    out: dict[str, list[AccuracyPoint]] = {}
+    for m in t.methods:
+        pts = []
+        for tgt in t.targets:
+            c = t.cell(m, tgt)
+            if c is None or c.n == 0:
+                continue
+            sp = c.prunable_mean
+            pts.append(AccuracyPoint(m, tgt, tgt if sp is None else sp, c.mean, c.std or 0.0, c.n, c.exact,
+                                     sp is not None))
+        if pts:
+            out[m] = sorted(pts, key=lambda p: (p.sparsity, p.target))
+    return out
+
+
 def plot_accuracy(runs: Iterable[dict], dataset: str, model: str | None = None, accuracy: str = DEFAULT_ACCURACY,
                   references: Sequence[Reference] = ()) -> Figure:
     """Accuracy vs remaining weights (log x, the high-sparsity end spread out), one line per method
-    (band and error bars = std over seeds), dense as a horizontal line, paper points as stars."""
+    (band and error bars = std over seeds), dense as a horizontal line, paper points as stars. Each point
+    sits at its own measured prunable sparsity (``accuracy_points``); hollow markers: the method's
+    realised sparsity differs from its target by design."""
     t = build_accuracy_table(runs, dataset, model, accuracy, references)
     fig = new_figure(figsize=(7.2, 4.2))
     ax = fig.add_subplot()
     handles, xs, xlim = [], set(), set()
-    for m in t.methods:
+    any_inexact = False
+    for m, pts in accuracy_points(t).items():
         st = style_for(m)
-        pts = sorted((100 * (1 - tgt), c.mean, c.std or 0.0) for tgt in t.targets
-                     if (c := t.cell(m, tgt)) is not None and c.n > 0)
-        if not pts:
-            continue
-        x, y, s = zip(*pts)
+        pts = sorted(pts, key=lambda p: -p.remaining)
+        x, y, s = [p.remaining for p in pts], [p.mean for p in pts], [p.std for p in pts]
         xs.update(x)
         ax.fill_between(x, [a - b for a, b in zip(y, s)], [a + b for a, b in zip(y, s)], color=st.colour,
                         alpha=0.18, linewidth=0)
-        ax.errorbar(x, y, yerr=s, color=st.colour, marker=st.marker, markersize=6, linewidth=1.6, capsize=3)
-        handles.append(Line2D([], [], color=st.colour, marker=st.marker, linewidth=1.6, label=m))
+        ax.errorbar(x, y, yerr=s, color=st.colour, marker="none", linewidth=1.6, capsize=3)
+        for p in pts:   # filled marker: realised sparsity = target; hollow: it differs by design
+            ax.plot([p.remaining], [p.mean], linestyle="none", marker=st.marker, markersize=6, color=st.colour,
+                    markerfacecolor=st.colour if p.exact else "white", markeredgewidth=1.4, zorder=4)
+        any_inexact = any_inexact or not all(p.exact for p in pts)
+        handles.append(Line2D([], [], color=st.colour, marker=st.marker, linewidth=1.6, label=m,
+                              markerfacecolor=st.colour if all(p.exact for p in pts) else "white"))
     if t.dense is not None and t.dense.n > 0:
         st = style_for("dense")
         mean, std = t.dense.mean, t.dense.std or 0.0
@@ -140,9 +182,13 @@ def plot_accuracy(runs: Iterable[dict], dataset: str, model: str | None = None, 
     if paper:
         handles.append(Line2D([], [], marker=PAPER_MARKER, color="#bbbbbb", markeredgecolor="black", markersize=11,
                               linestyle="none", label="paper-reported"))
+    if any_inexact:
+        handles.append(Line2D([], [], marker="o", color="#777777", markerfacecolor="white", linestyle="none",
+                              label="hollow: realised sparsity\n≠ target (iterative method)"))
     if xs or xlim:
         ax.set_xscale("log")
-        ticks = sorted(xs or xlim)
+        # Ticks at the targets (points sit at their measured sparsity, on or beside them).
+        ticks = sorted({100 * (1 - tgt) for tgt in t.targets if tgt < 1} or xs or xlim)
         lo, hi = min(xs | xlim), max(xs | xlim)
         ax.set_xlim(hi * 1.25, lo / 1.25)   # inverted: sparsity grows to the right
         ax.xaxis.set_major_locator(FixedLocator(ticks))
