@@ -184,7 +184,7 @@ def plot_accuracy(runs: Iterable[dict], dataset: str, model: str | None = None, 
                               linestyle="none", label="paper-reported"))
     if any_inexact:
         handles.append(Line2D([], [], marker="o", color="#777777", markerfacecolor="white", linestyle="none",
-                              label="hollow: realised sparsity\n≠ target (iterative method)"))
+                              label="hollow: realised\nsparsity ≠ target"))
     if xs or xlim:
         ax.set_xscale("log")
         # Ticks at the targets (points sit at their measured sparsity, on or beside them).
@@ -201,7 +201,7 @@ def plot_accuracy(runs: Iterable[dict], dataset: str, model: str | None = None, 
     ax.set_xlabel("remaining weights in the prunable set (%, log scale)")
     ax.set_ylabel(f"top-1 test accuracy (%),\n{ACCURACY_SHORT[accuracy]}")
     model_txt = f" ({t.model})" if t.model else ""
-    ax.set_title(f"{dataset_title(dataset)}{model_txt}: accuracy vs sparsity (mean ± std over seeds)")
+    ax.set_title(f"{dataset_title(dataset)}{model_txt}: accuracy vs sparsity\n(mean ± std over seeds)")
     if handles:
         fig.legend(handles=handles, loc="outside right upper", fontsize=8)
     return fig
@@ -289,7 +289,7 @@ def plot_latency(runs: Iterable[dict], dataset: str, model: str | None = None, r
     if not rows:
         return None
     devices = sorted({r.device for r in rows})
-    fig = new_figure(figsize=(max(5.0, 3.6 * len(devices) + 1.5), 4.0))
+    fig = new_figure(figsize=(max(6.0, 3.6 * len(devices) + 1.5), 4.2))
     axes = fig.subplots(1, len(devices), squeeze=False)[0]
     any_paper = any_excluded = False
     for ax, dev in zip(axes, devices):
@@ -315,15 +315,17 @@ def plot_latency(runs: Iterable[dict], dataset: str, model: str | None = None, r
                       rotation=30, ha="right")
         any_excluded = any_excluded or any(r.excluded_work for r in drow)
         ax.set_title(dev, fontsize=9)
-    axes[0].set_ylabel("minutes per run (pretrain, eval excluded)")
-    handles = [Patch(facecolor="#cccccc", edgecolor="black", hatch=h, label=lab) for _, lab, h in PHASE_LOOK]
+    axes[0].set_ylabel("minutes per run\n(pretrain, eval excluded)")
+    # 'other' appears in the legend only when some bar has it.
+    handles = [Patch(facecolor="#cccccc", edgecolor="black", hatch=h, label=lab) for key, lab, h in PHASE_LOOK
+               if key != "other" or any((r.other or 0) > 0 for r in rows)]
     if any_paper:
         handles.append(Line2D([], [], marker=PAPER_MARKER, color="#bbbbbb", markeredgecolor="black", markersize=11,
                               linestyle="none", label="paper-reported (GPU unknown)"))
     if any_excluded:
         handles.append(Patch(facecolor="none", edgecolor="none",
-                             label="‡: leaves out cached phases made on another device"))
-    fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 4), fontsize=8)
+                             label="‡: leaves out cached phases\nmade on another device"))
+    fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 3), fontsize=8)
     model_txt = f" ({lt.model})" if lt.model else ""
     fig.suptitle(f"{dataset_title(dataset)}{model_txt}: training time per run by phase")
     return fig

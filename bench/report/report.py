@@ -43,6 +43,14 @@ def environment_rows(runs: Sequence[dict]) -> list[list[str]]:
         ["git commit", _counts((p.get("git_commit") or "")[:12] + (" (dirty)" if p.get("git_dirty") else "")
                                if p.get("git_commit") else None for p in prov)],
     ]
+    # Informative fields of newer records; the rows appear only when some record has them.
+    if any(r.get("precision") or r.get("device_type") for r in runs):
+        rows.append(["precision, device type", _counts(
+            f"{r.get('precision') or 'unknown'}, {r.get('device_type') or 'unknown'}"
+            if r.get("precision") or r.get("device_type") else None for r in runs)])
+    if any(r.get("method_version") is not None for r in runs):
+        rows.append(["method version", _counts(f"{r.get('method')} v{r.get('method_version')}"
+                                               if r.get("method_version") is not None else None for r in runs)])
     for ds in datasets_of(runs):
         rs = [r for r in runs if r.get("dataset") == ds]
         data = [r.get("data") or {} for r in rs]
