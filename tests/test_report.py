@@ -30,7 +30,7 @@ from bench.report.references import (ReferenceError, Reference, load_reference_f
                                      make_reference, match_target)
 from bench.report.style import METHOD_STYLES, order_methods, style_for
 from bench.report.tables import (accuracy_latex, accuracy_markdown, build_accuracy_table, build_dataset_tables,
-                                 build_latency_table, latency_markdown, write_tables)
+                                 build_latency_table, latency_latex, latency_markdown, write_tables)
 from bench.store import load_runs
 
 FIX = Path(__file__).parent / "fixtures" / "report"
@@ -76,9 +76,9 @@ def results_copy(tmp_path: Path) -> Path:
 # --------------------------------------------------------------------------- fixtures and statistics
 
 def test_fixture_records_load(runs):
-    assert len(runs) == 18
+    assert len(runs) == 25
     assert sum(r["status"] == "failed" for r in runs) == 1
-    assert {r["dataset"] for r in runs} == {"cifar10", "cifar100"}
+    assert {r["dataset"] for r in runs} == {"cifar10", "cifar100", "tinyimagenet"}
 
 
 def test_mean_std_is_sample_std():
@@ -282,7 +282,7 @@ def test_write_tables_identical_bytes(tmp_path, runs):
         paths = write_tables(FIX, reference_dir=REF, tables_dir=tmp_path / name, runs=runs)
         outs.append({p.name: p.read_bytes() for p in paths})
     assert outs[0] == outs[1]
-    assert sorted(outs[0]) == sorted(f"{ds}{suffix}" for ds in ("cifar10", "cifar100")
+    assert sorted(outs[0]) == sorted(f"{ds}{suffix}" for ds in ("cifar10", "cifar100", "tinyimagenet")
                                      for suffix in (".md", ".tex", ".csv", "_paper.csv", "_latency.csv"))
 
 
@@ -334,8 +334,8 @@ def test_cli_table_plot_and_errors(tmp_path, capsys):
                      "--format", "png", "--reference", str(REF)]) == 0
     assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == [
         "cifar100_accuracy.png", "cifar100_density.png", "cifar100_latency.png"]
-    assert cli.main(["table", "--results", str(res), "--dataset", "tinyimagenet"]) == 2
-    assert "no run records for dataset 'tinyimagenet'" in capsys.readouterr().err
+    assert cli.main(["table", "--results", str(res), "--dataset", "imagenet"]) == 2
+    assert "no run records for dataset 'imagenet'" in capsys.readouterr().err
 
 
 def test_cli_register_adds_subcommands():
@@ -359,8 +359,11 @@ def test_report(tmp_path):
     assert (tmp_path / "plots" / "cifar100_latency.pdf").is_file()
     text = out.read_text()
     first = out.read_bytes()
-    for s in ("## Environment", f"| device | {A100} (2), {H100} (12), cpu (4) |", "| torch | 2.5.1+cu124 (18) |",
-              "| git commit | 0123456789ab (18) |", "## CIFAR-10 (cifar10)", "## CIFAR-100 (cifar100)",
+    for s in ("## Environment", f"| device | {A100} (2), {H100} (19), cpu (4) |", "| torch | 2.5.1+cu124 (25) |",
+              "| git commit | 0123456789ab (25) |", "## CIFAR-10 (cifar10)", "## CIFAR-100 (cifar100)",
+              "| precision, device type | bf16, cuda (6), fp32, cuda (1) |", "| method version | colt v2 (2), dense v1 (1), "
+              "magnitude v1 (2), tgp-kd v1 (2) |", "## Tiny-ImageNet (tinyimagenet)", "- § colt: realised 91.26%",
+              "- ‡ NVIDIA H100 80GB HBM3, tgp-kd, teacher: this cell excludes 1 phase(s)",
               "| 98.50 | 98.41 | **91.00** ± 0.14 (n=2) | — | 89.00 | 90.00† |",
               "Accuracy: top-1 test accuracy at the final epoch.", "; top-1 at the final epoch.*",
               "![Accuracy vs sparsity", "(../plots/cifar10_accuracy.png)", "[PDF](../plots/cifar10_density.pdf)",
@@ -458,3 +461,142 @@ def test_selection_splits_status(runs):
     sel = select(runs, "cifar10")
     assert (len(sel.ok), len(sel.failed), len(sel.superseded)) == (13, 1, 0)
     assert json.dumps(sel.methods) == json.dumps(["dense", "magnitude", "random", "tgp", "tgp-kd"])
+
+
+# --------------------------------------------------------------------------- newer record schema (tinyimagenet)
+# phases with group and device, sparsity dict, sparsity_exact, rounds, precision (see make_runs.py)
+
+@pytest.fixture(scope="module")
+def tin(runs):
+    return build_dataset_tables(runs, "tinyimagenet")      # default accuracy: final epoch
+
+
+def test_new_schema_accuracy_table_and_realised_sparsity(tin):
+    t = tin.accuracy[0]
+    assert t.accuracy == "final"
+    md = accuracy_markdown(t)
+    assert md_row(md, "prunable %") == ["prunable %", "overall %", "magnitude", "tgp-kd", "colt"]
+    # The row stays keyed by the target; its sparsity columns are those of the exact methods (colt left out).
+    assert md_row(md, "90.00") == ["90.00", "89.17", "55.20 ± 0.28 (n=2)", "**56.10** ± 0.14 (n=2)",
+                                   "54.20 ± 0.28 (n=2)§"]
+    assert "- § colt: realised 91.26% prunable (90.42% overall) at target 90.00% (mean over 2 runs)." in md
+    assert "§: the method cannot hit the target sparsity exactly" in md
+    assert md_row(accuracy_markdown(t, transpose=True), "colt") == ["colt", "54.20 ± 0.28 (n=2)§"]
+    tex = accuracy_latex(t)
+    assert r"54.20 $\pm$ 0.28 ($n{=}2$)$^\S$ \\" in tex and r"\S{} colt: realised 91.26\% prunable" in tex
+    rows = {r["method"]: r for r in csv.DictReader(io.StringIO(tin.csv_accuracy()))}
+    # the cell's own runs: colt's realised sparsity, not the target or the other methods'
+    assert (rows["colt"]["sparsity_exact"], rows["colt"]["target_sparsity"]) == ("false", "0.900000")
+    assert float(rows["colt"]["sparsity_prunable"]) == pytest.approx(1 - 0.85 ** 15, abs=1e-6)
+    assert rows["colt"]["sparsity_overall"] == "0.904244" and rows["colt"]["display"] == "54.20 ± 0.28 (n=2)§"
+    assert (rows["magnitude"]["sparsity_exact"], rows["magnitude"]["sparsity_prunable"]) == ("true", "0.900000")
+    # old records: no § anywhere, every cell exact
+    c10 = build_dataset_tables(load_runs(FIX), "cifar10")
+    assert "§" not in c10.markdown() and "false" not in {r["sparsity_exact"] for r in
+                                                         csv.DictReader(io.StringIO(c10.csv_accuracy()))}
+
+
+def test_accuracy_points_at_own_measured_sparsity(runs):
+    from bench.report.figures import accuracy_points
+
+    pts = accuracy_points(build_accuracy_table(runs, "tinyimagenet"))
+    (colt,) = pts["colt"]
+    assert (colt.target, colt.exact, colt.measured, colt.n) == (0.9, False, True, 2)
+    assert colt.sparsity == pytest.approx(1 - 0.85 ** 15, abs=1e-6)          # not the target 0.9
+    assert colt.remaining == pytest.approx(100 * 0.85 ** 15, abs=1e-4) and colt.mean == pytest.approx(54.2)
+    (mag,) = pts["magnitude"]
+    assert mag.exact and mag.sparsity == pytest.approx(0.9, abs=1e-7)
+    # x follows the measured sparsity even for an exact method; no measured sparsity: at the target, flagged
+    recs = [dict(status="ok", dataset="d", model="m", method="a", target_sparsity=0.9, seed=s, top1_final=v,
+                 top1_best=v, run_id=f"{s:016x}", sparsity_prunable=sp) for s, (v, sp) in
+            enumerate([(80.0, 0.93), (82.0, 0.95)])]
+    recs.append(dict(status="ok", dataset="d", model="m", method="a", target_sparsity=0.5, seed=0, top1_final=85.0,
+                     top1_best=85.0, run_id="f" * 16))
+    a = accuracy_points(build_accuracy_table(recs, "d"))["a"]
+    assert [(p.target, round(p.sparsity, 6), p.measured) for p in a] == [(0.5, 0.5, False), (0.9, 0.94, True)]
+
+
+def test_accuracy_figure_marks_non_exact(runs):
+    from bench.report.figures import figure_style, plot_accuracy
+
+    with figure_style():
+        fig = plot_accuracy(runs, "tinyimagenet")
+    labels = [t.get_text() for lg in fig.legends for t in lg.get_texts()]
+    assert any(s.startswith("hollow: realised") for s in labels)
+    with figure_style():
+        fig = plot_accuracy(runs, "cifar10")
+    assert not any("hollow" in t.get_text() for lg in fig.legends for t in lg.get_texts())
+
+
+def test_latency_declared_groups_and_other_device(tin):
+    lt = tin.latency[0]
+    md = latency_markdown(lt)
+    rows = {r[1]: r for r in md_rows(md, H100)}
+    # GPU, method, runs, pretrain, teacher, score+prune, retrain, other, per run, grid GPU-min, ratio
+    # tgp-kd: seed 0's teacher was made on the CPU (120 min): not in this H100 row; seed 1's (30 min) is.
+    assert rows["tgp-kd"][2:] == ["2", "20.00", "15.00‡", "4.60", "25.00", "n/a", "44.60‡", "89.20‡", "1.00×‡"]
+    # other = calibrate (2 min, both runs) + warmup (unknown group 'warm-up', 1 min, one run) = 2.50 per run
+    assert rows["magnitude"][2:] == ["2", "20.00", "n/a", "0.60", "30.00", "2.50", "33.10", "66.20", "0.74×‡"]
+    # colt: round01 + round02 (group score+prune), final (group retrain)
+    assert rows["colt"][2:] == ["2", "20.00", "n/a", "20.00", "30.00", "n/a", "50.00", "100.00", "1.12×‡"]
+    assert rows["dense"][2:] == ["1", "20.00", "n/a", "n/a", "n/a", "n/a", "n/a", "n/a", "n/a"]
+    assert ("- ‡ NVIDIA H100 80GB HBM3, tgp-kd, teacher: this cell excludes 1 phase(s) whose cached artifact was "
+            "made on another device (teacher made on cpu); its cost on this device is unknown.") in md
+    assert md.count("- ‡ ") == 1 and "120.00" not in md
+    assert "Phases counted in other: calibrate, warmup (group 'warm-up')." in md
+    assert "Evaluation (group eval) is excluded" in md
+    tex = latency_latex(lt)
+    assert r"& 15.00$^\ddagger$ &" in tex and r"\ddag{} NVIDIA H100 80GB HBM3, tgp-kd, teacher: this cell" in tex
+    rows = {r["method"]: r for r in csv.DictReader(io.StringIO(tin.csv_latency()))}
+    assert (rows["tgp-kd"]["teacher_min"], rows["tgp-kd"]["excluded_other_device"]) == ("15.000000",
+                                                                                       "teacher:teacher@cpu(1)")
+    assert (rows["magnitude"]["other_min"], rows["magnitude"]["other_phases"]) == (
+        "2.500000", "calibrate; warmup (group 'warm-up')")
+    assert rows["colt"]["excluded_other_device"] == "" and rows["colt"]["score_prune_min"] == "20.000000"
+
+
+def test_phase_groups_inferred_for_old_records():
+    from bench.report.aggregate import phase_group, record_phases, run_time
+
+    assert [phase_group(n) for n in ("pretrain", "teacher", "finetune", "score", "prune", "retrain", "eval",
+                                     "mystery")] == ["pretrain", "teacher", "score+prune", "score+prune",
+                                                     "score+prune", "retrain", "eval", "other"]
+    assert (phase_group("round01", "score+prune"), phase_group("final", "retrain"), phase_group("x", "bogus"),
+            phase_group("teacher", "other")) == ("score+prune", "retrain", "other", "other")
+    old = {"device_name": H100, "phases": {"teacher": {"seconds": 60, "reused": True},
+                                           "mystery": {"seconds": 120, "reused": False}, "eval": {"seconds": 6}}}
+    assert {p.name: (p.group, p.device) for p in record_phases(old)} == {
+        "eval": ("eval", H100), "mystery": ("other", H100), "teacher": ("teacher", H100)}
+    rt = run_time(old)
+    assert rt.minutes == {"pretrain": None, "teacher": 1.0, "score+prune": None, "retrain": None, "other": 2.0}
+    assert rt.per_run == 3.0 and not any(rt.excluded.values())
+    # A phase that was not reused ran in the run itself: counted whatever device it names.
+    new = {"device_name": H100, "phases": {"teacher": {"seconds": 60, "reused": False, "device": "cpu",
+                                                       "group": "teacher"}}}
+    assert run_time(new).minutes["teacher"] == 1.0
+
+
+def test_latency_cell_with_every_phase_from_another_device():
+    recs = [dict(status="ok", dataset="d", model="m", method="tgp-kd", target_sparsity=0.9, seed=s, top1_final=1.0,
+                 run_id=f"{s:016x}", device_name=H100,
+                 phases={"teacher": {"seconds": 600, "reused": True, "device": "cpu", "group": "teacher"},
+                         "retrain": {"seconds": 60, "reused": False, "device": H100, "group": "retrain"}})
+            for s in (0, 1)]
+    md = latency_markdown(build_latency_table(recs, "d"))
+    assert md_row(md, H100)[3:9] == ["n/a", "—‡", "n/a", "1.00", "n/a", "1.00‡"]
+    assert "this cell excludes 2 phase(s) whose cached artifact was made on another device (teacher made on cpu ×2)" in md
+
+
+def test_rounds_and_unknown_fields_do_not_break(runs):
+    from bench.report.figures import figure_style, plot_accuracy, plot_latency
+
+    colt = [r for r in runs if r["method"] == "colt"]
+    assert colt and all(len(r["rounds"]) == 15 for r in colt)
+    odd = dict(colt[0], run_id="c" * 16, seed=7, future_field={"a": [1, 2]}, rounds=[{"round": 1}],
+               phases={"round01": 30, "final": {"seconds": None, "group": "retrain", "extra": 1},
+                       "probe": {"seconds": "n/a", "group": None}})
+    recs = [r for r in runs if r["dataset"] == "tinyimagenet"] + [odd]
+    tabs = build_dataset_tables(recs, "tinyimagenet")
+    assert tabs.accuracy[0].cell("colt", 0.9).n == 3 and tabs.markdown() and tabs.latex() and tabs.csv_latency()
+    with figure_style():
+        assert plot_accuracy(recs, "tinyimagenet") is not None and plot_latency(recs, "tinyimagenet") is not None
