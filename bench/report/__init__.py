@@ -7,6 +7,11 @@ Entry points (every one takes the results and plots directories as parameters):
 * ``report.write_report(results_dir, plots_dir, out=None, ...)``
 * ``cli.register(subparsers)`` adds ``table``, ``plot`` and ``report`` to ``python -m bench``.
 
+Modules: ``aggregate`` (which runs count, means, phase groups and times), ``format`` (number
+formatting, dialects, Markdown/booktabs/CSV primitives), ``accuracy_table``, ``latency_table``,
+``tables`` (per-dataset files; re-exports the table API), ``figures``, ``report``, ``references``,
+``style``, ``cli``.
+
 Accuracy is the final epoch's by default; ``accuracy="best"`` (the maximum over the epochs, i.e. an
 epoch selected on the test set: optimistic) is available and always named as such. See docs/reporting.md.
 """
