@@ -1,6 +1,7 @@
 """Reporting layer: tables, figures and the report rendered from hand-made result fixtures.
 
-Fixture values (tests/fixtures/report/runs, written by make_runs.py), top-1 at the best epoch:
+Fixture values (tests/fixtures/report/runs, written by make_runs.py), top-1 at the best epoch (the default
+is the final epoch; tests that check these values ask for best explicitly):
 
 cifar10 / resnet18           0.5 (50.00% prunable, 49.96% overall)   0.985 (98.50% / 98.41%)
   dense (sp 0)               95.00, 95.20 -> 95.10 +- 0.14 (n=2)
@@ -29,7 +30,7 @@ from bench.report.references import (ReferenceError, Reference, load_reference_f
                                      make_reference, match_target)
 from bench.report.style import METHOD_STYLES, order_methods, style_for
 from bench.report.tables import (accuracy_latex, accuracy_markdown, build_accuracy_table, build_dataset_tables,
-                                 build_latency_table, latency_markdown, write_tables)
+                                 build_latency_table, latency_latex, latency_markdown, write_tables)
 from bench.store import load_runs
 
 FIX = Path(__file__).parent / "fixtures" / "report"
@@ -75,9 +76,9 @@ def results_copy(tmp_path: Path) -> Path:
 # --------------------------------------------------------------------------- fixtures and statistics
 
 def test_fixture_records_load(runs):
-    assert len(runs) == 18
+    assert len(runs) == 25
     assert sum(r["status"] == "failed" for r in runs) == 1
-    assert {r["dataset"] for r in runs} == {"cifar10", "cifar100"}
+    assert {r["dataset"] for r in runs} == {"cifar10", "cifar100", "tinyimagenet"}
 
 
 def test_mean_std_is_sample_std():
@@ -101,7 +102,7 @@ def test_dense_reference_row(c10, runs):
     md = accuracy_markdown(c10)
     assert md_row(md, "dense")[:3] == ["dense", "0.00", "95.10 ± 0.14 (n=2)"]
     assert "Dense reference: 95.10 ± 0.14 (n=2)." in md
-    md100 = accuracy_markdown(build_accuracy_table(runs, "cifar100"))
+    md100 = accuracy_markdown(build_accuracy_table(runs, "cifar100", accuracy="best"))
     assert md_row(md100, "dense")[:3] == ["dense", "0.00", "77.00"]       # n = 1: no std, no n
     assert md_row(md100, "90.00") == ["90.00", "89.55", "70.50 ± 0.71 (n=2)", "**72.25**"]
 
@@ -212,7 +213,7 @@ def test_superseded_duplicates_are_not_averaged(runs):
     recs = [dict(r) for r in runs if r["dataset"] == "cifar10"]
     old = next(r for r in recs if r["method"] == "random")
     new = dict(old, run_id="ffffffffffffffff", ended_at="2030-01-01T00:00:00Z", top1_best=91.0)
-    t = build_accuracy_table(recs + [new], "cifar10")
+    t = build_accuracy_table(recs + [new], "cifar10", accuracy="best")
     assert (t.cell("random", 0.5).n, t.cell("random", 0.5).mean) == (1, 91.0)
     md = accuracy_markdown(t)
     assert "Superseded runs: 1" in md and old["run_id"] in md
@@ -221,7 +222,7 @@ def test_superseded_duplicates_are_not_averaged(runs):
 def test_models_are_never_mixed(runs):
     recs = [dict(r) for r in runs if r["dataset"] == "cifar100"]
     recs += [dict(r, model="resnet_small", run_id="e" * 15 + str(i), top1_best=50.0) for i, r in enumerate(recs)]
-    tabs = build_dataset_tables(recs, "cifar100")
+    tabs = build_dataset_tables(recs, "cifar100", "best")
     assert [t.model for t in tabs.accuracy] == ["resnet18", "resnet_small"]
     md = tabs.markdown()
     assert "CIFAR-100, resnet18: top-1" in md and "CIFAR-100, resnet_small: top-1" in md
@@ -232,7 +233,7 @@ def test_latex_booktabs(c10):
     tex = accuracy_latex(c10)
     for token in (r"\toprule", r"\midrule", r"\bottomrule", r"\begin{tabular}{llrrrr}",
                   r"\textbf{94.70} $\pm$ 0.20 ($n{=}3$)", r"\multicolumn{4}{c}{95.10 $\pm$ 0.14 ($n{=}2$)}",
-                  r"prunable \% & overall \%", r"\caption{CIFAR-10, resnet18: top-1 accuracy (\%), best epoch."):
+                  r"prunable \% & overall \%", r"\caption{CIFAR-10, resnet18: top-1 accuracy (\%), best epoch (selected on the test set).", "selected on the test set: optimistic"):
         assert token in tex, token
     assert r"98.50 & 98.41 & 88.30 $\pm$ 0.42 ($n{=}2$) & --- & 89.90 & \textbf{90.50}$^\dagger$ \\" in tex
     assert "—" not in tex and "±" not in tex and "†" not in tex and "n > 1" not in tex
@@ -249,12 +250,14 @@ def test_latency_table(runs, refs):
     assert lt.ref_method == "tgp-kd"
     md = latency_markdown(lt)
     rows = {(r[0], r[1]): r for r in md_rows(md, H100) + md_rows(md, A100)}
-    # GPU, method, runs, pretrain, teacher, score+prune, retrain, per run, grid GPU-min, ratio
-    assert rows[(H100, "tgp-kd")][2:] == ["3", "10.00", "30.00", "4.60", "25.00", "59.60", "178.80", "1.00×"]
-    assert rows[(H100, "magnitude")][2:] == ["4", "10.00", "n/a", "0.20", "20.00", "20.20", "80.80", "0.34×"]
-    assert rows[(A100, "magnitude")][2:] == ["1", "15.00", "n/a", "0.30", "30.00", "30.30", "30.30", "0.37×"]
-    assert rows[(A100, "tgp-kd")][7:] == ["80.90", "80.90", "1.00×"]
-    assert rows[(H100, "dense")][7:] == ["n/a", "n/a", "n/a"]
+    # GPU, method, runs, pretrain, teacher, score+prune, retrain, other, per run, grid GPU-min, ratio.
+    # Old records (no group, no device): groups inferred from the phase names, the same numbers as before.
+    assert rows[(H100, "tgp-kd")][2:] == ["3", "10.00", "30.00", "4.60", "25.00", "n/a", "59.60", "178.80", "1.00×"]
+    assert rows[(H100, "magnitude")][2:] == ["4", "10.00", "n/a", "0.20", "20.00", "n/a", "20.20", "80.80", "0.34×"]
+    assert rows[(A100, "magnitude")][2:] == ["1", "15.00", "n/a", "0.30", "30.00", "n/a", "30.30", "30.30", "0.37×"]
+    assert rows[(A100, "tgp-kd")][8:] == ["80.90", "80.90", "1.00×"]
+    assert rows[(H100, "dense")][8:] == ["n/a", "n/a", "n/a"]
+    assert "‡" not in md and "counted in other" not in md and "Evaluation (group eval) is excluded" in md
     assert "Failed runs excluded: 1." in md
     assert "counted at what it cost when it was made" in md
     colt = md_row(md, "colt")
@@ -279,7 +282,7 @@ def test_write_tables_identical_bytes(tmp_path, runs):
         paths = write_tables(FIX, reference_dir=REF, tables_dir=tmp_path / name, runs=runs)
         outs.append({p.name: p.read_bytes() for p in paths})
     assert outs[0] == outs[1]
-    assert sorted(outs[0]) == sorted(f"{ds}{suffix}" for ds in ("cifar10", "cifar100")
+    assert sorted(outs[0]) == sorted(f"{ds}{suffix}" for ds in ("cifar10", "cifar100", "tinyimagenet")
                                      for suffix in (".md", ".tex", ".csv", "_paper.csv", "_latency.csv"))
 
 
@@ -314,6 +317,15 @@ def test_cli_table_plot_and_errors(tmp_path, capsys):
                      "--reference", str(REF)]) == 0
     assert sorted(p.name for p in (res / "tables").iterdir()) == ["cifar10.csv", "cifar10_latency.csv",
                                                                   "cifar10_paper.csv"]
+    rows = {(r["method"], r["target_sparsity"]): r for r in csv.DictReader((res / "tables" / "cifar10.csv").open())}
+    assert rows[("magnitude", "0.985000")]["accuracy"] == "final"
+    assert rows[("magnitude", "0.985000")]["mean"] == "91.000000"       # final epoch (best would be 88.30)
+    # No --accuracy: final-epoch numbers, and the caption says so.
+    assert cli.main(["table", "--results", str(res), "--dataset", "cifar10", "--format", "md",
+                     "--reference", str(REF)]) == 0
+    md = (res / "tables" / "cifar10.md").read_text()
+    assert "top-1 accuracy (%), final epoch\n" in md and "Top-1 test accuracy (%), final epoch (test accuracy after" in md
+    assert md_row(md, "98.50")[2] == "**91.00** ± 0.14 (n=2)" and "best epoch" not in md
     assert cli.main(["table", "--results", str(res), "--dataset", "cifar100", "--format", "md", "--accuracy",
                      "final", "--transpose", "--reference", str(REF)]) == 0
     md = (res / "tables" / "cifar100.md").read_text()
@@ -322,8 +334,8 @@ def test_cli_table_plot_and_errors(tmp_path, capsys):
                      "--format", "png", "--reference", str(REF)]) == 0
     assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == [
         "cifar100_accuracy.png", "cifar100_density.png", "cifar100_latency.png"]
-    assert cli.main(["table", "--results", str(res), "--dataset", "tinyimagenet"]) == 2
-    assert "no run records for dataset 'tinyimagenet'" in capsys.readouterr().err
+    assert cli.main(["table", "--results", str(res), "--dataset", "imagenet"]) == 2
+    assert "no run records for dataset 'imagenet'" in capsys.readouterr().err
 
 
 def test_cli_register_adds_subcommands():
@@ -332,7 +344,7 @@ def test_cli_register_adds_subcommands():
     parser = argparse.ArgumentParser()
     cli.register(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["plot", "--sparsity", "98.5"])
-    assert (args.results, args.plots, args.sparsity, args.accuracy) == (Path("results"), Path("plots"), 0.985, "best")
+    assert (args.results, args.plots, args.sparsity, args.accuracy) == (Path("results"), Path("plots"), 0.985, "final")
     args = parser.parse_args(["table"])
     assert (args.format, args.dataset, args.transpose, args.paper) == ("all", None, False, "block")
 
@@ -347,9 +359,13 @@ def test_report(tmp_path):
     assert (tmp_path / "plots" / "cifar100_latency.pdf").is_file()
     text = out.read_text()
     first = out.read_bytes()
-    for s in ("## Environment", f"| device | {A100} (2), {H100} (12), cpu (4) |", "| torch | 2.5.1+cu124 (18) |",
-              "| git commit | 0123456789ab (18) |", "## CIFAR-10 (cifar10)", "## CIFAR-100 (cifar100)",
-              "| 98.50 | 98.41 | 88.30 ± 0.42 (n=2) | — | 89.90 | **90.50**† |",
+    for s in ("## Environment", f"| device | {A100} (2), {H100} (19), cpu (4) |", "| torch | 2.5.1+cu124 (25) |",
+              "| git commit | 0123456789ab (25) |", "## CIFAR-10 (cifar10)", "## CIFAR-100 (cifar100)",
+              "| precision, device type | bf16, cuda (6), fp32, cuda (1) |", "| method version | colt v2 (2), dense v1 (1), "
+              "magnitude v1 (2), tgp-kd v1 (2) |", "## Tiny-ImageNet (tinyimagenet)", "- § colt: realised 91.26%",
+              "- ‡ NVIDIA H100 80GB HBM3, tgp-kd, teacher: this cell excludes 1 phase(s)",
+              "| 98.50 | 98.41 | **91.00** ± 0.14 (n=2) | — | 89.00 | 90.00† |",
+              "Accuracy: top-1 test accuracy at the final epoch.", "; top-1 at the final epoch.*",
               "![Accuracy vs sparsity", "(../plots/cifar10_accuracy.png)", "[PDF](../plots/cifar10_density.pdf)",
               "Paper-reported numbers: 7 rows from `extra.csv`, `paper.yaml` in `reference/`."):
         assert s in text, s
@@ -445,3 +461,142 @@ def test_selection_splits_status(runs):
     sel = select(runs, "cifar10")
     assert (len(sel.ok), len(sel.failed), len(sel.superseded)) == (13, 1, 0)
     assert json.dumps(sel.methods) == json.dumps(["dense", "magnitude", "random", "tgp", "tgp-kd"])
+
+
+# --------------------------------------------------------------------------- newer record schema (tinyimagenet)
+# phases with group and device, sparsity dict, sparsity_exact, rounds, precision (see make_runs.py)
+
+@pytest.fixture(scope="module")
+def tin(runs):
+    return build_dataset_tables(runs, "tinyimagenet")      # default accuracy: final epoch
+
+
+def test_new_schema_accuracy_table_and_realised_sparsity(tin):
+    t = tin.accuracy[0]
+    assert t.accuracy == "final"
+    md = accuracy_markdown(t)
+    assert md_row(md, "prunable %") == ["prunable %", "overall %", "magnitude", "tgp-kd", "colt"]
+    # The row stays keyed by the target; its sparsity columns are those of the exact methods (colt left out).
+    assert md_row(md, "90.00") == ["90.00", "89.17", "55.20 ± 0.28 (n=2)", "**56.10** ± 0.14 (n=2)",
+                                   "54.20 ± 0.28 (n=2)§"]
+    assert "- § colt: realised 91.26% prunable (90.42% overall) at target 90.00% (mean over 2 runs)." in md
+    assert "§: the method cannot hit the target sparsity exactly" in md
+    assert md_row(accuracy_markdown(t, transpose=True), "colt") == ["colt", "54.20 ± 0.28 (n=2)§"]
+    tex = accuracy_latex(t)
+    assert r"54.20 $\pm$ 0.28 ($n{=}2$)$^\S$ \\" in tex and r"\S{} colt: realised 91.26\% prunable" in tex
+    rows = {r["method"]: r for r in csv.DictReader(io.StringIO(tin.csv_accuracy()))}
+    # the cell's own runs: colt's realised sparsity, not the target or the other methods'
+    assert (rows["colt"]["sparsity_exact"], rows["colt"]["target_sparsity"]) == ("false", "0.900000")
+    assert float(rows["colt"]["sparsity_prunable"]) == pytest.approx(1 - 0.85 ** 15, abs=1e-6)
+    assert rows["colt"]["sparsity_overall"] == "0.904244" and rows["colt"]["display"] == "54.20 ± 0.28 (n=2)§"
+    assert (rows["magnitude"]["sparsity_exact"], rows["magnitude"]["sparsity_prunable"]) == ("true", "0.900000")
+    # old records: no § anywhere, every cell exact
+    c10 = build_dataset_tables(load_runs(FIX), "cifar10")
+    assert "§" not in c10.markdown() and "false" not in {r["sparsity_exact"] for r in
+                                                         csv.DictReader(io.StringIO(c10.csv_accuracy()))}
+
+
+def test_accuracy_points_at_own_measured_sparsity(runs):
+    from bench.report.figures import accuracy_points
+
+    pts = accuracy_points(build_accuracy_table(runs, "tinyimagenet"))
+    (colt,) = pts["colt"]
+    assert (colt.target, colt.exact, colt.measured, colt.n) == (0.9, False, True, 2)
+    assert colt.sparsity == pytest.approx(1 - 0.85 ** 15, abs=1e-6)          # not the target 0.9
+    assert colt.remaining == pytest.approx(100 * 0.85 ** 15, abs=1e-4) and colt.mean == pytest.approx(54.2)
+    (mag,) = pts["magnitude"]
+    assert mag.exact and mag.sparsity == pytest.approx(0.9, abs=1e-7)
+    # x follows the measured sparsity even for an exact method; no measured sparsity: at the target, flagged
+    recs = [dict(status="ok", dataset="d", model="m", method="a", target_sparsity=0.9, seed=s, top1_final=v,
+                 top1_best=v, run_id=f"{s:016x}", sparsity_prunable=sp) for s, (v, sp) in
+            enumerate([(80.0, 0.93), (82.0, 0.95)])]
+    recs.append(dict(status="ok", dataset="d", model="m", method="a", target_sparsity=0.5, seed=0, top1_final=85.0,
+                     top1_best=85.0, run_id="f" * 16))
+    a = accuracy_points(build_accuracy_table(recs, "d"))["a"]
+    assert [(p.target, round(p.sparsity, 6), p.measured) for p in a] == [(0.5, 0.5, False), (0.9, 0.94, True)]
+
+
+def test_accuracy_figure_marks_non_exact(runs):
+    from bench.report.figures import figure_style, plot_accuracy
+
+    with figure_style():
+        fig = plot_accuracy(runs, "tinyimagenet")
+    labels = [t.get_text() for lg in fig.legends for t in lg.get_texts()]
+    assert any(s.startswith("hollow: realised") for s in labels)
+    with figure_style():
+        fig = plot_accuracy(runs, "cifar10")
+    assert not any("hollow" in t.get_text() for lg in fig.legends for t in lg.get_texts())
+
+
+def test_latency_declared_groups_and_other_device(tin):
+    lt = tin.latency[0]
+    md = latency_markdown(lt)
+    rows = {r[1]: r for r in md_rows(md, H100)}
+    # GPU, method, runs, pretrain, teacher, score+prune, retrain, other, per run, grid GPU-min, ratio
+    # tgp-kd: seed 0's teacher was made on the CPU (120 min): not in this H100 row; seed 1's (30 min) is.
+    assert rows["tgp-kd"][2:] == ["2", "20.00", "15.00‡", "4.60", "25.00", "n/a", "44.60‡", "89.20‡", "1.00×‡"]
+    # other = calibrate (2 min, both runs) + warmup (unknown group 'warm-up', 1 min, one run) = 2.50 per run
+    assert rows["magnitude"][2:] == ["2", "20.00", "n/a", "0.60", "30.00", "2.50", "33.10", "66.20", "0.74×‡"]
+    # colt: round01 + round02 (group score+prune), final (group retrain)
+    assert rows["colt"][2:] == ["2", "20.00", "n/a", "20.00", "30.00", "n/a", "50.00", "100.00", "1.12×‡"]
+    assert rows["dense"][2:] == ["1", "20.00", "n/a", "n/a", "n/a", "n/a", "n/a", "n/a", "n/a"]
+    assert ("- ‡ NVIDIA H100 80GB HBM3, tgp-kd, teacher: this cell excludes 1 phase(s) whose cached artifact was "
+            "made on another device (teacher made on cpu); its cost on this device is unknown.") in md
+    assert md.count("- ‡ ") == 1 and "120.00" not in md
+    assert "Phases counted in other: calibrate, warmup (group 'warm-up')." in md
+    assert "Evaluation (group eval) is excluded" in md
+    tex = latency_latex(lt)
+    assert r"& 15.00$^\ddagger$ &" in tex and r"\ddag{} NVIDIA H100 80GB HBM3, tgp-kd, teacher: this cell" in tex
+    rows = {r["method"]: r for r in csv.DictReader(io.StringIO(tin.csv_latency()))}
+    assert (rows["tgp-kd"]["teacher_min"], rows["tgp-kd"]["excluded_other_device"]) == ("15.000000",
+                                                                                       "teacher:teacher@cpu(1)")
+    assert (rows["magnitude"]["other_min"], rows["magnitude"]["other_phases"]) == (
+        "2.500000", "calibrate; warmup (group 'warm-up')")
+    assert rows["colt"]["excluded_other_device"] == "" and rows["colt"]["score_prune_min"] == "20.000000"
+
+
+def test_phase_groups_inferred_for_old_records():
+    from bench.report.aggregate import phase_group, record_phases, run_time
+
+    assert [phase_group(n) for n in ("pretrain", "teacher", "finetune", "score", "prune", "retrain", "eval",
+                                     "mystery")] == ["pretrain", "teacher", "score+prune", "score+prune",
+                                                     "score+prune", "retrain", "eval", "other"]
+    assert (phase_group("round01", "score+prune"), phase_group("final", "retrain"), phase_group("x", "bogus"),
+            phase_group("teacher", "other")) == ("score+prune", "retrain", "other", "other")
+    old = {"device_name": H100, "phases": {"teacher": {"seconds": 60, "reused": True},
+                                           "mystery": {"seconds": 120, "reused": False}, "eval": {"seconds": 6}}}
+    assert {p.name: (p.group, p.device) for p in record_phases(old)} == {
+        "eval": ("eval", H100), "mystery": ("other", H100), "teacher": ("teacher", H100)}
+    rt = run_time(old)
+    assert rt.minutes == {"pretrain": None, "teacher": 1.0, "score+prune": None, "retrain": None, "other": 2.0}
+    assert rt.per_run == 3.0 and not any(rt.excluded.values())
+    # A phase that was not reused ran in the run itself: counted whatever device it names.
+    new = {"device_name": H100, "phases": {"teacher": {"seconds": 60, "reused": False, "device": "cpu",
+                                                       "group": "teacher"}}}
+    assert run_time(new).minutes["teacher"] == 1.0
+
+
+def test_latency_cell_with_every_phase_from_another_device():
+    recs = [dict(status="ok", dataset="d", model="m", method="tgp-kd", target_sparsity=0.9, seed=s, top1_final=1.0,
+                 run_id=f"{s:016x}", device_name=H100,
+                 phases={"teacher": {"seconds": 600, "reused": True, "device": "cpu", "group": "teacher"},
+                         "retrain": {"seconds": 60, "reused": False, "device": H100, "group": "retrain"}})
+            for s in (0, 1)]
+    md = latency_markdown(build_latency_table(recs, "d"))
+    assert md_row(md, H100)[3:9] == ["n/a", "—‡", "n/a", "1.00", "n/a", "1.00‡"]
+    assert "this cell excludes 2 phase(s) whose cached artifact was made on another device (teacher made on cpu ×2)" in md
+
+
+def test_rounds_and_unknown_fields_do_not_break(runs):
+    from bench.report.figures import figure_style, plot_accuracy, plot_latency
+
+    colt = [r for r in runs if r["method"] == "colt"]
+    assert colt and all(len(r["rounds"]) == 15 for r in colt)
+    odd = dict(colt[0], run_id="c" * 16, seed=7, future_field={"a": [1, 2]}, rounds=[{"round": 1}],
+               phases={"round01": 30, "final": {"seconds": None, "group": "retrain", "extra": 1},
+                       "probe": {"seconds": "n/a", "group": None}})
+    recs = [r for r in runs if r["dataset"] == "tinyimagenet"] + [odd]
+    tabs = build_dataset_tables(recs, "tinyimagenet")
+    assert tabs.accuracy[0].cell("colt", 0.9).n == 3 and tabs.markdown() and tabs.latex() and tabs.csv_latency()
+    with figure_style():
+        assert plot_accuracy(recs, "tinyimagenet") is not None and plot_latency(recs, "tinyimagenet") is not None

@@ -8,6 +8,8 @@ of the same results cannot disagree.
   ids (the config changed between them) are not both averaged: the one that ended last is kept,
   the others are listed as superseded.
 * std is the sample standard deviation (ddof = 1) over seeds; it is undefined for n = 1.
+* Fields the helpers do not know (``rounds``, ``precision``, ``method_version``, extra keys inside
+  ``phases`` or ``sparsity``) are ignored.
 """
 from __future__ import annotations
 
@@ -18,15 +20,29 @@ from typing import Iterable
 from .style import order_methods
 
 ACCURACY_FIELDS = {"best": "top1_best", "final": "top1_final"}
+# Final epoch by default: the best epoch is chosen by looking at the test set (model selection on
+# the test set), so it is optimistic. It stays available, and is always named as such.
+DEFAULT_ACCURACY = "final"
 ACCURACY_WORDS = {
-    "best": "best epoch (the maximum test accuracy over the epochs of the final training phase; the "
-            "COLT/paper convention, optimistic)",
-    "final": "final epoch (test accuracy after the last epoch of the final training phase)",
+    "best": "best epoch (the maximum test accuracy over the epochs of the final training phase, i.e. the epoch "
+            "is selected on the test set: optimistic; the COLT/paper convention)",
+    "final": "final epoch (test accuracy after the last epoch of the final training phase; no selection on the "
+             "test set)",
 }
+# Short forms for titles, axis labels and the report header.
+ACCURACY_SHORT = {"best": "best epoch, selected on the test set (optimistic)", "final": "final epoch"}
 DEFAULT_REF_METHODS = ("tgp-kd", "tgp")
 
-# Latency: phases grouped as the table shows them. Evaluation is excluded; pretrain is shown apart.
-PHASE_GROUPS = {"teacher": ("teacher",), "score_prune": ("finetune", "score", "prune"), "retrain": ("retrain",)}
+# Latency: every phase of a record belongs to one group, declared by the method in the phase's
+# "group" (records written before groups existed: inferred from the phase name). The table shows
+# pretrain apart, sums teacher + score+prune + retrain + other into 'per run', and excludes eval.
+PHASE_GROUPS = ("pretrain", "teacher", "score+prune", "retrain", "other", "eval")
+WORK_GROUPS = ("teacher", "score+prune", "retrain", "other")        # summed into 'per run'
+TIMED_GROUPS = ("pretrain",) + WORK_GROUPS                         # every group the table shows
+GROUP_ATTR = {"pretrain": "pretrain", "teacher": "teacher", "score+prune": "score_prune", "retrain": "retrain",
+              "other": "other"}                                    # LatencyRow attribute of each shown group
+LEGACY_PHASE_GROUPS = {"pretrain": "pretrain", "teacher": "teacher", "finetune": "score+prune",
+                       "score": "score+prune", "prune": "score+prune", "retrain": "retrain", "eval": "eval"}
 PRETRAIN = "pretrain"
 
 
@@ -118,6 +134,12 @@ class CellStats:
     sparsity_prunable: list[float] = field(default_factory=list)
     sparsity_overall: list[float] = field(default_factory=list)
     failed: list[dict] = field(default_factory=list)
+    inexact: int = 0           # ok runs with sparsity_exact false (realised sparsity != target)
+
+    @property
+    def exact(self) -> bool:
+        """True unless one of the cell's runs says its realised sparsity cannot equal the target."""
+        return self.inexact == 0
 
     @property
     def stats(self) -> tuple[float | None, float | None, int]:
@@ -144,7 +166,19 @@ class CellStats:
         return _mean(self.sparsity_prunable)
 
 
-def accuracy_cells(sel: Selection, accuracy: str = "best") -> dict[tuple[str, float], CellStats]:
+def measured_sparsity(r: dict, key: str = "prunable") -> float | None:
+    """A record's measured sparsity: top-level ``sparsity_<key>``, else ``sparsity[key]`` (newer records carry
+    both; other keys of ``sparsity``, like conv or conv+linear, are not used here)."""
+    v = r.get(f"sparsity_{key}")
+    if v is None and isinstance(r.get("sparsity"), dict):
+        v = r["sparsity"].get(key)
+    try:
+        return None if v is None else float(v)
+    except (TypeError, ValueError):
+        return None
+
+
+def accuracy_cells(sel: Selection, accuracy: str = DEFAULT_ACCURACY) -> dict[tuple[str, float], CellStats]:
     """{(method, target): CellStats} over the ok runs (with a value) and the failed runs of ``sel``."""
     fld = accuracy_field(accuracy)
     cells: dict[tuple[str, float], CellStats] = {}
@@ -159,10 +193,12 @@ def accuracy_cells(sel: Selection, accuracy: str = "best") -> dict[tuple[str, fl
         if v is not None:
             c.values.append(float(v))
             c.seeds.append(r.get("seed"))
-        if r.get("sparsity_prunable") is not None:
-            c.sparsity_prunable.append(float(r["sparsity_prunable"]))
-        if r.get("sparsity_overall") is not None:
-            c.sparsity_overall.append(float(r["sparsity_overall"]))
+        for key, dest in (("prunable", c.sparsity_prunable), ("overall", c.sparsity_overall)):
+            v = measured_sparsity(r, key)
+            if v is not None:
+                dest.append(v)
+        if r.get("sparsity_exact") is False:
+            c.inexact += 1
     for r in sel.failed:
         cell(r).failed.append(r)
     return cells
@@ -189,14 +225,103 @@ def resolve_ref_method(methods: Iterable[str], preferred: str | Iterable[str] | 
     return None
 
 
-def phase_minutes(r: dict) -> dict[str, float | None]:
-    """Minutes of each phase group of one run (None: the run has none of the group's phases)."""
-    phases = r.get("phases") or {}
-    out: dict[str, float | None] = {}
-    for group, names in list(PHASE_GROUPS.items()) + [(PRETRAIN, (PRETRAIN,))]:
-        secs = [float((phases.get(p) or {}).get("seconds") or 0.0) for p in names if p in phases]
-        out[group] = math.fsum(secs) / 60 if secs else None
+def record_device(r: dict) -> str:
+    return str(r.get("device_name") or "unknown")
+
+
+def _seconds(x) -> float:
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return 0.0
+    return v if math.isfinite(v) else 0.0
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One timed phase of a record, as the latency table counts it."""
+    name: str
+    group: str                  # one of PHASE_GROUPS (an unknown declared group becomes "other")
+    seconds: float
+    reused: bool                # the artifact came from the checkpoint cache
+    device: str                 # where the seconds were measured (the record's device when not recorded)
+    declared: str | None = None  # the group as recorded; None for records without groups (inferred)
+
+    @property
+    def unknown_group(self) -> bool:
+        return self.declared is not None and self.declared not in PHASE_GROUPS
+
+    def counts_on(self, device: str) -> bool:
+        """False for a reused artifact made on another device than ``device``: its cost there is unknown.
+        A phase that was not reused ran in this run, on the record's own device."""
+        return not (self.reused and self.device != device)
+
+    def other_label(self) -> str:
+        """The name as the caption lists it under 'other' (with the unknown group it declared, if any)."""
+        return f"{self.name} (group '{self.declared}')" if self.unknown_group else self.name
+
+
+def phase_group(name: str, declared: str | None = None) -> str:
+    """The group a phase is counted in: the declared one when known, 'other' when the declared group is
+    unknown, else (records without groups) inferred from the name; a name not known is 'other'."""
+    if declared:
+        return declared if declared in PHASE_GROUPS else "other"
+    return LEGACY_PHASE_GROUPS.get(name, "other")
+
+
+def record_phases(r: dict) -> list[Phase]:
+    """The phases of a record in name order. Tolerant of what it does not know: extra keys are ignored, a
+    bare number is read as seconds, a missing or unreadable ``seconds`` counts 0."""
+    phases = r.get("phases")
+    if not isinstance(phases, dict):
+        return []
+    own = record_device(r)
+    out = []
+    for name in sorted(phases, key=str):
+        info = phases[name]
+        if not isinstance(info, dict):
+            info = {"seconds": info}
+        declared = info.get("group")
+        declared = str(declared) if declared not in (None, "") else None
+        reused = bool(info.get("reused"))
+        device = str(info.get("device") or own) if reused else own
+        out.append(Phase(str(name), phase_group(str(name), declared), _seconds(info.get("seconds")), reused,
+                         device, declared))
     return out
+
+
+@dataclass
+class RunTime:
+    """Minutes of one run per shown group, counted on the record's own device."""
+    minutes: dict[str, float | None]             # group -> minutes (None: no counted phase of the group)
+    excluded: dict[str, list[Phase]]             # group -> reused phases made on another device (not counted)
+    other: list[Phase]                           # phases counted (or excluded) in 'other'
+
+    @property
+    def per_run(self) -> float:
+        return math.fsum(self.minutes[g] or 0.0 for g in WORK_GROUPS)
+
+
+def run_time(r: dict) -> RunTime:
+    device = record_device(r)
+    secs: dict[str, list[float]] = {g: [] for g in TIMED_GROUPS}
+    excluded: dict[str, list[Phase]] = {g: [] for g in TIMED_GROUPS}
+    other = []
+    for p in record_phases(r):
+        if p.group == "eval":
+            continue
+        if p.group == "other":
+            other.append(p)
+        if p.counts_on(device):
+            secs[p.group].append(p.seconds)
+        else:
+            excluded[p.group].append(p)
+    return RunTime({g: math.fsum(v) / 60 if v else None for g, v in secs.items()}, excluded, other)
+
+
+def phase_minutes(r: dict) -> dict[str, float | None]:
+    """Minutes of each shown group of one run, keyed by LatencyRow attribute (None: no counted phase)."""
+    return {GROUP_ATTR[g]: v for g, v in run_time(r).minutes.items()}
 
 
 @dataclass
@@ -204,39 +329,56 @@ class LatencyRow:
     device: str
     method: str
     runs: int
-    pretrain: float | None     # minutes per run (mean); None = no run has the phase
+    pretrain: float | None     # minutes per run (mean); None = no run has the group's phases
     teacher: float | None
     score_prune: float | None
     retrain: float | None
-    per_run: float             # teacher + score/prune + retrain, minutes (mean over runs)
+    per_run: float             # teacher + score+prune + retrain + other, minutes (mean over runs)
     grid_total: float          # sum over runs of per_run x device_count: GPU-minutes
     ratio: float | None = None  # per_run / per_run of the reference method on the same device
+    other: float | None = None
+    # attribute -> reused phases made on another device, left out of this row's minutes (all runs)
+    excluded: dict[str, list[Phase]] = field(default_factory=dict)
+    other_phases: list[str] = field(default_factory=list)   # phase names counted in 'other'
+
+    def excluded_in(self, attr: str) -> list[Phase]:
+        return self.excluded.get(attr, [])
+
+    @property
+    def excluded_work(self) -> list[Phase]:
+        """Excluded phases that would have been part of 'per run'."""
+        return [p for g in WORK_GROUPS for p in self.excluded_in(GROUP_ATTR[g])]
 
     @property
     def has_work(self) -> bool:
         """False for runs that only have a pretrain phase (dense): 'per run' does not apply to them."""
-        return any(v is not None for v in (self.teacher, self.score_prune, self.retrain))
+        return (any(getattr(self, GROUP_ATTR[g]) is not None for g in WORK_GROUPS)
+                or bool(self.excluded_work))
 
 
 def latency_rows(runs: Iterable[dict], ref_method: str | None = None) -> list[LatencyRow]:
-    """One row per (device name, method) over ``runs`` (ok runs only). Devices are never pooled."""
+    """One row per (device name, method) over ``runs`` (ok runs only). Devices are never pooled: a reused
+    phase made on another device is left out of the row's minutes and listed in ``excluded``."""
     groups: dict[tuple[str, str], list[dict]] = {}
     for r in runs:
         if r.get("status") != "ok":
             continue
-        groups.setdefault((str(r.get("device_name") or "unknown"), r["method"]), []).append(r)
+        groups.setdefault((record_device(r), r["method"]), []).append(r)
     rows = []
     for (device, method), rs in groups.items():
-        per = [phase_minutes(r) for r in rs]
+        per = [run_time(r) for r in rs]
 
         def avg(group):
-            present = [p[group] for p in per if p[group] is not None]
+            present = [p.minutes[group] for p in per if p.minutes[group] is not None]
             return math.fsum(present) / len(per) if present else None   # absent in a run counts as 0
 
-        totals = [math.fsum(p[g] or 0.0 for g in PHASE_GROUPS) for p in per]
+        totals = [p.per_run for p in per]
         grid = math.fsum(t * max(1, int(r.get("device_count") or 1)) for t, r in zip(totals, rs))
-        rows.append(LatencyRow(device, method, len(rs), avg(PRETRAIN), avg("teacher"), avg("score_prune"),
-                               avg("retrain"), math.fsum(totals) / len(totals), grid))
+        excluded = {GROUP_ATTR[g]: [ph for p in per for ph in p.excluded[g]] for g in TIMED_GROUPS}
+        other = sorted({ph.other_label() for p in per for ph in p.other})
+        rows.append(LatencyRow(device, method, len(rs), avg("pretrain"), avg("teacher"), avg("score+prune"),
+                               avg("retrain"), math.fsum(totals) / len(totals), grid, other=avg("other"),
+                               excluded={k: v for k, v in excluded.items() if v}, other_phases=other))
     order = order_methods(m for _, m in groups)
     rows.sort(key=lambda x: (x.device, order.index(x.method)))
     for row in rows:

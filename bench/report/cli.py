@@ -12,7 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .aggregate import ACCURACY_FIELDS
+from .aggregate import ACCURACY_FIELDS, DEFAULT_ACCURACY
 
 
 def _common(p: argparse.ArgumentParser, *, plots: bool, dataset: bool) -> None:
@@ -22,8 +22,9 @@ def _common(p: argparse.ArgumentParser, *, plots: bool, dataset: bool) -> None:
     if dataset:
         p.add_argument("--dataset", action="append", default=None, metavar="NAME",
                        help="dataset to render (repeatable; default: every dataset with run records)")
-    p.add_argument("--accuracy", choices=sorted(ACCURACY_FIELDS), default="best",
-                   help="which test accuracy: best epoch (default; the COLT/paper convention) or final epoch")
+    p.add_argument("--accuracy", choices=sorted(ACCURACY_FIELDS), default=DEFAULT_ACCURACY,
+                   help="which test accuracy: final epoch (default) or best epoch (the maximum over the epochs: "
+                        "selected on the test set, optimistic; the COLT/paper convention)")
     p.add_argument("--reference", type=Path, default=None, metavar="DIR",
                    help="paper-reported numbers (default: <results>/reference if it has files, else the "
                         "repository's results/reference)")

@@ -12,6 +12,7 @@ import io
 import re
 import sys
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
@@ -26,10 +27,12 @@ from matplotlib.patches import Patch  # noqa: E402
 from matplotlib.ticker import FixedLocator, NullLocator  # noqa: E402
 
 from ..store import atomic_write_bytes, load_runs  # noqa: E402
-from .aggregate import datasets_of, models_of, select, sparsity_key  # noqa: E402
+from .accuracy_table import AccuracyTable, build_accuracy_table  # noqa: E402
+from .aggregate import ACCURACY_SHORT, DEFAULT_ACCURACY, datasets_of, models_of, select, sparsity_key  # noqa: E402
+from .format import pct  # noqa: E402
+from .latency_table import build_latency_table  # noqa: E402
 from .references import Reference, default_reference_dir, for_dataset, load_references  # noqa: E402
 from .style import PAPER_MARKER, dataset_title, order_methods, style_for  # noqa: E402
-from .tables import build_accuracy_table, build_latency_table, pct  # noqa: E402
 
 FIG_FORMATS = ("png", "pdf")
 DPI = 150
@@ -38,7 +41,8 @@ SAVE_METADATA = {
     "pdf": {"Creator": None, "Producer": None, "CreationDate": None, "ModDate": None},
     "svg": {"Creator": None, "Date": None},
 }
-PHASE_LOOK = (("teacher", "teacher", "//"), ("score_prune", "score+prune", ".."), ("retrain", "retrain", ""))
+PHASE_LOOK = (("teacher", "teacher", "//"), ("score_prune", "score+prune", ".."), ("retrain", "retrain", ""),
+              ("other", "other", "xx"))
 
 
 def _rc() -> dict:
@@ -98,26 +102,67 @@ def _fmt_tick(x: float) -> str:
 
 # --------------------------------------------------------------------------- accuracy vs sparsity
 
-def plot_accuracy(runs: Iterable[dict], dataset: str, model: str | None = None, accuracy: str = "best",
+@dataclass(frozen=True)
+class AccuracyPoint:
+    """One method at one target, placed where its own runs are: x is its measured sparsity, not the target."""
+    method: str
+    target: float                 # the row it belongs to (fraction)
+    sparsity: float               # measured prunable sparsity, mean over the cell's runs (target if none recorded)
+    mean: float
+    std: float                    # 0 when n = 1
+    n: int
+    exact: bool                   # False: realised sparsity differs from the target by design (hollow marker)
+    measured: bool                # False: no measured sparsity in the records, placed at the target
+
+    @property
+    def remaining(self) -> float:
+        """Remaining weights of the prunable set, percent: the figure's x."""
+        return 100.0 * (1.0 - self.sparsity)
+
+
+def accuracy_points(t: AccuracyTable) -> dict[str, list[AccuracyPoint]]:
+    """{method: points in increasing sparsity} of every cell with a value (dense excluded). Each point sits at
+    the method's own mean measured prunable sparsity for that cell (the figure's axis), never at the target."""
+    out: dict[str, list[AccuracyPoint]] = {}
+    for m in t.methods:
+        pts = []
+        for tgt in t.targets:
+            c = t.cell(m, tgt)
+            if c is None or c.n == 0:
+                continue
+            sp = c.prunable_mean
+            pts.append(AccuracyPoint(m, tgt, tgt if sp is None else sp, c.mean, c.std or 0.0, c.n, c.exact,
+                                     sp is not None))
+        if pts:
+            out[m] = sorted(pts, key=lambda p: (p.sparsity, p.target))
+    return out
+
+
+def plot_accuracy(runs: Iterable[dict], dataset: str, model: str | None = None, accuracy: str = DEFAULT_ACCURACY,
                   references: Sequence[Reference] = ()) -> Figure:
     """Accuracy vs remaining weights (log x, the high-sparsity end spread out), one line per method
-    (band and error bars = std over seeds), dense as a horizontal line, paper points as stars."""
+    (band and error bars = std over seeds), dense as a horizontal line, paper points as stars. Each point
+    sits at its own measured prunable sparsity (``accuracy_points``); hollow markers: the method's
+    realised sparsity differs from its target by design."""
     t = build_accuracy_table(runs, dataset, model, accuracy, references)
     fig = new_figure(figsize=(7.2, 4.2))
     ax = fig.add_subplot()
     handles, xs, xlim = [], set(), set()
-    for m in t.methods:
+    any_inexact = False
+    for m, pts in accuracy_points(t).items():
         st = style_for(m)
-        pts = sorted((100 * (1 - tgt), c.mean, c.std or 0.0) for tgt in t.targets
-                     if (c := t.cell(m, tgt)) is not None and c.n > 0)
-        if not pts:
-            continue
-        x, y, s = zip(*pts)
+        pts = sorted(pts, key=lambda p: -p.remaining)
+        x, y, s = [p.remaining for p in pts], [p.mean for p in pts], [p.std for p in pts]
         xs.update(x)
         ax.fill_between(x, [a - b for a, b in zip(y, s)], [a + b for a, b in zip(y, s)], color=st.colour,
                         alpha=0.18, linewidth=0)
-        ax.errorbar(x, y, yerr=s, color=st.colour, marker=st.marker, markersize=6, linewidth=1.6, capsize=3)
-        handles.append(Line2D([], [], color=st.colour, marker=st.marker, linewidth=1.6, label=m))
+        ax.errorbar(x, y, yerr=s, color=st.colour, marker="none", linewidth=1.6, capsize=3)
+        for p in pts:   # filled marker: realised sparsity = target; hollow: it differs by design
+            ax.plot([p.remaining], [p.mean], linestyle="none", marker=st.marker, markersize=6, color=st.colour,
+                    markerfacecolor=st.colour if p.exact else "white", markeredgewidth=1.4, zorder=4)
+        any_inexact = any_inexact or not all(p.exact for p in pts)
+        handles.append(Line2D([], [], color=st.colour, marker=st.marker, linewidth=1.6, label=m,
+                              markerfacecolor=st.colour if all(p.exact for p in pts) else "white"))
     if t.dense is not None and t.dense.n > 0:
         st = style_for("dense")
         mean, std = t.dense.mean, t.dense.std or 0.0
@@ -137,9 +182,13 @@ def plot_accuracy(runs: Iterable[dict], dataset: str, model: str | None = None, 
     if paper:
         handles.append(Line2D([], [], marker=PAPER_MARKER, color="#bbbbbb", markeredgecolor="black", markersize=11,
                               linestyle="none", label="paper-reported"))
+    if any_inexact:
+        handles.append(Line2D([], [], marker="o", color="#777777", markerfacecolor="white", linestyle="none",
+                              label="hollow: realised\nsparsity ≠ target"))
     if xs or xlim:
         ax.set_xscale("log")
-        ticks = sorted(xs or xlim)
+        # Ticks at the targets (points sit at their measured sparsity, on or beside them).
+        ticks = sorted({100 * (1 - tgt) for tgt in t.targets if tgt < 1} or xs or xlim)
         lo, hi = min(xs | xlim), max(xs | xlim)
         ax.set_xlim(hi * 1.25, lo / 1.25)   # inverted: sparsity grows to the right
         ax.xaxis.set_major_locator(FixedLocator(ticks))
@@ -150,9 +199,9 @@ def plot_accuracy(runs: Iterable[dict], dataset: str, model: str | None = None, 
         top.xaxis.set_minor_locator(NullLocator())
         top.set_xlabel("sparsity of the prunable set (%)")
     ax.set_xlabel("remaining weights in the prunable set (%, log scale)")
-    ax.set_ylabel(f"top-1 test accuracy (%), {accuracy} epoch")
+    ax.set_ylabel(f"top-1 test accuracy (%),\n{ACCURACY_SHORT[accuracy]}")
     model_txt = f" ({t.model})" if t.model else ""
-    ax.set_title(f"{dataset_title(dataset)}{model_txt}: accuracy vs sparsity (mean ± std over seeds)")
+    ax.set_title(f"{dataset_title(dataset)}{model_txt}: accuracy vs sparsity\n(mean ± std over seeds)")
     if handles:
         fig.legend(handles=handles, loc="outside right upper", fontsize=8)
     return fig
@@ -232,16 +281,17 @@ def plot_density(runs: Iterable[dict], dataset: str, model: str | None = None,
 
 def plot_latency(runs: Iterable[dict], dataset: str, model: str | None = None, references: Sequence[Reference] = (),
                  ref_method: str | Sequence[str] | None = None) -> Figure | None:
-    """Minutes per run per method, stacked by phase, one panel per GPU model (never pooled); paper
-    minutes as stars. None when no run has timed phases beyond pretrain."""
+    """Minutes per run per method, stacked by phase group, one panel per GPU model (never pooled); paper
+    minutes as stars; a method marked ‡ leaves out reused phases made on another device. None when no
+    run has timed phases beyond pretrain."""
     lt = build_latency_table(runs, dataset, model, references, ref_method)
     rows = [r for r in lt.rows if r.per_run > 0]
     if not rows:
         return None
     devices = sorted({r.device for r in rows})
-    fig = new_figure(figsize=(max(5.0, 3.6 * len(devices) + 1.5), 4.0))
+    fig = new_figure(figsize=(max(6.0, 3.6 * len(devices) + 1.5), 4.2))
     axes = fig.subplots(1, len(devices), squeeze=False)[0]
-    any_paper = False
+    any_paper = any_excluded = False
     for ax, dev in zip(axes, devices):
         drow = [r for r in rows if r.device == dev]
         for i, r in enumerate(drow):
@@ -260,14 +310,22 @@ def plot_latency(runs: Iterable[dict], dataset: str, model: str | None = None, r
                     any_paper = True
                     ax.scatter([idx], [pl.ref.minutes], marker=PAPER_MARKER, s=150, color=style_for(pl.method).colour,
                                edgecolors="black", linewidths=0.8, zorder=5)
-        ax.set_xticks(range(len(drow)), labels=[r.method for r in drow], rotation=30, ha="right")
+        # ‡: the bar leaves out reused phases made on another device (their cost here is unknown).
+        ax.set_xticks(range(len(drow)), labels=[r.method + ("‡" if r.excluded_work else "") for r in drow],
+                      rotation=30, ha="right")
+        any_excluded = any_excluded or any(r.excluded_work for r in drow)
         ax.set_title(dev, fontsize=9)
-    axes[0].set_ylabel("minutes per run (pretrain, eval excluded)")
-    handles = [Patch(facecolor="#cccccc", edgecolor="black", hatch=h, label=lab) for _, lab, h in PHASE_LOOK]
+    axes[0].set_ylabel("minutes per run\n(pretrain, eval excluded)")
+    # 'other' appears in the legend only when some bar has it.
+    handles = [Patch(facecolor="#cccccc", edgecolor="black", hatch=h, label=lab) for key, lab, h in PHASE_LOOK
+               if key != "other" or any((r.other or 0) > 0 for r in rows)]
     if any_paper:
         handles.append(Line2D([], [], marker=PAPER_MARKER, color="#bbbbbb", markeredgecolor="black", markersize=11,
                               linestyle="none", label="paper-reported (GPU unknown)"))
-    fig.legend(handles=handles, loc="outside lower center", ncols=len(handles), fontsize=8)
+    if any_excluded:
+        handles.append(Patch(facecolor="none", edgecolor="none",
+                             label="‡: leaves out cached phases\nmade on another device"))
+    fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 3), fontsize=8)
     model_txt = f" ({lt.model})" if lt.model else ""
     fig.suptitle(f"{dataset_title(dataset)}{model_txt}: training time per run by phase")
     return fig
@@ -283,7 +341,7 @@ def _warn(msg: str) -> None:
     print(f"warning: {msg}", file=sys.stderr)
 
 
-def render_dataset_figures(runs: list[dict], dataset: str, plots_dir: Path, *, accuracy: str = "best",
+def render_dataset_figures(runs: list[dict], dataset: str, plots_dir: Path, *, accuracy: str = DEFAULT_ACCURACY,
                            sparsity: float | None = None, references: Sequence[Reference] = (),
                            ref_method: str | Sequence[str] | None = None, formats: Sequence[str] = FIG_FORMATS,
                            log: Callable[[str], None] = _warn) -> dict[str, list[Path]]:
@@ -312,7 +370,7 @@ def render_dataset_figures(runs: list[dict], dataset: str, plots_dir: Path, *, a
 
 
 def write_figures(results_dir: Path, plots_dir: Path, dataset: str | Sequence[str] | None = None, *,
-                  accuracy: str = "best", sparsity: float | None = None, reference_dir: Path | None = None,
+                  accuracy: str = DEFAULT_ACCURACY, sparsity: float | None = None, reference_dir: Path | None = None,
                   ref_method: str | Sequence[str] | None = None, formats: Sequence[str] = FIG_FORMATS,
                   runs: list[dict] | None = None) -> list[Path]:
     """Render the figures of ``dataset`` (a name, a list, or None for every dataset with records) into

@@ -14,10 +14,11 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from ..store import atomic_write_bytes, load_runs
-from .aggregate import datasets_of
+from .aggregate import ACCURACY_SHORT, DEFAULT_ACCURACY, datasets_of
 from .references import Reference, default_reference_dir, load_references, reference_files
 from .style import dataset_title
-from .tables import _md_table, build_dataset_tables, md_escape, write_tables
+from .format import _md_table, md_escape
+from .tables import build_dataset_tables, write_tables
 
 
 def _counts(values: Iterable) -> str:
@@ -42,6 +43,14 @@ def environment_rows(runs: Sequence[dict]) -> list[list[str]]:
         ["git commit", _counts((p.get("git_commit") or "")[:12] + (" (dirty)" if p.get("git_dirty") else "")
                                if p.get("git_commit") else None for p in prov)],
     ]
+    # Informative fields of newer records; the rows appear only when some record has them.
+    if any(r.get("precision") or r.get("device_type") for r in runs):
+        rows.append(["precision, device type", _counts(
+            f"{r.get('precision') or 'unknown'}, {r.get('device_type') or 'unknown'}"
+            if r.get("precision") or r.get("device_type") else None for r in runs)])
+    if any(r.get("method_version") is not None for r in runs):
+        rows.append(["method version", _counts(f"{r.get('method')} v{r.get('method_version')}"
+                                               if r.get("method_version") is not None else None for r in runs)])
     for ds in datasets_of(runs):
         rs = [r for r in runs if r.get("dataset") == ds]
         data = [r.get("data") or {} for r in rs]
@@ -72,7 +81,7 @@ FIGURE_CAPTIONS = {
 }
 
 
-def render_report(results_dir: Path, plots_dir: Path, out: Path | None = None, *, accuracy: str = "best",
+def render_report(results_dir: Path, plots_dir: Path, out: Path | None = None, *, accuracy: str = DEFAULT_ACCURACY,
                   reference_dir: Path | None = None, ref_method: str | Sequence[str] | None = None,
                   transpose: bool = False, paper: str = "block", sparsity: float | None = None,
                   figures: bool = True, tables: bool = True, figure_formats: Sequence[str] = ("png", "pdf"),
@@ -88,7 +97,7 @@ def render_report(results_dir: Path, plots_dir: Path, out: Path | None = None, *
     datasets = datasets_of(runs)
     lines = ["# Benchmark report\n",
              f"Rendered from the run records under `{results_dir.as_posix()}` by `python -m bench report` "
-             f"(no training). Accuracy: top-1 at the {accuracy} epoch. Tables: `{_rel(results_dir / 'tables', out.parent)}/`; "
+             f"(no training). Accuracy: top-1 test accuracy at the {ACCURACY_SHORT[accuracy]}. Tables: `{_rel(results_dir / 'tables', out.parent)}/`; "
              f"figures: `{_rel(plots_dir, out.parent)}/`.\n"]
     if ref_dir is not None and reference_files(ref_dir):
         files = ", ".join(f"`{p.name}`" for p in reference_files(ref_dir))
@@ -119,6 +128,8 @@ def render_report(results_dir: Path, plots_dir: Path, out: Path | None = None, *
                 png = next((p for p in paths if p.suffix == ".png"), None)
                 others = " ".join(f"[{p.suffix[1:].upper()}]({_rel(p, out.parent)})" for p in paths if p.suffix != ".png")
                 cap = FIGURE_CAPTIONS.get(base, base) + model
+                if base == "accuracy":
+                    cap += f"; top-1 at the {ACCURACY_SHORT[accuracy]}"
                 if png is not None:
                     lines.append(f"![{cap}]({_rel(png, out.parent)})\n")
                 lines.append(f"*{cap}.*" + (f" {others}" if others else "") + "\n")

@@ -1,0 +1,145 @@
+"""Formatting primitives shared by every table: number formatting, escaping, the output dialects
+(plain, Markdown, LaTeX) and the Markdown / booktabs / CSV writers.
+
+Pure functions of their inputs: the same values give the same bytes.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import math
+
+DASH_MD = "—"
+
+
+# --------------------------------------------------------------------------- formatting helpers
+
+def fmt(x: float | None, digits: int = 2) -> str:
+    """Fixed-point text; never '-0.00'."""
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return ""
+    r = round(float(x), digits)
+    if r == 0:
+        r = 0.0
+    return f"{r:.{digits}f}"
+
+
+def fmt_signed(x: float, digits: int = 2) -> str:
+    r = round(float(x), digits)
+    if r == 0:
+        return f"{0.0:.{digits}f}"
+    return f"{r:+.{digits}f}"
+
+
+def pct(x: float | None) -> str:
+    return "" if x is None else fmt(100 * x)
+
+
+def num(x: float | None, digits: int = 6) -> str:
+    """Numbers in CSV files: fixed digits, empty for missing."""
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return ""
+    r = round(float(x), digits)
+    return f"{0.0 if r == 0 else r:.{digits}f}"
+
+
+_TEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+
+
+def tex_escape(s: str) -> str:
+    out = "".join(_TEX_ESCAPES.get(ch, ch) for ch in str(s))
+    for a, b in (("±", r"$\pm$"), ("—", "---"), ("–", "--"), ("×", r"$\times$"), ("−", "-"), ("†", r"\dag{}"),
+                 ("‡", r"\ddag{}"), ("§", r"\S{}"), (">", r"$>$"), ("<", r"$<$")):
+        out = out.replace(a, b)
+    return out
+
+
+def md_escape(s: str) -> str:
+    return str(s).replace("|", r"\|").replace("\n", " ")
+
+
+class Dialect:
+    """How a cell's parts are written in one output format."""
+    name = "plain"
+    dash = DASH_MD
+    pm = " ± "
+    dagger = "†"       # the cell has failed runs
+    ddagger = "‡"      # the cell leaves out reused phases made on another device
+    section = "§"      # the cell's realised sparsity differs from its target
+
+    def bold(self, s: str) -> str:
+        return s
+
+    def n(self, n: int) -> str:
+        return f" (n={n})"
+
+    def text(self, s: str) -> str:
+        return s
+
+
+class MarkdownDialect(Dialect):
+    name = "md"
+
+    def bold(self, s):
+        return f"**{s}**"
+
+    def text(self, s):
+        return md_escape(s)
+
+
+class TexDialect(Dialect):
+    name = "tex"
+    dash = "---"
+    pm = r" $\pm$ "
+    dagger = r"$^\dagger$"
+    ddagger = r"$^\ddagger$"
+    section = r"$^\S$"
+
+    def bold(self, s):
+        return rf"\textbf{{{s}}}"
+
+    def n(self, n):
+        return f" ($n{{=}}{n}$)"
+
+    def text(self, s):
+        return tex_escape(s)
+
+
+PLAIN, MD, TEX = Dialect(), MarkdownDialect(), TexDialect()
+
+
+
+def _md_table(header: list[str], rows: list[list[str]], align: list[str]) -> str:
+    out = ["| " + " | ".join(header) + " |",   # header cells arrive escaped, like the rows
+           "| " + " | ".join("---:" if a == "r" else ":---" if a == "l" else ":---:" for a in align) + " |"]
+    out += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(out) + "\n"
+
+
+
+def _tex_tabular(header: list[str], rows: list[list[str]], spec: str, dense_row: int | None = None,
+                 label_cols: int = 2) -> list[str]:
+    ncols = len(header)
+    out = [rf"\begin{{tabular}}{{{spec}}}", r"\toprule", " & ".join(header) + r" \\", r"\midrule"]
+    for i, r in enumerate(rows):
+        if i == dense_row and ncols - label_cols > 1:
+            span = ncols - label_cols
+            out.append(" & ".join(r[:label_cols]) + rf" & \multicolumn{{{span}}}{{c}}{{{r[label_cols]}}} \\")
+            out.append(r"\midrule")
+        else:
+            out.append(" & ".join(r) + r" \\")
+            if i == dense_row:
+                out.append(r"\midrule")
+    out += [r"\bottomrule", r"\end{tabular}"]
+    return out
+
+
+
+def _csv_text(header: list[str], rows: list[list]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(header)
+    w.writerows(rows)
+    return buf.getvalue()
+
