@@ -75,7 +75,10 @@ def execute(spec: RunSpec, data, artifacts: Artifacts, device: torch.device,
     ctx = RunContext(cfg, data, device, artifacts, log)
     t0 = time.perf_counter()
     outcome = mod.run(ctx)
-    stats = sparsity_stats(outcome.model, cfg.prune.layers)
+    # A method may prune another set than prune.layers (the SD baselines prune conv + linear, as
+    # ProsPr does): the record's "prunable" sparsity is over the set its masks cover.
+    layers = outcome.masks.layers if outcome.masks is not None else cfg.prune.layers
+    stats = sparsity_stats(outcome.model, layers)
     exact = True
     if outcome.masks is not None:
         exact = check_sparsity(mod, outcome.masks, stats, cfg.prune.sparsity)
@@ -84,7 +87,7 @@ def execute(spec: RunSpec, data, artifacts: Artifacts, device: torch.device,
     train_group = "retrain" if mod.PRUNES else "pretrain"
     return {
         "status": "ok",
-        "sparsity": stats["sparsity"], "sparsity_exact": exact,
+        "sparsity": stats["sparsity"], "sparsity_exact": exact, "prunable_set": layers,
         "sparsity_prunable": stats["sparsity_prunable"], "sparsity_overall": stats["sparsity_overall"],
         "prunable_weights": stats["prunable_weights"], "overall_weights": stats["overall_weights"],
         "layer_density": stats["layer_density"],
