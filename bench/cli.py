@@ -3,10 +3,24 @@ from __future__ import annotations
 
 import argparse
 import sys
+import traceback
 from pathlib import Path
 
 from .config import ConfigError, load_config
-from .store import CorruptResultError
+
+
+def user_errors() -> tuple[type, ...]:
+    """Errors caused by the input (config, data files, device, results folder, checkpoints, report
+    inputs): one line, exit code 2. Anything else is a bug and keeps its traceback."""
+    from .checkpoint import CorruptEpochCheckpointError
+    from .context import CorruptCheckpointError
+    from .data import DatasetFileError, DatasetNotFoundError
+    from .report.references import ReferenceError
+    from .store import CorruptResultError, ResultsDirError
+
+    return (ConfigError, CorruptResultError, ResultsDirError, DatasetNotFoundError, DatasetFileError,
+            CorruptCheckpointError, CorruptEpochCheckpointError, ReferenceError, FileNotFoundError,
+            NotADirectoryError, IsADirectoryError, PermissionError)
 
 
 def _add_run_args(p: argparse.ArgumentParser) -> None:
@@ -23,8 +37,13 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
 def cmd_run(args) -> int:
     from .runner import run_grid
 
+    from .interrupt import exit_code
+
     cfg = load_config(args.config, args.overrides)
-    counts = run_grid(cfg, args.results, args.data_dir, download=args.download, dry_run=args.dry_run)
+    counts = run_grid(cfg, args.results, args.data_dir, download=args.download, dry_run=args.dry_run,
+                      keep_checkpoints=args.keep_checkpoints)
+    if counts.get("interrupted"):
+        return exit_code(counts["interrupted"])
     return 1 if counts.get("failed") else 0
 
 
@@ -80,7 +99,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="run (or resume) a grid of runs")
     _add_run_args(p)
-    p.add_argument("--dry-run", action="store_true", help="list each run as done, failed or pending")
+    p.add_argument("--dry-run", action="store_true",
+                   help="check the config, device and data files, and list each run as done, failed, "
+                        "interrupted or pending (trains nothing)")
+    p.add_argument("--keep-checkpoints", action="store_true",
+                   help="keep the epoch checkpoints of finished runs (default: removed once the record is written)")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("collect", help="gather all run records into <results>/summary.csv")
@@ -97,6 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--docs", type=Path, metavar="FILE", help="rewrite the generated config reference in FILE")
     p.set_defaults(func=cmd_config)
 
+    from .status import register as register_status
+    register_status(sub)
     from .speed import register as register_speed
     register_speed(sub)
     from .report.cli import register as register_report
@@ -107,17 +132,20 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     if hasattr(sys.stdout, "reconfigure"):
         sys.stdout.reconfigure(line_buffering=True)  # progress lines reach logs as they happen
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    if debug:
+        argv.remove("--debug")
+    parser = build_parser()
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
+    args = parser.parse_args(argv)
     try:
         return args.func(args) or 0
-    except ConfigError as e:
-        print(f"config error: {e}", file=sys.stderr)
-        return 2
-    except CorruptResultError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except FileNotFoundError as e:  # missing dataset or config: the message says where and how
-        print(f"error: {e}", file=sys.stderr)
+    except user_errors() as e:
+        if debug:
+            traceback.print_exc()
+        kind = "config error" if isinstance(e, ConfigError) else "error"
+        print(f"{kind}: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted: finished runs are recorded; rerun the same command to resume", file=sys.stderr)

@@ -175,11 +175,20 @@ class RuntimeConfig:
     channels_last: Literal["auto", "on", "off"] = "auto"
     deterministic: bool = False          # torch.use_deterministic_algorithms (slower)
     eval_batch_size: int = 1024
+    checkpoint_every_s: float = 60.0     # epoch checkpoints at most this often (0: every epoch); a stop always saves
+    nonfinite_check_steps: int = 20      # read the NaN/inf flag every this many steps (one host sync each)
+    heartbeat_s: float = 10.0            # how often a runner refreshes its claims and locks
+    stale_after_s: float = 120.0         # a claim or lock not refreshed for this long is taken over
 
     def validate(self, key):
         _check(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"),
                f"{key}.device", self.device, "auto, cpu, cuda or cuda:N")
         _check(self.eval_batch_size >= 1, f"{key}.eval_batch_size", self.eval_batch_size, ">= 1")
+        _check(self.checkpoint_every_s >= 0, f"{key}.checkpoint_every_s", self.checkpoint_every_s, "a number >= 0")
+        _check(self.nonfinite_check_steps >= 1, f"{key}.nonfinite_check_steps", self.nonfinite_check_steps, ">= 1")
+        _check(self.heartbeat_s > 0, f"{key}.heartbeat_s", self.heartbeat_s, "a number > 0")
+        _check(self.stale_after_s > 2 * self.heartbeat_s, f"{key}.stale_after_s", self.stale_after_s,
+               f"a number > 2 x heartbeat_s ({2 * self.heartbeat_s:g})")
 
 
 @dataclass

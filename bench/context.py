@@ -13,6 +13,7 @@ import datetime as dt
 import hashlib
 import io
 import json
+import uuid
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +24,9 @@ import torch.nn as nn
 
 from . import engine
 from .config import HARNESS_VERSION, Config, TrainConfig, hash_identity, runtime_identity, to_dict
+from .checkpoint import EpochCheckpoint
 from .engine import PhaseTimer, TrainResult
+from .leases import Lease, wait_for
 from .masks import Masks, sparsity_stats
 from .models import build_model
 from .provenance import device_name, git_state
@@ -76,7 +79,7 @@ class Artifacts:
         buf = io.BytesIO()
         torch.save(payload, buf)
         data = buf.getvalue()
-        atomic_write_bytes(pt, data)
+        atomic_write_bytes(pt, data, fault="artifact-write")
         meta = dict(meta, sha256=hashlib.sha256(data).hexdigest(), path=str(pt),
                     created_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
         atomic_write_json(meta_path, meta)
@@ -124,9 +127,14 @@ def derived_seed(seed: int, purpose: str) -> int:
 
 class RunContext:
     def __init__(self, cfg: Config, data, device: torch.device, artifacts: Artifacts,
-                 log: Callable[[str], None] = print):
+                 log: Callable[[str], None] = print, run_id: Optional[str] = None):
         self.cfg, self.data, self.device, self.artifacts, self.log = cfg, data, device, artifacts, log
+        # Epoch checkpoints are scoped by run id: a context made outside a grid gets a unique one.
+        self.run_id = run_id or f"adhoc-{uuid.uuid4().hex[:12]}"
         self.device_name = device_name(device)
+        self._scopes = [f"run-{self.run_id}"]         # epoch checkpoints: of the run, or of the stage being made
+        self._calls: dict[tuple[str, str], int] = {}
+        self.resumed: list[dict] = []            # where interrupted training calls were resumed
         self.timer = PhaseTimer(device)
         self.groups: dict[str, str] = {}        # phase -> latency group (declared or by name)
         self.reused: dict[str, dict] = {}       # phase -> what it cost when its artifact was made
@@ -159,16 +167,44 @@ class RunContext:
         return model
 
     def train(self, model: nn.Module, recipe: TrainConfig, *, phase: str, group: Optional[str] = None,
-              objective=None, masks=None, after_backward=None, data=None, seed: Optional[int] = None,
-              augment=None) -> TrainResult:
+              objective=None, masks=None, after_backward=None, state: Optional[dict] = None, data=None,
+              seed: Optional[int] = None, augment=None) -> TrainResult:
         """The engine's training loop on the run's data (or ``data``, e.g. a class subset); the data
-        order and augmentation draws follow ``seed`` (default: derived from the run seed and ``phase``)."""
+        order and augmentation draws follow ``seed`` (default: derived from the run seed and ``phase``).
+        Resumable: an interrupted call continues from its epoch checkpoint. ``state``: objects with
+        ``state_dict``/``load_state_dict`` that the checkpoint must carry too (an importance tracker)."""
         self._declare(phase, group)
         self._declare("eval", None)
-        return engine.train(model, data if data is not None else self.data, recipe, runtime=self.cfg.runtime,
-                            timer=self.timer, seed=self.seed_for(phase) if seed is None else seed,
-                            augment=augment or self.cfg.dataset.augment, objective=objective, masks=masks,
-                            after_backward=after_backward, phase=phase, log=self.log)
+        ckpt = self.epoch_checkpoint(phase)
+        try:
+            return engine.train(model, data if data is not None else self.data, recipe, runtime=self.cfg.runtime,
+                                timer=self.timer, seed=self.seed_for(phase) if seed is None else seed,
+                                augment=augment or self.cfg.dataset.augment, objective=objective, masks=masks,
+                                after_backward=after_backward, state=state, checkpoint=ckpt, phase=phase,
+                                log=self.log)
+        finally:
+            if ckpt.resumed is not None:
+                self.resumed.append({**ckpt.resumed, "scope": self._scopes[-1]})
+
+    def epoch_checkpoint(self, phase: str) -> EpochCheckpoint:
+        """The checkpoint file of the next training call named ``phase`` in the current scope (the run,
+        or the cached stage being produced, so that any run needing that stage resumes it)."""
+        scope = self._scopes[-1]
+        n = self._calls[(scope, phase)] = self._calls.get((scope, phase), 0) + 1
+        name = phase if n == 1 else f"{phase}-{n}"
+        ckpt = EpochCheckpoint(self.epochs_dir / scope / f"{name}.pt", self.cfg.runtime.checkpoint_every_s)
+        ckpt.resumed = None
+        return ckpt
+
+    @property
+    def epochs_dir(self) -> Path:
+        return self.artifacts.root / "epochs"
+
+    def remove_checkpoints(self, scope: Optional[str] = None) -> None:
+        """Delete the epoch checkpoints of ``scope`` (default: this run's), once what they protect is saved."""
+        import shutil
+
+        shutil.rmtree(self.epochs_dir / (scope or self._scopes[0]), ignore_errors=True)
 
     def masks(self, model: nn.Module) -> Masks:
         return Masks(model, self.cfg.prune.layers)
@@ -216,7 +252,19 @@ class RunContext:
         key = hash_identity({"kind": kind, "data": self.data.info["fingerprint"], "runtime": runtime,
                              "harness": HARNESS_VERSION, **ident})
         hit = self.artifacts.load(kind, key)
+        lock = None
+        if hit is None:      # make it, unless another runner is making it: then wait and reuse theirs
+            rt = self.cfg.runtime
+            lock = Lease(self.artifacts.paths(kind, key)[0].with_suffix(".lock"), f"{kind} artifact {key}",
+                         rt.heartbeat_s, rt.stale_after_s)
+            meta_path = self.artifacts.paths(kind, key)[1]
+            acquired, hit = wait_for(lock, lambda: self.artifacts.load(kind, key) if meta_path.exists() else None,
+                                     self.log)
+            if acquired:
+                hit = self.artifacts.load(kind, key)
         if hit is not None:
+            if lock is not None:
+                lock.release()
             payload, meta = hit
             if model is not None:
                 model.load_state_dict(payload["model"])
@@ -228,8 +276,19 @@ class RunContext:
             self._used(kind, key, meta, reused=True)
             self.log(f"  reused {kind} checkpoint {meta['path']}")
             return meta, _to(payload.get("payload"), self.device)
+        try:
+            return self._produce(kind, key, ident, runtime, produce, phases, model)
+        finally:
+            lock.release()
+
+    def _produce(self, kind, key, ident, runtime, produce, phases, model) -> tuple[dict, Any]:
+        scope = f"stage-{kind}-{key}"
+        self._scopes.append(scope)
         before = self.timer.seconds()
-        meta, payload = produce()
+        try:
+            meta, payload = produce()
+        finally:
+            self._scopes.pop()
         after = self.timer.seconds()
         commit, dirty = git_state()
         meta.update(phase_seconds={ph: after.get(ph, 0.0) - before.get(ph, 0.0) for ph in phases},
@@ -240,6 +299,7 @@ class RunContext:
         if model is not None:
             saved["model"] = _to_cpu(model.state_dict())
         meta = self.artifacts.save(kind, key, saved, meta)
+        self.remove_checkpoints(scope)
         self._used(kind, key, meta, reused=False)
         return meta, payload
 

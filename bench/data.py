@@ -260,6 +260,23 @@ def load_dataset(cfg: DatasetConfig, data_dir: Path | str, device: torch.device 
                       tr_x.to(device), tr_y.to(device), te_x.to(device), te_y.to(device), info)
 
 
+def check_dataset(cfg: DatasetConfig, data_dir: Path | str, download: bool = False) -> None:
+    """Fail fast (before any training) when a dataset's files are absent; reading and checking their
+    content happens at load time (``python -m bench run --dry-run`` loads them)."""
+    if cfg.name == "synthetic" or download:
+        return
+    if cfg.name not in SPECS:
+        raise ConfigError(f"config key 'dataset.name' has value {cfg.name!r}; "
+                          f"allowed: {', '.join([*SPECS, 'synthetic'])}")
+    spec, data_dir = SPECS[cfg.name], Path(data_dir)
+    root = data_dir / spec.folder
+    if not root.is_dir():
+        raise DatasetNotFoundError(_not_found(cfg.name, root, data_dir))
+    names = [f for files in spec.splits.values() for f in files] + ([spec.meta] if spec.meta else [])
+    for f in names or ["wnids.txt", "val/val_annotations.txt"]:
+        _require(root / f, cfg.name, root)
+
+
 def fingerprint(*tensors: torch.Tensor) -> str:
     """sha256 (16 hex chars) of the shapes, dtypes and bytes of the tensors actually used."""
     h = hashlib.sha256()

@@ -101,6 +101,10 @@ class PhaseTimer:
             finally:
                 self._seconds[name] = self._seconds.get(name, 0.0) + time.perf_counter() - t0
 
+    def add(self, name: str, seconds: float) -> None:
+        """Count ``seconds`` spent earlier (e.g. before a resumed run was interrupted)."""
+        self._seconds[name] = self._seconds.get(name, 0.0) + seconds
+
     def seconds(self, name: str | None = None):
         if self._pending:
             torch.cuda.synchronize()
@@ -148,15 +152,15 @@ def evaluate(model: nn.Module, data, runtime: RuntimeConfig) -> tuple[float, flo
 class _Progress:
     """A rich progress bar on a terminal, one plain line per epoch otherwise (CI logs)."""
 
-    def __init__(self, description: str, epochs: int, log: Callable[[str], None]):
+    def __init__(self, description: str, epochs: int, log: Callable[[str], None], done: int = 0):
         self.description, self.epochs, self.log = description, epochs, log
         self.bar = None
-        if sys.stdout.isatty():
+        if sys.stdout.isatty() and done < epochs:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
             self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                 TimeRemainingColumn(), TextColumn("{task.fields[info]}"), transient=True)
-            self.task = self.bar.add_task(description, total=epochs, info="")
+            self.task = self.bar.add_task(description, total=epochs, completed=done, info="")
             self.bar.start()
 
     def update(self, epoch: int, info: str):
@@ -169,19 +173,37 @@ class _Progress:
             self.bar.stop()
 
 
+# What the engine is doing now, for heartbeats and `bench status` (phase, epoch, epochs).
+PROGRESS: dict = {}
+
+
+def _state_of(obj) -> dict:
+    return obj.state_dict() if hasattr(obj, "state_dict") else {}
+
+
 def train(model: nn.Module, data, recipe: TrainConfig, *, runtime: RuntimeConfig, timer: PhaseTimer,
           seed: int, augment, objective=None, masks=None, after_backward: Optional[Callable[[], None]] = None,
-          phase: str = "train", log: Callable[[str], None] = print) -> TrainResult:
+          state: Optional[dict] = None, checkpoint=None, phase: str = "train",
+          log: Callable[[str], None] = print) -> TrainResult:
     """Train ``model`` in place with a fresh optimizer; evaluate after every epoch.
 
     ``objective(model, batch) -> (loss, logits)`` defaults to cross-entropy; an objective with state
     is told each epoch's start (``objective.start_epoch(epoch, epochs)``, epoch counted from 0).
-    ``masks`` (if given) mask the gradients before and the weights after every optimizer step. ``after_backward()`` runs after each backward pass and before
-    the step (importance scoring reads gradients there). Training time is recorded under ``phase``
-    and evaluation under ``"eval"`` in ``timer``.
+    ``masks`` (if given) mask the gradients before and the weights after every optimizer step.
+    ``after_backward()`` runs after each backward pass and before the step (importance scoring reads
+    gradients there); objects in ``state`` (e.g. the importance tracker) are saved in checkpoints.
+    ``checkpoint`` (a ``bench.checkpoint.EpochCheckpoint``) makes the call resumable: progress is
+    saved at epoch ends (and at the exact step when a stop is requested), and a call that finds a
+    checkpoint continues from it. Training time is recorded under ``phase`` and evaluation under
+    ``"eval"`` in ``timer``. A NaN/inf loss is detected within ``runtime.nonfinite_check_steps``
+    steps and raised as ``NonFiniteLossError`` naming the step and learning rate.
     """
+    from .checkpoint import rng_state, set_rng_state
+    from .interrupt import Interrupted, fault_point, stop_requested, stop_signal
+
     device = data.train_x.device
     objective = objective or CrossEntropy(recipe.label_smoothing)
+    state = dict(state or {})
     cl = use_channels_last(runtime, device)
     opt = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum,
                           nesterov=recipe.nesterov and recipe.momentum > 0, weight_decay=recipe.weight_decay)
@@ -194,19 +216,69 @@ def train(model: nn.Module, data, recipe: TrainConfig, *, runtime: RuntimeConfig
     if masks is not None:
         masks.apply()
 
-    history, best = [], (-1.0, 0, 0.0)
-    train_before = timer.seconds(phase)
-    progress = _Progress(phase, recipe.epochs, log)
+    history, best = [], [-1.0, 0, 0.0]
+    start_epoch, skip = 0, 0                        # where this call begins: epoch, step inside it
+    stats, count = torch.zeros(2, device=device), 0  # loss sum, correct (read once per epoch); samples
+    bad_at = torch.full((), -1, dtype=torch.long, device=device)     # first step with a non-finite loss
+    steps = torch.zeros((), dtype=torch.long, device=device)         # steps taken (on the device: no sync)
+    train_before, eval_before = timer.seconds(phase), timer.seconds("eval")
+    saved = checkpoint.load() if checkpoint is not None else None
+    if saved is not None:
+        model.load_state_dict(saved["model"])
+        opt.load_state_dict(saved["optimizer"])
+        sched.load_state_dict(saved["scheduler"])
+        if masks is not None:
+            masks.load_state_dict(saved["masks"])
+        if hasattr(objective, "load_state_dict"):
+            objective.load_state_dict(saved["objective"])
+        for k, obj in state.items():
+            obj.load_state_dict(saved["state"][k])
+        gen.set_state(saved["generator"])
+        set_rng_state(saved["rng"], device)
+        history, best = saved["history"], list(saved["best"])
+        start_epoch, skip, count = saved["epoch"], saved["step"], saved["count"]
+        stats.copy_(saved["stats"])
+        steps.fill_(saved["steps"])
+        timer.add(phase, saved["seconds"][phase])
+        timer.add("eval", saved["seconds"]["eval"])
+        checkpoint.resumed = {"phase": phase, "epoch": start_epoch, "step": skip}
+        log(f"  {phase}: resuming at epoch {start_epoch + 1}/{recipe.epochs}, step {skip} ({checkpoint.path})")
+
+    def snapshot(epoch: int, step: int, epoch_gen: torch.Tensor) -> dict:
+        return {"phase": phase, "epoch": epoch, "step": step, "epochs": recipe.epochs,
+                "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                "masks": masks.state_dict() if masks is not None else None,
+                "objective": _state_of(objective), "state": {k: o.state_dict() for k, o in state.items()},
+                "generator": epoch_gen, "rng": rng_state(device), "history": history, "best": best,
+                "stats": stats.detach().cpu(), "count": count, "steps": int(steps),
+                "seconds": {phase: timer.seconds(phase) - train_before, "eval": timer.seconds("eval") - eval_before}}
+
+    def check_finite():
+        b = int(bad_at)
+        if b >= 0:
+            epoch, lr = (b - 1) // steps_per_epoch + 1, recipe.lr * lr_factor(b - 1, total, warmup, recipe,
+                                                                              steps_per_epoch)
+            raise NonFiniteLossError(f"{phase}: the training loss became NaN or infinite at step {b} (epoch "
+                                     f"{epoch}, lr {lr:g}); lower the learning rate or check the objective")
+
+    every = max(1, runtime.nonfinite_check_steps)
+    progress = _Progress(phase, recipe.epochs, log, start_epoch)
     try:
-        for epoch in range(1, recipe.epochs + 1):
-            if hasattr(objective, "start_epoch"):
-                objective.start_epoch(epoch - 1, recipe.epochs)
+        for epoch in range(start_epoch, recipe.epochs):
+            epoch_gen = gen.get_state()
+            if skip == 0:
+                stats.zero_()
+                count = 0
+                if hasattr(objective, "start_epoch"):   # a resumed epoch restored the state it set
+                    objective.start_epoch(epoch, recipe.epochs)
+            PROGRESS.update(phase=phase, epoch=epoch + 1, epochs=recipe.epochs)
             model.train()
-            stats = torch.zeros(2, device=device)  # loss sum, correct (read once per epoch)
-            count = 0
-            lr = opt.param_groups[0]["lr"]
+            lr = recipe.lr * lr_factor(epoch * steps_per_epoch, total, warmup, recipe, steps_per_epoch)
+            stopped_at = None
             with timer.phase(phase):
-                for batch in data.train_batches(recipe.batch_size, augment, gen, recipe.drop_last):
+                for step, batch in enumerate(data.train_batches(recipe.batch_size, augment, gen, recipe.drop_last)):
+                    if step < skip:
+                        continue             # replays this epoch's random draws up to the saved step
                     if cl:
                         batch = batch._replace(x=batch.x.contiguous(memory_format=torch.channels_last))
                     with autocast(runtime, device):
@@ -223,20 +295,36 @@ def train(model: nn.Module, data, recipe: TrainConfig, *, runtime: RuntimeConfig
                         masks.apply()
                     n = batch.y.numel()
                     count += n
-                    stats += torch.stack([loss.detach().float() * n,
-                                          (logits.detach().argmax(1) == batch.y).sum().float()])
+                    loss = loss.detach().float()
+                    steps += 1
+                    bad_at = torch.where((bad_at < 0) & ~torch.isfinite(loss), steps, bad_at)
+                    stats += torch.stack([loss * n, (logits.detach().argmax(1) == batch.y).sum().float()])
+                    if (step + 1) % every == 0:
+                        check_finite()
+                    fault_point("step")
+                    if stop_requested():
+                        stopped_at = step + 1
+                        break
+            check_finite()
+            if stopped_at is not None:
+                if checkpoint is not None:
+                    checkpoint.save(snapshot(epoch, stopped_at, epoch_gen))
+                raise Interrupted(stop_signal(), f"in {phase} at epoch {epoch + 1}, step {stopped_at}")
+            skip = 0
             with timer.phase("eval"):
                 top1, top5 = evaluate(model, data, runtime)
             loss_sum, correct = stats.tolist()
-            if not math.isfinite(loss_sum):
-                raise NonFiniteLossError(f"{phase}: training loss is {loss_sum / count} in epoch {epoch} "
-                                         f"(lr {lr:g}); lower the learning rate or check the objective")
-            history.append({"epoch": epoch, "train_loss": loss_sum / count, "train_top1": 100 * correct / count,
+            history.append({"epoch": epoch + 1, "train_loss": loss_sum / count, "train_top1": 100 * correct / count,
                             "test_top1": top1, "test_top5": top5, "lr": lr})
             if top1 > best[0]:
-                best = (top1, epoch, top5)
-            progress.update(epoch, f"loss {loss_sum / count:.3f} train {100 * correct / count:.1f}% "
-                                   f"test {top1:.2f}% (best {best[0]:.2f}%)")
+                best = [top1, epoch + 1, top5]
+            progress.update(epoch + 1, f"loss {loss_sum / count:.3f} train {100 * correct / count:.1f}% "
+                                       f"test {top1:.2f}% (best {best[0]:.2f}%)")
+            last = epoch + 1 == recipe.epochs
+            if checkpoint is not None and (last or checkpoint.due() or stop_requested()):
+                checkpoint.save(snapshot(epoch + 1, 0, gen.get_state()))
+            if stop_requested() and not last:
+                raise Interrupted(stop_signal(), f"in {phase} after epoch {epoch + 1}")
     finally:
         progress.close()
     return TrainResult(top1_final=history[-1]["test_top1"], top1_best=best[0],

@@ -6,7 +6,10 @@ the process loses at most the run in progress and never leaves a half-written fi
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
+import os
+import signal
 import time
 import traceback
 from pathlib import Path
@@ -18,9 +21,11 @@ from . import methods
 from .config import Config, RunSpec, expand_grid, precision, to_dict
 from .context import Artifacts, RunContext
 from .engine import resolve_device
+from .interrupt import Interrupted, stop_on_signals, stop_signal
+from .leases import Lease
 from .masks import sparsity_stats
 from .provenance import device_name, provenance
-from .store import atomic_write_json, iter_run_files, read_run, run_path
+from .store import ResultsDirError, atomic_write_json, iter_run_files, read_run, run_path
 
 
 def _now() -> str:
@@ -28,10 +33,12 @@ def _now() -> str:
 
 
 def status_of(results_dir: Path, spec: RunSpec) -> tuple[str, dict | None]:
+    """done, failed, interrupted or pending, and the stored record if any."""
     rec = read_run(run_path(results_dir, spec.dataset, spec.method.display, spec.sparsity, spec.seed, spec.run_id))
     if rec is None:
         return "pending", None
-    return ("done" if rec.get("status") == "ok" else "failed"), rec
+    status = rec.get("status")
+    return {"ok": "done", "interrupted": "interrupted"}.get(status, "failed"), rec
 
 
 def _base_record(spec: RunSpec, device: torch.device) -> dict:
@@ -62,17 +69,25 @@ def check_sparsity(mod, masks, stats: dict, target: float) -> bool:
     return tolerance == 0
 
 
-def execute(spec: RunSpec, data, artifacts: Artifacts, device: torch.device,
-            log: Callable[[str], None] = print) -> dict:
-    """Run one grid cell and return its record (status ok); exceptions propagate to the caller."""
+def weights_digest(model) -> str:
+    """sha256 (16 hex digits) of a model's state dict, tensor by tensor: identical weights, identical digest."""
+    h = hashlib.sha256()
+    for name, t in model.state_dict().items():
+        t = t.detach().cpu().contiguous().reshape(-1)
+        h.update(f"{name}{tuple(t.shape)}{t.dtype};".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def execute(spec: RunSpec, ctx: RunContext) -> dict:
+    """Run one grid cell in ``ctx`` and return its record fields (status ok); exceptions propagate."""
     mod = methods.get(spec.method.name)
-    cfg = spec.config
+    cfg, device, data = spec.config, ctx.device, ctx.data
     if cfg.runtime.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
     elif device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    ctx = RunContext(cfg, data, device, artifacts, log)
     t0 = time.perf_counter()
     outcome = mod.run(ctx)
     # A method may prune another set than prune.layers (the SD baselines prune conv + linear, as
@@ -96,6 +111,7 @@ def execute(spec: RunSpec, data, artifacts: Artifacts, device: torch.device,
         "phases": phases, "rounds": ctx.rounds, "artifacts": ctx.artifacts_used,
         "time_total_s": time.perf_counter() - t0,
         "time_train_s": sum(p["seconds"] for p in phases.values() if p["group"] == train_group and not p["reused"]),
+        "final_weights_sha256": weights_digest(outcome.model),
         "data": data.info, "teacher": ctx.teacher_info, "extra": {**ctx.extra, **outcome.extra},
     }
 
@@ -126,62 +142,124 @@ def stale_records(results_dir: Path, specs: list[RunSpec]) -> list[Path]:
     return out
 
 
+def check_results_dir(results_dir: Path) -> None:
+    """The results folder must be a writable directory (created if absent)."""
+    if results_dir.exists() and not results_dir.is_dir():
+        raise ResultsDirError(f"results path {results_dir} is a file, not a folder; give --results a folder")
+    try:
+        (results_dir / "runs").mkdir(parents=True, exist_ok=True)
+        probe = results_dir / "runs" / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise ResultsDirError(f"results folder {results_dir} is not writable ({e.strerror}); give --results a "
+                              "folder you can write to") from None
+
+
 def run_grid(cfg: Config, results_dir: Path, data_dir: Path, *, download: bool = False, dry_run: bool = False,
-             log: Callable[[str], None] = print) -> dict:
-    """Run every pending or failed cell of ``cfg``'s grid. Returns counts by final status."""
-    from .data import DatasetNotFoundError
+             keep_checkpoints: bool = False, log: Callable[[str], None] = print) -> dict:
+    """Run every pending or failed cell of ``cfg``'s grid that no other live runner holds.
+
+    Returns counts by final status; ``counts["interrupted"]`` is the signal number when a stop was
+    requested (the run in progress is then recorded as ``interrupted`` and resumes on a rerun)."""
+    from .data import check_dataset, load_dataset
 
     results_dir = Path(results_dir)
     device = resolve_device(cfg.runtime)
     specs = expand_grid(cfg, methods.get, device.type)
-    states = [status_of(results_dir, s) for s in specs]
+    datasets = {json.dumps(to_dict(s.config.dataset), sort_keys=True): s.config.dataset for s in specs}
     if dry_run:
-        for spec, (state, _) in zip(specs, states):
-            log(f"{state:8s} {spec.dataset:12s} {spec.method.display:14s} sparsity {spec.sparsity:<6g} "
-                f"seed {spec.seed:<4d} {spec.run_id}")
-        counts = {s: sum(st == s for st, _ in states) for s in ("done", "failed", "pending")}
-        log(f"{len(specs)} runs on {device.type}: {counts['done']} done, {counts['failed']} failed, "
-            f"{counts['pending']} pending")
-        stale = stale_records(results_dir, specs)
-        if stale:
-            log(f"{len(stale)} stored record(s) of these datasets match no cell of this grid on {device.type} "
-                "(another config, device or precision, or an older code version); they are kept and "
-                "not counted:")
-            for p in stale:
-                log(f"  {p}")
-        counts["stale"] = len(stale)
-        return counts
+        for dcfg in datasets.values():     # the files are read and checked, on the CPU
+            load_dataset(dcfg, data_dir, "cpu", download=False)
+        return _dry_run(specs, results_dir, device, log)
+    check_results_dir(results_dir)
+    for dcfg in datasets.values():         # a missing dataset stops the grid before any training
+        check_dataset(dcfg, data_dir, download)
     artifacts = Artifacts(results_dir / "cache")
     data_cache = DataCache(Path(data_dir), device, download)
-    counts = {"ok": 0, "failed": 0, "skipped": 0}
-    todo = [(s, rec) for s, (state, rec) in zip(specs, states) if state != "done"]
+    rt = cfg.runtime
+    counts = {"ok": 0, "failed": 0, "skipped": 0, "elsewhere": 0, "interrupted": 0}
+    todo = [s for s in specs if status_of(results_dir, s)[0] != "done"]
     counts["skipped"] = len(specs) - len(todo)
     log(f"grid {cfg.name!r}: {len(specs)} runs, {counts['skipped']} already done, {len(todo)} to run "
         f"on {device_name(device)}")
-    for i, (spec, old) in enumerate(todo, 1):
-        path = run_path(results_dir, spec.dataset, spec.method.display, spec.sparsity, spec.seed, spec.run_id)
-        log(f"[{i}/{len(todo)}] {spec.dataset} {spec.method.display} sparsity {spec.sparsity:g} seed {spec.seed} "
-            f"({spec.run_id})")
-        record = _base_record(spec, device)
-        record["started_at"] = _now()
-        try:
-            data = data_cache.get(spec.config)
-        except DatasetNotFoundError:
-            raise  # a missing dataset is a set-up problem for the whole grid, not a failed run
-        try:
-            record.update(execute(spec, data, artifacts, device, log))
-            counts["ok"] += 1
-            log(f"  ok: top1 {record['top1_final']:.2f}% (best {record['top1_best']:.2f}%), sparsity "
-                f"{record['sparsity_prunable']:.4f} prunable / {record['sparsity_overall']:.4f} overall")
-        except Exception as e:  # noqa: BLE001 - record any failure and go on with the grid
-            record.update({"status": "failed", "error": f"{type(e).__name__}: {e}",
-                           "traceback": traceback.format_exc()})
-            counts["failed"] += 1
-            log(f"  FAILED: {record['error']}")
-        if old is not None:  # a retry of a failed run keeps the earlier failures on record
-            record["previous_failures"] = old.get("previous_failures", []) + [
-                {k: old.get(k) for k in ("error", "started_at", "ended_at")}]
-        record["ended_at"] = _now()
-        atomic_write_json(path, record)
-    log(f"grid {cfg.name!r} finished: {counts['ok']} ok, {counts['failed']} failed, {counts['skipped']} skipped")
+    elsewhere: set[str] = set()
+    with stop_on_signals():
+        for i, spec in enumerate(todo, 1):
+            claim = Lease(results_dir / "claims" / f"{spec.run_id}.claim",
+                          f"{spec.dataset} {spec.method.display} sparsity {spec.sparsity:g} seed {spec.seed}",
+                          rt.heartbeat_s, rt.stale_after_s)
+            if not claim.try_acquire():
+                log(f"[{i}/{len(todo)}] {spec.method.display} sparsity {spec.sparsity:g} seed {spec.seed} "
+                    f"({spec.run_id}): being run by {claim.holder()}")
+                elsewhere.add(spec.run_id)
+                continue
+            try:
+                state, old = status_of(results_dir, spec)      # it may have finished while we looked
+                if state == "done":
+                    counts["skipped"] += 1
+                    continue
+                log(f"[{i}/{len(todo)}] {spec.dataset} {spec.method.display} sparsity {spec.sparsity:g} "
+                    f"seed {spec.seed} ({spec.run_id})" + (f", taking over from {claim.took_over.get('host')} pid "
+                                                          f"{claim.took_over.get('pid')}" if claim.took_over else ""))
+                status = _run_one(spec, old, data_cache, artifacts, device, results_dir, keep_checkpoints, log)
+            finally:
+                claim.release()
+            if status == "interrupted":
+                counts["interrupted"] = stop_signal() or signal.SIGTERM
+                log(f"stopped: the run in progress is recorded as interrupted and resumes on a rerun")
+                break
+            counts[status] += 1
+    counts["elsewhere"] = len(elsewhere)
+    more = f", {len(elsewhere)} left to other runners" if elsewhere else ""
+    log(f"grid {cfg.name!r} finished: {counts['ok']} ok, {counts['failed']} failed, {counts['skipped']} skipped{more}")
+    return counts
+
+
+def _run_one(spec, old, data_cache, artifacts, device, results_dir, keep_checkpoints, log) -> str:
+    """Run one claimed cell and write its record; returns its status (ok, failed, interrupted)."""
+    path = run_path(results_dir, spec.dataset, spec.method.display, spec.sparsity, spec.seed, spec.run_id)
+    record = _base_record(spec, device)
+    record["started_at"] = _now()
+    data = data_cache.get(spec.config)
+    ctx = RunContext(spec.config, data, device, artifacts, log, run_id=spec.run_id)
+    try:
+        record.update(execute(spec, ctx))
+        log(f"  ok: top1 {record['top1_final']:.2f}% (best {record['top1_best']:.2f}%), sparsity "
+            f"{record['sparsity_prunable']:.4f} prunable / {record['sparsity_overall']:.4f} overall")
+    except Interrupted as e:
+        record.update({"status": "interrupted", "error": str(e)})
+        log(f"  INTERRUPTED: {e}")
+    except Exception as e:  # noqa: BLE001 - record any failure and go on with the grid
+        record.update({"status": "failed", "error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()})
+        log(f"  FAILED: {record['error']}")
+    record["resumed_from"] = ctx.resumed
+    if old is not None:  # a retry keeps the earlier attempts on record
+        key = "previous_interruptions" if old.get("status") == "interrupted" else "previous_failures"
+        record["previous_failures"] = old.get("previous_failures", [])
+        record["previous_interruptions"] = old.get("previous_interruptions", [])
+        record[key] = record[key] + [{k: old.get(k) for k in ("error", "started_at", "ended_at")}]
+    record["ended_at"] = _now()
+    atomic_write_json(path, record, fault="record-write")
+    if record["status"] == "ok" and not keep_checkpoints:
+        ctx.remove_checkpoints()
+    return record["status"]
+
+
+def _dry_run(specs, results_dir, device, log) -> dict:
+    states = [status_of(results_dir, s)[0] for s in specs]
+    for spec, state in zip(specs, states):
+        log(f"{state:8s} {spec.dataset:12s} {spec.method.display:14s} sparsity {spec.sparsity:<6g} "
+            f"seed {spec.seed:<4d} {spec.run_id}")
+    counts = {s: states.count(s) for s in ("done", "failed", "interrupted", "pending")}
+    log(f"{len(specs)} runs on {device.type}: {counts['done']} done, {counts['failed']} failed, "
+        f"{counts['interrupted']} interrupted, {counts['pending']} pending")
+    stale = stale_records(results_dir, specs)
+    if stale:
+        log(f"{len(stale)} stored record(s) of these datasets match no cell of this grid on {device.type} "
+            "(another config, device or precision, or an older code version); they are kept and "
+            "not counted:")
+        for p in stale:
+            log(f"  {p}")
+    counts["stale"] = len(stale)
     return counts

@@ -17,9 +17,12 @@ from pathlib import Path
 from typing import Any, Iterable
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
+def atomic_write_bytes(path: Path, data: bytes, fault: str = "") -> None:
     """Write ``data`` to ``path`` so that a reader sees either the old file or the new one, never half:
-    a temporary file in the same folder, fsynced, then renamed over ``path``."""
+    a temporary file in the same folder, fsynced, then renamed over ``path``. (``fault`` names the
+    fault-injection point between the two steps; see bench/interrupt.py.)"""
+    from .interrupt import fault_point
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -29,6 +32,8 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o644)                 # mkstemp makes it owner-only
+        if fault:
+            fault_point(fault)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -55,8 +60,8 @@ def _json_safe(obj: Any) -> Any:
     return obj
 
 
-def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(_json_safe(obj), indent=1, sort_keys=True) + "\n").encode())
+def atomic_write_json(path: Path, obj: Any, fault: str = "") -> None:
+    atomic_write_bytes(path, (json.dumps(_json_safe(obj), indent=1, sort_keys=True) + "\n").encode(), fault)
 
 
 def run_filename(method: str, sparsity: float, seed: int, run_id: str) -> str:
@@ -65,6 +70,10 @@ def run_filename(method: str, sparsity: float, seed: int, run_id: str) -> str:
 
 def run_path(results_dir: Path, dataset: str, method: str, sparsity: float, seed: int, run_id: str) -> Path:
     return Path(results_dir) / "runs" / dataset / run_filename(method, sparsity, seed, run_id)
+
+
+class ResultsDirError(ValueError):
+    """The results folder cannot be used (a file, not writable); the message says what to do."""
 
 
 class CorruptResultError(ValueError):

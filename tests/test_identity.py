@@ -97,7 +97,7 @@ def test_dry_run_lists_stored_records_that_match_no_grid_cell(tmp_path, capsys):
     capsys.readouterr()
     assert main(args + ["--dry-run", "--set", "pretrain.epochs=2"]) == 0
     out = capsys.readouterr().out
-    assert "1 runs on cpu: 0 done, 0 failed, 1 pending" in out
+    assert "1 runs on cpu: 0 done, 0 failed, 0 interrupted, 1 pending" in out
     assert "1 stored record(s)" in out and "dense__sp0__seed0__" in out
 
 

@@ -31,10 +31,16 @@ def quiet(_):
     pass
 
 
+def core(counts):
+    """The ok / failed / skipped counts of a grid (interrupted and elsewhere are zero here)."""
+    assert counts["interrupted"] == 0 and counts["elsewhere"] == 0
+    return {k: counts[k] for k in ("ok", "failed", "skipped")}
+
+
 def test_grid_records_every_field_and_skips_finished_runs(tmp_path):
     cfg = from_dict(Config, TINY)
     counts = run_grid(cfg, tmp_path, tmp_path / "data", log=quiet)
-    assert counts == {"ok": 5, "failed": 0, "skipped": 0}
+    assert core(counts) == {"ok": 5, "failed": 0, "skipped": 0}
     runs = load_runs(tmp_path)
     assert len(runs) == 5
     for r in runs:
@@ -46,7 +52,7 @@ def test_grid_records_every_field_and_skips_finished_runs(tmp_path):
             assert abs(r["sparsity_prunable"] - r["target_sparsity"]) < 1e-4
             assert r["sparsity_overall"] < r["sparsity_prunable"]
     mtimes = {r["_path"]: os.path.getmtime(r["_path"]) for r in runs}
-    assert run_grid(cfg, tmp_path, tmp_path / "data", log=quiet) == {"ok": 0, "failed": 0, "skipped": 5}
+    assert core(run_grid(cfg, tmp_path, tmp_path / "data", log=quiet)) == {"ok": 0, "failed": 0, "skipped": 5}
     assert {p: os.path.getmtime(p) for p in mtimes} == mtimes
 
 
@@ -69,7 +75,7 @@ def test_killed_grid_resumes_without_redoing_or_duplicating(tmp_path):
     ids = [json.loads(b)["run_id"] for b in after.values()]
     assert len(set(ids)) == len(ids)
     dry = subprocess.run(cmd + ["--dry-run"], cwd=REPO, capture_output=True, text=True)
-    assert "9 runs on cpu: 9 done, 0 failed, 0 pending" in dry.stdout
+    assert "9 runs on cpu: 9 done, 0 failed, 0 interrupted, 0 pending" in dry.stdout
 
 
 def test_failed_run_is_recorded_and_the_grid_goes_on(tmp_path):
@@ -77,12 +83,12 @@ def test_failed_run_is_recorded_and_the_grid_goes_on(tmp_path):
                         "random"], "sparsities": [0.5], "seeds": [0]}
     cfg = from_dict(Config, {**TINY, "grid": grid})
     counts = run_grid(cfg, tmp_path, tmp_path, log=quiet)
-    assert counts == {"ok": 2, "failed": 1, "skipped": 0}
+    assert core(counts) == {"ok": 2, "failed": 1, "skipped": 0}
     failed = load_runs(tmp_path, status="failed")
     assert len(failed) == 1 and failed[0]["method"] == "exploding"
     assert "NonFiniteLossError" in failed[0]["error"] and failed[0]["traceback"]
     # A rerun retries only the failed run, and keeps the earlier failure on record.
-    assert run_grid(cfg, tmp_path, tmp_path, log=quiet) == {"ok": 0, "failed": 1, "skipped": 2}
+    assert core(run_grid(cfg, tmp_path, tmp_path, log=quiet)) == {"ok": 0, "failed": 1, "skipped": 2}
     again = load_runs(tmp_path, status="failed")[0]
     assert len(again["previous_failures"]) == 1 and "NonFiniteLossError" in again["previous_failures"][0]["error"]
 
@@ -186,6 +192,6 @@ def test_gpu_code_paths_bf16_autocast_and_channels_last_run_on_cpu(tmp_path):
     masks on channels_last weights stay exact and the distillation objective runs under autocast."""
     cfg = from_dict(Config, {**TINY, "runtime": {"device": "cpu", "amp": "bf16", "channels_last": "on"},
                              "grid": {"methods": ["tgp-kd"], "sparsities": [0.9], "seeds": [0]}})
-    assert run_grid(cfg, tmp_path, tmp_path, log=quiet) == {"ok": 1, "failed": 0, "skipped": 0}
+    assert core(run_grid(cfg, tmp_path, tmp_path, log=quiet)) == {"ok": 1, "failed": 0, "skipped": 0}
     (rec,) = load_runs(tmp_path)
     assert abs(rec["sparsity_prunable"] - 0.9) < 1e-4 and rec["top1_final"] > 0

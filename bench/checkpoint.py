@@ -1,0 +1,77 @@
+"""Epoch-level checkpoints: what one training call needs to continue after a kill.
+
+One file per training call (``<results>/cache/epochs/<scope>/<phase>.pt``), replaced atomically.
+It holds the model, optimizer, scheduler, masks, the objective's and the importance tracker's
+state, every generator's state (the data-order generator as it was at the start of the epoch in
+progress, plus the global CPU/CUDA generators), the step reached inside the epoch, the running
+metrics, the history and the seconds already spent. Resuming replays the epoch's batch draws up to
+that step without training on them, so a run killed and resumed ends with the same weights as an
+uninterrupted one (bit for bit on the CPU in deterministic mode; tests/test_faults.py).
+"""
+from __future__ import annotations
+
+import io
+import time
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+
+from .interrupt import fault_point
+from .store import atomic_write_bytes
+
+
+class CorruptEpochCheckpointError(RuntimeError):
+    """An epoch checkpoint that cannot be read; the message names the file and the fix."""
+
+
+class EpochCheckpoint:
+    """Where one training call saves and finds its progress.
+
+    ``every_s``: at the end of an epoch, save only if this many seconds passed since the last save
+    (0: every epoch). A stop request and the last epoch always save."""
+
+    def __init__(self, path: Path, every_s: float = 0.0, on_save: Optional[Callable[[dict], None]] = None):
+        self.path = Path(path)
+        self.every_s = float(every_s)
+        self.on_save = on_save
+        self._last = time.monotonic()
+
+    def load(self) -> Optional[dict]:
+        if not self.path.exists():
+            return None
+        try:
+            return torch.load(self.path, map_location="cpu", weights_only=True)
+        except Exception as e:  # noqa: BLE001 - a torn or foreign file is unusable
+            raise CorruptEpochCheckpointError(
+                f"epoch checkpoint {self.path} cannot be read ({type(e).__name__}: {e}); delete it to "
+                "restart that training phase from its first epoch") from e
+
+    def due(self) -> bool:
+        return time.monotonic() - self._last >= self.every_s
+
+    def save(self, state: dict) -> None:
+        buf = io.BytesIO()
+        torch.save(state, buf)
+        atomic_write_bytes(self.path, buf.getvalue(), fault="checkpoint-write")
+        self._last = time.monotonic()
+        if self.on_save is not None:
+            self.on_save(state)
+        fault_point("checkpoint-saved")
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+def rng_state(device: torch.device) -> dict:
+    """The global generators' state (model initialisation and anything else that draws from them)."""
+    state = {"cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def set_rng_state(state: dict, device: torch.device) -> None:
+    torch.set_rng_state(state["cpu"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)

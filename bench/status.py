@@ -1,0 +1,122 @@
+"""``python -m bench status [CONFIG] [--results DIR]``: where every cell of a grid stands.
+
+Each cell is done, running (by whom, since when, at which epoch), interrupted, failed (with the
+one-line reason) or pending. With a CONFIG the cells are that grid's (pending ones included);
+without one, every stored record and live claim in the results folder. A rich table on a
+terminal, plain text otherwise (logs, CI).
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from .leases import is_stale, read_lease
+from .store import iter_run_files, read_run
+
+ORDER = ("running", "interrupted", "failed", "pending", "done")
+
+
+def _claim(results_dir: Path, run_id: str, stale_after_s: float) -> dict | None:
+    info = read_lease(results_dir / "claims" / f"{run_id}.claim")
+    if info is None:
+        return None
+    info["stale"] = is_stale(info, stale_after_s)
+    return info
+
+
+def _row(dataset, method, sparsity, seed, run_id, record, claim) -> dict:
+    state = {"ok": "done", "interrupted": "interrupted", None: "pending"}.get(
+        (record or {}).get("status"), "failed")
+    detail = ""
+    if claim is not None and not claim["stale"]:
+        state = "running"
+        prog = claim.get("progress") or {}
+        at = f", {prog['phase']} epoch {prog['epoch']}/{prog['epochs']}" if prog.get("phase") else ""
+        job = f" job {claim['job_id']}" if claim.get("job_id") else ""
+        detail = f"{claim.get('host')} pid {claim.get('pid')}{job} since {claim.get('started_at')}{at}"
+    elif state in ("failed", "interrupted"):
+        detail = ((record.get("error") or "").splitlines() or [""])[0][:120]
+        if claim is not None:
+            detail += " (a stale claim: its runner stopped; a rerun takes it over)"
+    elif state == "done":
+        detail = f"top1 {record.get('top1_final', 0):.2f}% on {record.get('device_name')}"
+    elif claim is not None:
+        detail = f"stale claim by {claim.get('host')} pid {claim.get('pid')} (a rerun takes it over)"
+    return {"state": state, "dataset": dataset, "method": method, "sparsity": f"{sparsity:g}", "seed": str(seed),
+            "run_id": run_id, "detail": detail}
+
+
+def collect_status(results_dir: Path, specs=None, stale_after_s: float = 120.0) -> list[dict]:
+    results_dir = Path(results_dir)
+    rows = []
+    if specs is not None:
+        from .store import run_path
+
+        for s in specs:
+            rec = read_run(run_path(results_dir, s.dataset, s.method.display, s.sparsity, s.seed, s.run_id))
+            rows.append(_row(s.dataset, s.method.display, s.sparsity, s.seed, s.run_id, rec,
+                             _claim(results_dir, s.run_id, stale_after_s)))
+        return rows
+    seen = set()
+    for p in iter_run_files(results_dir):
+        rec = read_run(p) or {}
+        rid = rec.get("run_id") or p.stem.rsplit("__", 1)[-1]
+        seen.add(rid)
+        rows.append(_row(rec.get("dataset"), rec.get("method"), float(rec.get("target_sparsity") or 0),
+                         rec.get("seed"), rid, rec, _claim(results_dir, rid, stale_after_s)))
+    for c in sorted((results_dir / "claims").glob("*.claim")):
+        rid = c.stem
+        if rid not in seen:
+            claim = _claim(results_dir, rid, stale_after_s)
+            if claim is not None:
+                what = (claim.get("what") or "? ? sparsity 0 seed ?").split()
+                rows.append(_row(what[0], what[1] if len(what) > 1 else "?", 0.0, "?", rid, None, claim)
+                            | {"sparsity": what[3] if len(what) > 3 else "?", "seed": what[-1]})
+    return rows
+
+
+def render(rows: list[dict], tty: bool) -> str:
+    rows = sorted(rows, key=lambda r: (ORDER.index(r["state"]), str(r["dataset"]), str(r["method"]),
+                                       r["sparsity"], r["seed"]))
+    counts = {s: sum(r["state"] == s for r in rows) for s in ORDER}
+    summary = ", ".join(f"{n} {s}" for s, n in counts.items() if n) or "no cells"
+    cols = ("state", "dataset", "method", "sparsity", "seed", "run_id", "detail")
+    if tty:
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(title=summary)
+        for c in cols:
+            table.add_column(c)
+        for r in rows:
+            table.add_row(*(str(r[c]) for c in cols))
+        console = Console(record=True, width=200)
+        with console.capture() as cap:
+            console.print(table)
+        return cap.get()
+    lines = [summary]
+    lines += ["  ".join(f"{str(r[c]):<{w}}" for c, w in zip(cols, (11, 12, 16, 8, 5, 16, 0))).rstrip() for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def cmd_status(args) -> int:
+    specs, stale_after = None, 120.0
+    if args.config:
+        from . import methods
+        from .config import expand_grid, load_config
+        from .engine import resolve_device
+
+        cfg = load_config(args.config, args.overrides)
+        specs = expand_grid(cfg, methods.get, resolve_device(cfg.runtime).type)
+        stale_after = cfg.runtime.stale_after_s
+    rows = collect_status(args.results, specs, stale_after)
+    sys.stdout.write(render(rows, sys.stdout.isatty()))
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("status", help="each cell of a grid: done, running (by whom), interrupted, failed, pending")
+    p.add_argument("config", nargs="?", help="a grid config (to list pending cells too); default: what is stored")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--results", type=Path, default=Path("results"))
+    p.set_defaults(func=cmd_status)
