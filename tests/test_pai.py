@@ -161,3 +161,12 @@ def test_all_nine_sd_methods_run_hit_their_sparsity_and_keep_pruned_weights_zero
         assert round(r["sparsity"]["conv+linear"] * n) == round(0.9 * n)
         assert r["phases"]["score"]["group"] == "score+prune" and r["phases"]["train"]["group"] == "retrain"
         assert r["extra"]["pai_scoring"] == ("EPSD (reimpl.)" if name.endswith("epsd") else "Simple")
+
+
+def test_sd_official_preset_runs_the_nine_rows_at_the_official_budget():
+    from bench.config import load_config
+
+    specs = expand_grid(load_config("sd-official"), methods.get, "cuda")
+    assert {s.method.name for s in specs} == set(SD_METHODS)
+    assert all(s.method.display.endswith("-official") and s.config.sd.budget == "official" for s in specs)
+    assert len(specs) == 3 + 6 * 6
