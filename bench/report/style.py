@@ -31,6 +31,9 @@ METHOD_STYLES: dict[str, Style] = {
     "pskd-epsd": Style("#f7b6d2", "H"),
     "dlb-simple": Style("#17becf", "X"),
     "dlb-epsd": Style("#9edae5", "d"),
+    "cskd": Style("#5c3a33", "<"),          # dense self-distillation references
+    "pskd": Style("#a0527f", "h"),
+    "dlb": Style("#0f7c87", "X"),
 }
 
 PAPER_MARKER = "*"

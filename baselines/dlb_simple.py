@@ -1,0 +1,12 @@
+"""DLB Simple: prune at initialisation by ProsPr's meta-gradient of cross-entropy (pai.py), then
+train the masked initial weights with DLB."""
+from . import pai, selfdistill
+
+NAME = "dlb-simple"
+VERSION = 1
+PRUNES = True
+SECTIONS = selfdistill.sections("dlb", pruned=True)
+
+
+def run(ctx):
+    return pai.run(ctx, "dlb", scoring="simple")

@@ -1,0 +1,12 @@
+"""PS-KD Simple: prune at initialisation by ProsPr's meta-gradient of cross-entropy (pai.py), then
+train the masked initial weights with PS-KD."""
+from . import pai, selfdistill
+
+NAME = "pskd-simple"
+VERSION = 1
+PRUNES = True
+SECTIONS = selfdistill.sections("pskd", pruned=True)
+
+
+def run(ctx):
+    return pai.run(ctx, "pskd", scoring="simple")

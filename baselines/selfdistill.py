@@ -1,0 +1,326 @@
+"""Three self-distillation (SD) objectives, CS-KD, PS-KD and DLB, and how an SD row is trained.
+
+Each objective is a ``bench.losses.Objective``: ``objective(model, batch) -> (loss, logits)``,
+with all its state (memories, the previous batch, its random generator) in ``state_dict()``.
+Each also gives ``scoring_loss(batch, gen, ...)``: its loss over the inner steps of pruning at
+initialisation (EPSD, ``pai.py``), where "past" predictions come from earlier inner steps on one
+reused batch. docs/baselines.md says, choice by choice, what is taken from each official
+repository (alinlab/cs-kd, lgcnsai/PS-KD-Pytorch, Meta-knowledge-Lab/DLB) and what is inferred.
+
+The training budget is ``sd.budget``: ``official`` (each method's own recipe, the ``official``
+recipe of its section) or ``matched`` (the preset's ``retrain`` recipe, i.e. the epochs and
+schedule of the proposed method's retraining).
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field, replace
+from typing import Callable, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from bench.config import TrainConfig, _check
+from bench.context import Outcome
+from bench.losses import Objective, frozen_bn_stats, hinton_kd
+
+Forward = Callable[[Tensor], Tensor]
+
+
+# --------------------------------------------------------------------------- config
+
+@dataclass
+class SDConfig:
+    """Training budget of the self-distillation rows (cskd*, pskd*, dlb*)."""
+    # official: each SD method's own recipe (cskd.official, pskd.official, dlb.official); matched:
+    # the `retrain` recipe, the same epochs and schedule as the proposed method's retraining.
+    budget: Literal["official", "matched"] = "matched"
+
+
+@dataclass
+class CSKDConfig:
+    """CS-KD (Yun et al., CVPR 2020; alinlab/cs-kd)."""
+    temperature: float = 4.0             # T (cs-kd train.py:34)
+    lam: float = 1.0                     # lambda, weight of the class-wise KL term (cs-kd train.py:35)
+    # true: the partner forward updates BatchNorm running statistics too, as the official two
+    # train-mode forward passes do (cs-kd train.py:130-140); false: it leaves them as they are.
+    partner_updates_bn: bool = True
+    # 200 epochs, batch 128, SGD 0.1 without Nesterov, wd 1e-4; /10 taking effect at epochs 101 and 151
+    official: TrainConfig = field(default_factory=lambda: TrainConfig(
+        epochs=200, batch_size=128, lr=0.1, momentum=0.9, nesterov=False, weight_decay=1e-4, warmup_epochs=0.0,
+        schedule="step", milestones=[101, 151], gamma=0.1, drop_last=False))
+
+    def validate(self, key):
+        _check(self.temperature > 0, f"{key}.temperature", self.temperature, "a number > 0")
+        _check(self.lam >= 0, f"{key}.lam", self.lam, "a number >= 0")
+
+
+@dataclass
+class PSKDConfig:
+    """PS-KD (Kim et al., ICCV 2021; lgcnsai/PS-KD-Pytorch). Its recipes always run with
+    drop_last false, so that every sample's memory row is refreshed every epoch."""
+    alpha_T: float = 0.8                 # alpha at the last epoch; alpha_t = alpha_T (t+1)/E (PS-KD main.py:69,323-324)
+    # 300 epochs, batch 128, SGD 0.1 with Nesterov, wd 5e-4; x0.1 at epochs 150 and 225
+    official: TrainConfig = field(default_factory=lambda: TrainConfig(
+        epochs=300, batch_size=128, lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4, warmup_epochs=0.0,
+        schedule="step", milestones=[150, 225], gamma=0.1, drop_last=False))
+
+    def validate(self, key):
+        _check(0 <= self.alpha_T <= 1, f"{key}.alpha_T", self.alpha_T, "a number in [0, 1]")
+
+
+@dataclass
+class DLBConfig:
+    """DLB (Shen et al., CVPR 2022; Meta-knowledge-Lab/DLB). The code sets no T or alpha: these
+    are the paper's values (docs/baselines.md)."""
+    temperature: float = 3.0             # T (DLB paper; dlb.py takes it as an argument with no default)
+    alpha: float = 1.0                   # weight of the KL term (DLB paper; no default in dlb.py)
+    # true: the second view's forward updates BatchNorm running statistics too, as the official two
+    # train-mode forward passes do (DLB dlb.py:75-82); false: it leaves them as they are.
+    second_view_updates_bn: bool = True
+    # DLB's baseline recipe (base.py:32-38): 240 epochs, batch 64, SGD 0.05 with Nesterov, wd 5e-4,
+    # x0.1 at 150, 180, 210
+    official: TrainConfig = field(default_factory=lambda: TrainConfig(
+        epochs=240, batch_size=64, lr=0.05, momentum=0.9, nesterov=True, weight_decay=5e-4, warmup_epochs=0.0,
+        schedule="step", milestones=[150, 180, 210], gamma=0.1, drop_last=False))
+
+    def validate(self, key):
+        _check(self.temperature > 0, f"{key}.temperature", self.temperature, "a number > 0")
+        _check(self.alpha >= 0, f"{key}.alpha", self.alpha, "a number >= 0")
+
+
+CONFIG = {"sd": SDConfig, "cskd": CSKDConfig, "pskd": PSKDConfig, "dlb": DLBConfig}
+
+
+# --------------------------------------------------------------------------- the losses
+
+def cskd_loss(z: Tensor, z_partner: Tensor, y: Tensor, temperature: float, lam: float) -> Tensor:
+    """CE(z, y) + lam * T^2 * mean_i KL(softmax(z'_i/T) || softmax(z_i/T)); the partner side is a
+    constant target (detached)."""
+    return F.cross_entropy(z.float(), y) + lam * hinton_kd(z, z_partner, temperature=temperature)
+
+
+def pskd_targets(y: Tensor, past: Tensor, alpha: float) -> Tensor:
+    """(1 - alpha) * onehot(y) + alpha * past predictions."""
+    return (1 - alpha) * F.one_hot(y, past.shape[1]).to(past.dtype) + alpha * past
+
+
+def pskd_loss(z: Tensor, targets: Tensor) -> Tensor:
+    """mean_i sum_c -target_ic log softmax(z_i)_c."""
+    return F.cross_entropy(z.float(), targets)
+
+
+def dlb_loss(z_prev_now: Tensor, z: Tensor, y_prev: Tensor, y: Tensor, z_prev_then: Tensor,
+             temperature: float, alpha: float) -> Tensor:
+    """CE over the previous batch's new view and this batch (averaged over all B' + B samples)
+    + alpha * T^2 * mean over B' of KL(softmax(z_prev_then/T) || softmax(z_prev_now/T)), where
+    ``z_prev_then`` are the previous step's logits (a constant target)."""
+    ce = F.cross_entropy(torch.cat([z_prev_now.float(), z.float()]), torch.cat([y_prev, y]))
+    return ce + alpha * hinton_kd(z_prev_now, z_prev_then, temperature=temperature)
+
+
+def _bn_counted(model: nn.Module, updates_bn: bool):
+    """The context of a second forward pass in one step: BatchNorm statistics updated again (the
+    official code's behaviour) or left alone."""
+    return contextlib.nullcontext() if updates_bn else frozen_bn_stats(model)
+
+
+def _like(x: Tensor, ref: Tensor) -> Tensor:
+    """``x`` in ``ref``'s memory format (the engine may hand out channels_last batches)."""
+    cl = ref.dim() == 4 and ref.is_contiguous(memory_format=torch.channels_last) and not ref.is_contiguous()
+    return x.contiguous(memory_format=torch.channels_last) if cl else x
+
+
+class _WithGenerator(Objective):
+    """An objective that draws random numbers (partners, augmentations) from its own generator,
+    on the data's device; the generator's state is part of the objective's state."""
+
+    def __init__(self, data, augment, seed: int):
+        self.data, self.augment = data, augment
+        self.gen = torch.Generator(device=data.device).manual_seed(seed)
+
+    def state_dict(self) -> dict:
+        return {"gen": self.gen.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.gen.set_state(state["gen"])
+
+
+# --------------------------------------------------------------------------- CS-KD
+
+class CSKD(_WithGenerator):
+    """Class-wise self-KD: each anchor is pulled towards the prediction of a random training sample
+    of its own class (itself allowed), re-augmented, forwarded without gradient."""
+
+    def __init__(self, data, augment, cfg: CSKDConfig, seed: int):
+        super().__init__(data, augment, seed)
+        self.cfg = cfg
+        y = data.train_y
+        self.by_class = torch.argsort(y, stable=True)                # train indices grouped by label
+        self.count = torch.bincount(y, minlength=data.num_classes)
+        self.offset = torch.cumsum(self.count, 0) - self.count
+
+    def partners(self, y: Tensor, gen: torch.Generator) -> Tensor:
+        """A uniformly drawn train index of class y_i for every i (self included)."""
+        u = torch.rand(y.shape, generator=gen, device=y.device)
+        pick = (u * self.count[y]).long().clamp_max(self.count[y] - 1)
+        return self.by_class[self.offset[y] + pick]
+
+    def partner_view(self, y: Tensor, gen: torch.Generator) -> Tensor:
+        return self.data.train_view(self.partners(y, gen), self.augment, gen)
+
+    def __call__(self, model: nn.Module, batch) -> tuple[Tensor, Tensor]:
+        z = model(batch.x)
+        x_partner = _like(self.partner_view(batch.y, self.gen), batch.x)
+        with torch.no_grad(), _bn_counted(model, self.cfg.partner_updates_bn):
+            z_partner = model(x_partner)
+        return cskd_loss(z, z_partner, batch.y, self.cfg.temperature, self.cfg.lam), z
+
+    def scoring_loss(self, batch, gen: torch.Generator) -> Callable[[Forward], Tensor]:
+        """Partners drawn and augmented once, fixed over the inner steps."""
+        x_partner = self.partner_view(batch.y, gen)
+
+        def loss(forward: Forward) -> Tensor:
+            z = forward(batch.x)
+            with torch.no_grad():
+                z_partner = forward(x_partner)
+            return cskd_loss(z, z_partner, batch.y, self.cfg.temperature, self.cfg.lam)
+        return loss
+
+
+# --------------------------------------------------------------------------- PS-KD
+
+class PSKD(Objective):
+    """Progressive self-KD: the target mixes the one-hot label with the sample's prediction from
+    the previous epoch, with a weight growing linearly to alpha_T; epoch 0 is plain CE."""
+
+    def __init__(self, data, cfg: PSKDConfig):
+        self.cfg = cfg
+        self.memory = torch.zeros(len(data.train_y), data.num_classes, device=data.device)
+        self.epoch, self.alpha = 0, 0.0
+
+    def start_epoch(self, epoch: int, epochs: int) -> None:
+        self.epoch, self.alpha = epoch, self.cfg.alpha_T * (epoch + 1) / epochs
+
+    def __call__(self, model: nn.Module, batch) -> tuple[Tensor, Tensor]:
+        z = model(batch.x)
+        if self.epoch == 0:          # the official code sets the memory rows to one-hot first
+            targets = F.one_hot(batch.y, self.memory.shape[1]).float()
+        else:
+            targets = pskd_targets(batch.y, self.memory[batch.idx], self.alpha)
+        self.memory[batch.idx] = F.softmax(z.detach().float(), dim=1)
+        return pskd_loss(z, targets), z
+
+    def state_dict(self) -> dict:
+        return {"memory": self.memory.clone(), "epoch": self.epoch, "alpha": self.alpha}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.memory.copy_(state["memory"])
+        self.epoch, self.alpha = state["epoch"], state["alpha"]
+
+    def scoring_loss(self, batch, gen: torch.Generator, *, alpha: float) -> Callable[[Forward], Tensor]:
+        """A table over the batch, one-hot at first; each inner step's softmax is the next one's past."""
+        past = F.one_hot(batch.y, self.memory.shape[1]).float()
+
+        def loss(forward: Forward) -> Tensor:
+            nonlocal past
+            z = forward(batch.x)
+            out = pskd_loss(z, pskd_targets(batch.y, past, alpha))
+            past = F.softmax(z.detach().float(), dim=1)
+            return out
+        return loss
+
+
+# --------------------------------------------------------------------------- DLB
+
+class DLB(_WithGenerator):
+    """Self-distillation from the last mini-batch: the previous batch, re-augmented and forwarded
+    with the current weights, is pulled towards the logits it got one step ago. The previous batch
+    is carried across epochs; only the very first step of training is plain CE."""
+
+    def __init__(self, data, augment, cfg: DLBConfig, seed: int):
+        super().__init__(data, augment, seed)
+        self.cfg = cfg
+        self.prev: tuple[Tensor, Tensor, Tensor] | None = None     # (idx, y, detached logits)
+
+    def __call__(self, model: nn.Module, batch) -> tuple[Tensor, Tensor]:
+        z = model(batch.x)
+        if self.prev is None:
+            loss = F.cross_entropy(z.float(), batch.y)
+        else:
+            idx, y_prev, z_then = self.prev
+            x_prev = _like(self.data.train_view(idx, self.augment, self.gen), batch.x)
+            with _bn_counted(model, self.cfg.second_view_updates_bn):
+                z_now = model(x_prev)
+            loss = dlb_loss(z_now, z, y_prev, batch.y, z_then, self.cfg.temperature, self.cfg.alpha)
+        self.prev = (batch.idx, batch.y, z.detach().float())
+        return loss, z
+
+    def state_dict(self) -> dict:
+        prev = None if self.prev is None else tuple(t.clone() for t in self.prev)
+        return {**super().state_dict(), "prev": prev}
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        prev = state["prev"]
+        self.prev = None if prev is None else tuple(t.clone().to(self.data.device) for t in prev)
+
+    def scoring_loss(self, batch, gen: torch.Generator) -> Callable[[Forward], Tensor]:
+        """Two views of the batch: step 0 is CE on view 1; step k pulls view 2 towards step k-1's
+        (detached) logits of view 1."""
+        x2 = self.data.train_view(batch.idx, self.augment, gen)
+        prev: Tensor | None = None
+
+        def loss(forward: Forward) -> Tensor:
+            nonlocal prev
+            z = forward(batch.x)
+            if prev is None:
+                out = F.cross_entropy(z.float(), batch.y)
+            else:
+                out = dlb_loss(forward(x2), z, batch.y, batch.y, prev, self.cfg.temperature, self.cfg.alpha)
+            prev = z.detach().float()
+            return out
+        return loss
+
+
+# --------------------------------------------------------------------------- training an SD row
+
+def make_objective(ctx, method: str) -> Objective:
+    """The training objective of SD method ``method`` (cskd, pskd, dlb) for this run."""
+    augment = ctx.cfg.dataset.augment
+    seed = ctx.seed_for(f"{method}-objective")
+    if method == "cskd":
+        return CSKD(ctx.data, augment, ctx.cfg.cskd, seed)
+    if method == "pskd":
+        return PSKD(ctx.data, ctx.cfg.pskd)
+    if method == "dlb":
+        return DLB(ctx.data, augment, ctx.cfg.dlb, seed)
+    raise ValueError(f"unknown self-distillation method {method!r}; allowed: cskd, pskd, dlb")
+
+
+def recipe(ctx, method: str) -> TrainConfig:
+    """The training recipe under ``sd.budget``."""
+    r = getattr(ctx.cfg, method).official if ctx.cfg.sd.budget == "official" else ctx.cfg.retrain
+    if method == "pskd":
+        r = replace(r, drop_last=False)      # every memory row is refreshed every epoch
+    return r
+
+
+def sections(method: str, *, pruned: bool = False, epsd: bool = False) -> tuple[str, ...]:
+    """The config sections an SD row's result depends on (its run identity)."""
+    return ("sd", method, "retrain") + (("pai",) if pruned else ()) + (("epsd",) if epsd else ())
+
+
+def train(ctx, method: str, model: nn.Module, objective: Objective, masks=None, group: str = "retrain"):
+    """Train ``model`` with ``objective`` and the recipe of ``method`` (masks fixed, if given)."""
+    r = recipe(ctx, method)
+    ctx.extra.update(sd_method=method, sd_budget=ctx.cfg.sd.budget,
+                     sd_recipe={"epochs": r.epochs, "batch_size": r.batch_size, "lr": r.lr})
+    return ctx.train(model, r, phase="train", group=group, objective=objective, masks=masks)
+
+
+def run_dense(ctx, method: str) -> Outcome:
+    """A dense SD row: the freshly initialised network trained with the SD objective."""
+    model = ctx.build()
+    return Outcome(model=model, result=train(ctx, method, model, make_objective(ctx, method), group="pretrain"))
