@@ -243,6 +243,8 @@ def train(model: nn.Module, data, recipe: TrainConfig, *, runtime: RuntimeConfig
         timer.add("eval", saved["seconds"]["eval"])
         checkpoint.resumed = {"phase": phase, "epoch": start_epoch, "step": skip}
         log(f"  {phase}: resuming at epoch {start_epoch + 1}/{recipe.epochs}, step {skip} ({checkpoint.path})")
+    elif checkpoint is not None:
+        log(f"  {phase}: starting at epoch 1/{recipe.epochs} (epoch checkpoints: {checkpoint.path})")
 
     def snapshot(epoch: int, step: int, epoch_gen: torch.Tensor) -> dict:
         return {"phase": phase, "epoch": epoch, "step": step, "epochs": recipe.epochs,

@@ -7,7 +7,8 @@ resumes from that step. A second signal exits at once (Python's default handlers
 then); every file the harness writes is written atomically, so nothing is torn either way.
 
 ``BENCH_FAULT=point:n`` (read once per process) makes the process SIGKILL itself the n-th time it
-reaches ``point``; it exists for ``tests/test_faults.py`` and does nothing when unset.
+reaches ``point`` (``point:n:term`` sends SIGTERM instead, a clean stop); it exists for
+``tests/test_faults.py`` and does nothing when unset.
 """
 from __future__ import annotations
 
@@ -83,14 +84,13 @@ def exit_code(signum: int) -> int:
 
 # --------------------------------------------------------------------------- fault injection (tests)
 
-_FAULT = os.environ.get("BENCH_FAULT", "")
-_point, _, _n = _FAULT.partition(":")
+_point, _n, _how = (os.environ.get("BENCH_FAULT", "") + "::").split(":")[:3]
 _remaining = [int(_n) if _n.isdigit() else 1]
 
 
 def fault_point(name: str) -> None:
-    """SIGKILL this process the n-th time ``name`` is reached, when BENCH_FAULT=name:n is set."""
+    """SIGKILL (or SIGTERM) this process the n-th time ``name`` is reached, when BENCH_FAULT=name:n[:term]."""
     if _point and name == _point:
         _remaining[0] -= 1
-        if _remaining[0] <= 0:
-            os.kill(os.getpid(), signal.SIGKILL)
+        if _remaining[0] == 0:
+            os.kill(os.getpid(), signal.SIGTERM if _how == "term" else signal.SIGKILL)
