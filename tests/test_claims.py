@@ -144,6 +144,7 @@ def test_all_datasets_and_the_dataset_filter():
     runs = pairs("tgp", "magnitude", [2, 3, 4]) + pairs("tgp", "magnitude", [1, 1, 1], dataset="synthetic")
     assert [r.dataset for r in rows_of(claim(datasets="all"), runs)] == ["cifar10", "synthetic"]
     assert [r.dataset for r in rows_of(claim(datasets="all"), runs, datasets=["synthetic"])] == ["synthetic"]
+    assert rows_of(claim(datasets=["cifar100"], b="cskd-simple"), runs, datasets=["synthetic"]) == []
 
 
 def test_sides_select_by_label_and_config():

@@ -521,6 +521,8 @@ def evaluate(claims: Sequence[Claim], runs: Sequence[dict], references: Sequence
     for claim in claims:
         names = list(claim.datasets) if claim.datasets != ("all",) else (list(datasets) if datasets else present)
         wanted = [d for d in names if not datasets or d in datasets]
+        if datasets and not wanted:
+            continue                                    # the claim is about other datasets
         missing = [s.method for s in (claim.a, claim.b) if s.method not in known]
         stand_in = claim.metric == "top1" and any(claim.b.method in r.labels and r.top1 is not None
                                                   for r in references if r.dataset in wanted)
