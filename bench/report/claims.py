@@ -28,6 +28,7 @@ the same bytes (tables and figure).
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -418,7 +419,7 @@ def _run_rows(claim: Claim, dataset: str, model: str, a: dict, b: dict, fld: str
     """The rows of targets where a and b have pairs, and notes about targets left out."""
     rows, skipped = [], []
     for target in sorted({t for t, _ in a} & {t for t, _ in b}):
-        seeds = sorted({s for t, s in a if t == target} & {s for t, s in b if t == target}, key=str)
+        seeds = sorted({s for t, s in a if t == target} & {s for t, s in b if t == target})
         a_at = [a[(target, s)] for s in seeds]
         ok = _in_range(claim, target, a_at)
         if ok is None:
@@ -427,26 +428,25 @@ def _run_rows(claim: Claim, dataset: str, model: str, a: dict, b: dict, fld: str
         if not ok:
             continue
         row = ClaimRow(claim, dataset, model, target)
-        dropped: dict[str, int] = {}
+        dropped: Counter = Counter()
         for s in seeds:
             ra, rb = a[(target, s)], b[(target, s)]
             if claim.metric == "top1":
                 va, vb = ra.get(fld), rb.get(fld)
                 if va is None or vb is None:
-                    dropped["no accuracy recorded"] = dropped.get("no accuracy recorded", 0) + 1
+                    dropped["no accuracy recorded"] += 1
                     continue
                 d = float(va) - float(vb)
             else:
-                if record_device(ra) != record_device(rb):
-                    dropped["on different devices"] = dropped.get("on different devices", 0) + 1
-                    continue
                 (ma, xa), (mb, xb) = _minutes(ra), _minutes(rb)
+                if record_device(ra) != record_device(rb):
+                    dropped["on different devices"] += 1
+                    continue
                 if xa or xb:
-                    dropped["leave out cached phases made on another device"] = dropped.get(
-                        "leave out cached phases made on another device", 0) + 1
+                    dropped["leave out cached phases made on another device"] += 1
                     continue
                 if ma is None or mb is None:
-                    dropped["no timed phases"] = dropped.get("no timed phases", 0) + 1
+                    dropped["no timed phases"] += 1
                     continue
                 d = math.log(ma / mb)
                 row.device = record_device(ra) if not row.device or row.device == record_device(ra) else "several"
@@ -486,7 +486,7 @@ def _published_rows(claim: Claim, dataset: str, model: str, a: dict, refs: Seque
             rows.append(ClaimRow(claim, dataset, model, None, basis, status="no data",
                                  notes=[f"published {fmt(ref.top1)}% at {ref.sparsity_text()}: not compared, {why}"]))
             continue
-        seeds = sorted((s for t, s in a if t == target), key=str)
+        seeds = sorted(s for t, s in a if t == target)
         a_at = [a[(target, s)] for s in seeds]
         if not _in_range(claim, target, a_at):
             continue
