@@ -157,6 +157,18 @@ class RunContext:
     def seed_for(self, purpose: str) -> int:
         return derived_seed(self.cfg.seed, purpose)
 
+    def pair_with(self, method: str) -> None:
+        """Record (``extra.pairs_with``) the run a control is compared with: ``method`` on this run's
+        config, hence the same dataset, seed and sparsity, by the run id that method's cell gets."""
+        from . import methods
+        from .config import identity
+
+        mod = methods.get(method)
+        self.extra["pairs_with"] = {
+            "method": method, "run_id": hash_identity(identity(self.cfg, mod, self.device.type)),
+            "dataset": self.cfg.dataset.name, "seed": self.cfg.seed,
+            "target_sparsity": self.cfg.prune.sparsity if mod.PRUNES else 0.0}
+
     def build(self, arch: Optional[str] = None, seed: Optional[int] = None,
               num_classes: Optional[int] = None) -> nn.Module:
         """A freshly initialised model, its initial weights drawn from ``seed`` (default: the run seed)."""

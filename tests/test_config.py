@@ -11,12 +11,14 @@ PINNED = {
     "seed": 7,
     "dataset": {"name": "synthetic"},
     "model": {"arch": "resnet_small"},
-    "grid": {"methods": ["dense", "magnitude", "tgp-kd"], "sparsities": [0.5, 0.985], "seeds": [7]},
+    "grid": {"methods": ["dense", "magnitude", "tgp", "tgp-kd"], "sparsities": [0.5, 0.985], "seeds": [7]},
 }
 PINNED_IDS = {
     ('dense', 0.0): 'c585cd1a02539ed6',
     ('magnitude', 0.5): 'ef7f9d779ce00a40',
     ('magnitude', 0.985): 'c24d036d46ccdb53',
+    ('tgp', 0.5): 'ba33c0baa4d07c0e',        # the controls pair with these: they must not move
+    ('tgp', 0.985): '4bcd27cfca3f9c9e',
     ('tgp-kd', 0.5): 'ca3d22b982858274',
     ('tgp-kd', 0.985): '987998caee3e3b52',
 }

@@ -40,15 +40,16 @@ CONFIG = {"tgp": TGPConfig}
 SECTIONS = ("pretrain", "retrain", "teacher", "kd", "tgp")
 
 
-def teacher_gamma(ctx, teacher) -> float | None:
-    """CA-KLD's gamma: the teacher's mean top-class probability on un-augmented train batches."""
+def teacher_gamma(ctx, teacher, batch_size: int | None = None) -> float | None:
+    """CA-KLD's gamma: the teacher's mean top-class probability on un-augmented train batches (of the
+    fine-tune's batch size unless ``batch_size`` is given)."""
     kd = ctx.cfg.kd
     if kd.loss != "ca-kld" or kd.gamma != "teacher-mean":
         return None
     with ctx.phase("score"):
         gen = torch.Generator(device=ctx.device).manual_seed(ctx.seed_for("gamma-batches"))
         plain = AugmentConfig(crop_padding=0, flip=False, rotate_deg=0.0)
-        batches = ctx.data.train_batches(ctx.cfg.tgp.finetune.batch_size, plain, gen)
+        batches = ctx.data.train_batches(batch_size or ctx.cfg.tgp.finetune.batch_size, plain, gen)
         return teacher_mean_confidence(teacher, batches, kd.gamma_batches)
 
 

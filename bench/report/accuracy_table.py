@@ -107,7 +107,9 @@ def _paper_matches(refs: Sequence[Reference], sel: Selection, cells: dict, model
             table = {0.0: 0.0} if m == "dense" else overall_by_target({k: v for k, v in cells.items() if k[0] != "dense"}, m)
             pm.target = match_target(ref, table)
             if pm.target is None:
-                if ref.sparsity_conv is None and ref.sparsity_overall is None:
+                if not ref.sparsity_stated:
+                    pm.note = "the source states no sparsity: not compared"
+                elif ref.sparsity_conv is None and ref.sparsity_overall is None:
                     pm.note = f"sparsity definition '{ref.sparsity_definition}' is not comparable"
                 else:
                     pm.note = "no run at a matching sparsity"

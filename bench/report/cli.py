@@ -1,7 +1,8 @@
-"""Subcommands ``table``, ``plot`` and ``report`` of ``python -m bench`` (added by ``register``).
+"""Subcommands ``table``, ``plot``, ``claims`` and ``report`` of ``python -m bench`` (added by ``register``).
 
     python -m bench table  [--dataset cifar10] [--format md|tex|csv|all] [--accuracy best|final] [--transpose]
     python -m bench plot   [--dataset cifar10] [--format png|pdf|all] [--sparsity 0.985]
+    python -m bench claims [--dataset cifar10] [--claims FILE]
     python -m bench report [--out results/REPORT.md]
 
 All read ``--results DIR`` (default ``results``) and never train anything.
@@ -61,6 +62,16 @@ def cmd_plot(args) -> int:
     return 0
 
 
+def cmd_claims(args) -> int:
+    from .claims import write_claims
+
+    formats = ("png", "pdf") if args.format == "all" else (args.format,)
+    for p in write_claims(args.results, args.plots, args.dataset, accuracy=args.accuracy, claims_path=args.claims,
+                          reference_dir=args.reference, formats=formats):
+        print(f"wrote {p}")
+    return 0
+
+
 def cmd_report(args) -> int:
     from .report import write_report
 
@@ -87,7 +98,7 @@ def _wrap(func):
 
 
 def register(subparsers) -> None:
-    """Add the ``table``, ``plot`` and ``report`` subcommands to an argparse subparsers object."""
+    """Add the ``table``, ``plot``, ``claims`` and ``report`` subcommands to an argparse subparsers object."""
     p = subparsers.add_parser("table", help="accuracy and latency tables per dataset (md, tex, csv)",
                               description="Render <results>/tables/<dataset>.{md,tex,csv} (plus <dataset>_paper.csv "
                                           "and <dataset>_latency.csv) from stored results.")
@@ -106,6 +117,23 @@ def register(subparsers) -> None:
     p.add_argument("--sparsity", type=_sparsity, default=None,
                    help="target sparsity of the density profile (fraction or percent; default: the highest present)")
     p.set_defaults(func=_wrap(cmd_plot))
+
+    p = subparsers.add_parser("claims", help="the paper's claims tested on paired runs, with a verdict",
+                              description="Evaluate results/reference/claims.yaml on the run records: write "
+                                          "<results>/tables/claims.{md,csv} and the forest plot <plots>/claims.{png,pdf}.")
+    p.add_argument("--results", type=Path, default=Path("results"), help="results directory (default: results)")
+    p.add_argument("--plots", type=Path, default=Path("plots"), help="figures directory (default: plots)")
+    p.add_argument("--dataset", action="append", default=None, metavar="NAME",
+                   help="test the claims on this dataset only (repeatable; default: every dataset a claim names)")
+    p.add_argument("--accuracy", choices=sorted(ACCURACY_FIELDS), default=DEFAULT_ACCURACY,
+                   help="which test accuracy: final epoch (default) or best epoch (selected on the test set)")
+    p.add_argument("--claims", type=Path, default=None, metavar="FILE",
+                   help="claims file (default: <results>/reference/claims.yaml if present, else the repository's "
+                        "results/reference/claims.yaml)")
+    p.add_argument("--reference", type=Path, default=None, metavar="DIR",
+                   help="published numbers that stand in for a method without runs (default as for table)")
+    p.add_argument("--format", choices=("png", "pdf", "all"), default="all", help="figure format (default: all)")
+    p.set_defaults(func=_wrap(cmd_claims))
 
     p = subparsers.add_parser("report", help="results/REPORT.md: every table and figure, and the environment",
                               description="Render every dataset's tables and figures and write a Markdown report.")

@@ -40,7 +40,8 @@ def _paper_ratio(ref: Reference, refs: Sequence[Reference], ref_method: str | No
     if ref_method is None:
         return None
     base = [r for r in refs if ref_method in r.labels]
-    same = [r for r in base if abs(r.sparsity - ref.sparsity) < 1e-9] or base
+    same = [r for r in base if r.sparsity == ref.sparsity or (r.sparsity_stated and ref.sparsity_stated
+                                                            and abs(r.sparsity - ref.sparsity) < 1e-9)] or base
     if not same or not same[0].minutes:
         return None
     return ref.minutes / same[0].minutes
@@ -78,7 +79,12 @@ def build_latency_table(runs: Iterable[dict], dataset: str, model: str | None = 
                 if not mine:
                     continue
                 at = [r for r in mine if target is not None and abs(float(r.get("target_sparsity") or 0) - target) < 1e-9]
-                use, note = (at, "at the matched sparsity") if at else (mine, "all sparsities (no run at a matching sparsity)")
+                if at:
+                    use, note = at, "at the matched sparsity"
+                elif not ref.sparsity_stated:
+                    use, note = mine, "the source states no sparsity: ours over all our sparsities, not matched"
+                else:
+                    use, note = mine, "all sparsities (no run at a matching sparsity)"
                 base = [r for r in sel.ok if r["method"] == ref_m and str(r.get("device_name") or "unknown") == dev]
                 base_at = [r for r in base if target is not None and abs(float(r.get("target_sparsity") or 0) - target) < 1e-9]
                 own = latency_rows(use)[0]

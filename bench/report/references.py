@@ -9,7 +9,10 @@ dataset, method and sparsity. The file format is described in docs/reporting.md;
   comments; ``compare_to`` is a ``;``-separated list.
 
 Sparsities in reference files are in **percent** (as papers print them); accuracies are percent;
-times are minutes.
+times are minutes. A number whose sparsity the source does not state has an empty ``sparsity``
+and ``sparsity_definition: unknown``: it is listed, flagged, and never matched to a sparsity of ours.
+
+``claims.yaml`` in the same directory is not a reference file (it is read by ``claims.py``).
 """
 from __future__ import annotations
 
@@ -29,12 +32,13 @@ SPARSITY_DEFINITIONS = {
     "conv": "zeros / all conv weights (= our prunable set)",
     "conv+linear": "zeros / (conv + linear weights)",
     "conv-relu": "zeros / conv layers followed by a ReLU (EGP)",
-    "unknown": "not stated by the source",
+    "unknown": "not stated by the source (the number, or how it was counted)",
 }
+CLAIMS_FILE = "claims.yaml"     # lives beside the reference files; not one of them
 ACCURACY_KINDS = ("best", "final", "unknown")
 
-REQUIRED = ("dataset", "method", "sparsity", "sparsity_definition", "source")
-OPTIONAL = ("top1", "minutes", "sparsity_conv", "sparsity_overall", "where", "accuracy", "model", "gpu",
+REQUIRED = ("dataset", "method", "sparsity_definition", "source")
+OPTIONAL = ("sparsity", "top1", "minutes", "sparsity_conv", "sparsity_overall", "where", "accuracy", "model", "gpu",
             "method_reported", "compare_to", "note")
 COLUMNS = REQUIRED + OPTIONAL
 NUMERIC = ("sparsity", "top1", "minutes", "sparsity_conv", "sparsity_overall")
@@ -51,7 +55,7 @@ class ReferenceError(ValueError):
 class Reference:
     dataset: str
     method: str                    # our grid label this row belongs to (colour, figure overlay)
-    sparsity: float                # as reported, percent
+    sparsity: float | None         # as reported, percent; None: the source states no sparsity
     sparsity_definition: str
     source: str
     top1: float | None = None
@@ -75,7 +79,13 @@ class Reference:
     def reported_as(self) -> str:
         return self.method_reported or self.method
 
+    @property
+    def sparsity_stated(self) -> bool:
+        return self.sparsity is not None
+
     def sparsity_text(self) -> str:
+        if self.sparsity is None:
+            return "not stated"
         return f"{self.sparsity:.2f} ({self.sparsity_definition})"
 
     def source_text(self) -> str:
@@ -133,6 +143,9 @@ def make_reference(raw: dict, origin: str = "<row>") -> Reference:
     definition = _text(raw["sparsity_definition"]).lower()
     if definition not in SPARSITY_DEFINITIONS:
         raise _err(origin, f"'sparsity_definition' is {definition!r}; allowed: {', '.join(SPARSITY_DEFINITIONS)}")
+    if nums["sparsity"] is None and definition != "unknown":
+        raise _err(origin, "'sparsity' is empty: give the sparsity as reported, or, when the source states "
+                           "none, set 'sparsity_definition: unknown'")
     # The reported sparsity is, by definition, the figure of its own kind.
     for kind, key in (("overall", "sparsity_overall"), ("conv", "sparsity_conv")):
         if definition == kind:
@@ -211,7 +224,8 @@ def reference_files(reference_dir: Path) -> list[Path]:
     d = Path(reference_dir)
     if not d.is_dir():
         return []
-    return sorted(p for p in d.iterdir() if p.is_file() and p.suffix.lower() in (".yaml", ".yml", ".csv"))
+    return sorted(p for p in d.iterdir() if p.is_file() and p.suffix.lower() in (".yaml", ".yml", ".csv")
+                  and p.name != CLAIMS_FILE)
 
 
 def load_reference_file(path: Path) -> list[Reference]:

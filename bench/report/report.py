@@ -133,12 +133,34 @@ def render_report(results_dir: Path, plots_dir: Path, out: Path | None = None, *
                 if png is not None:
                     lines.append(f"![{cap}]({_rel(png, out.parent)})\n")
                 lines.append(f"*{cap}.*" + (f" {others}" if others else "") + "\n")
+    lines += _claims_section(results_dir, plots_dir, out, runs, accuracy, ref_dir, figures, tables, figure_formats)
     orphan = sorted({r.dataset for r in refs} - set(datasets))
     if orphan:
         lines.append("## Reference numbers without runs\n")
         lines.append("Datasets with paper-reported numbers but no run records: " +
                      ", ".join(f"{d} ({sum(r.dataset == d for r in refs)} rows)" for d in orphan) + ".\n")
     return "\n".join(lines)
+
+
+def _claims_section(results_dir: Path, plots_dir: Path, out: Path, runs: list[dict], accuracy: str,
+                    ref_dir: Path | None, figures: bool, tables: bool, figure_formats: Sequence[str]) -> list[str]:
+    """The claims table (as ``python -m bench claims`` writes it) and the forest plot; [] without a claims file."""
+    from .claims import claims_markdown, default_claims_path, evaluate_claims, write_claim_figure, write_claim_tables
+
+    if default_claims_path(results_dir) is None:
+        return []
+    claims, rows = evaluate_claims(results_dir, accuracy=accuracy, reference_dir=ref_dir, runs=runs)
+    lines = ['<a id="claims"></a>\n', claims_markdown(rows, claims, accuracy, level=2)]
+    if tables:
+        write_claim_tables(results_dir, claims, rows, accuracy)
+    paths = write_claim_figure(plots_dir, rows, figure_formats) if figures else []
+    png = next((p for p in paths if p.suffix == ".png"), None)
+    others = " ".join(f"[{p.suffix[1:].upper()}]({_rel(p, out.parent)})" for p in paths if p.suffix != ".png")
+    cap = "The claims' paired differences over seeds: mean and 95% t-interval per row, colour = verdict"
+    if png is not None:
+        lines.append(f"![{cap}]({_rel(png, out.parent)})\n")
+        lines.append(f"*{cap}.*" + (f" {others}" if others else "") + "\n")
+    return lines
 
 
 def write_report(results_dir: Path, plots_dir: Path, out: Path | None = None, **kw) -> Path:

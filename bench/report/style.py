@@ -19,10 +19,15 @@ class Style(NamedTuple):
 # The star marker is reserved for paper-reported points (PAPER_MARKER).
 METHOD_STYLES: dict[str, Style] = {
     "dense": Style("#4d4d4d", "s"),
+    "dense-kd": Style("#843c39", "s"),
     "magnitude": Style("#1f77b4", "o"),
+    "magnitude-ft": Style("#aec7e8", "o"),
     "random": Style("#8c8c8c", "v"),
+    "random-layerwise": Style("#bcbd22", "v"),
+    "grad-ce": Style("#ffbb78", "D"),
     "tgp": Style("#ff7f0e", "D"),
     "tgp-kd": Style("#d62728", "p"),
+    "tgp-rewind": Style("#ff9896", "p"),
     "colt": Style("#2ca02c", "^"),
     "egp": Style("#9467bd", "P"),
     "cskd-simple": Style("#8c564b", "<"),
