@@ -170,10 +170,10 @@ def test_killed_and_resumed_ends_bit_for_bit_like_uninterrupted(tmp_path):
     cfg = config(tmp_path, grid=grid, retrain={**TINY["retrain"], "epochs": 3})
     clean, broken = tmp_path / "clean", tmp_path / "broken"
     assert bench_run(cfg, clean).returncode == 0
-    first = bench_run(cfg, broken, fault="step:5:term")           # a clean stop inside the teacher's first epoch
+    first = bench_run(cfg, broken, fault="step:5:term")           # a clean stop at step 5: the teacher's 2nd epoch, step 1
     assert first.returncode == 128 + signal.SIGTERM, first.stdout[-2000:]
     second = bench_run(cfg, broken, fault="checkpoint-saved:3")   # a kill right after an epoch checkpoint
-    assert second.returncode == -signal.SIGKILL and "resuming at epoch 1/2, step 5" in second.stdout
+    assert second.returncode == -signal.SIGKILL and "resuming at epoch 2/2, step 1" in second.stdout
     third = bench_run(cfg, broken)
     assert third.returncode == 0 and "resuming at epoch" in third.stdout
     (a,), (b,) = load_runs(clean), load_runs(broken)
