@@ -409,6 +409,13 @@ def to_dict(obj) -> dict:
 
 # --------------------------------------------------------------------------- loading
 
+def _yaml_problem(e: yaml.YAMLError) -> str:
+    """A YAML error in one line: what and where."""
+    mark = getattr(e, "problem_mark", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    what = getattr(e, "problem", None) or str(e).splitlines()[0]
+    return where + " ".join(str(what).split())
+
 def parse_override(text: str) -> tuple[str, Any]:
     """``train.epochs=3`` -> ("train.epochs", 3); the value is read as YAML (safe_load)."""
     if "=" not in text:
@@ -417,8 +424,8 @@ def parse_override(text: str) -> tuple[str, Any]:
     try:
         return k.strip(), yaml.safe_load(v)
     except yaml.YAMLError as e:
-        raise ConfigError(f"override {text!r}: the value is not valid YAML ({e}); quote it or fix the "
-                          "brackets (e.g. grid.seeds=[0,1])") from None
+        raise ConfigError(f"override {text!r}: the value is not valid YAML ({_yaml_problem(e)}); quote it or "
+                          "fix the brackets (e.g. grid.seeds=[0,1])") from None
 
 
 def set_dotted(data: dict, dotted: str, value: Any, cls=Config) -> None:
@@ -462,7 +469,8 @@ def load_raw(path: str | Path) -> dict:
     try:
         data = yaml.safe_load(p.read_text()) or {}
     except yaml.YAMLError as e:
-        raise ConfigError(f"config file {p} is not valid YAML: {e}") from None
+        raise ConfigError(f"config file {p} is not valid YAML ({_yaml_problem(e)}); tags such as !!python/... "
+                          "are refused: configs are plain YAML") from None
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"config file {p} cannot be read: {e}") from None
     if not isinstance(data, dict):

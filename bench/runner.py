@@ -19,7 +19,8 @@ import torch
 
 from . import methods
 from .config import Config, RunSpec, expand_grid, precision, to_dict
-from .context import Artifacts, RunContext
+from .checkpoint import CorruptEpochCheckpointError
+from .context import Artifacts, CorruptCheckpointError, RunContext
 from .engine import resolve_device
 from .interrupt import Interrupted, stop_on_signals, stop_signal
 from .leases import Lease
@@ -173,10 +174,12 @@ def run_grid(cfg: Config, results_dir: Path, data_dir: Path, *, download: bool =
             load_dataset(dcfg, data_dir, "cpu", download=False)
         return _dry_run(specs, results_dir, device, log)
     check_results_dir(results_dir)
-    for dcfg in datasets.values():         # a missing dataset stops the grid before any training
+    for dcfg in datasets.values():         # a missing dataset stops the grid before anything is read
         check_dataset(dcfg, data_dir, download)
-    artifacts = Artifacts(results_dir / "cache")
     data_cache = DataCache(Path(data_dir), device, download)
+    for spec in {json.dumps(to_dict(s.config.dataset), sort_keys=True): s for s in specs}.values():
+        data_cache.get(spec.config)        # ... and unreadable data files before any training
+    artifacts = Artifacts(results_dir / "cache")
     rt = cfg.runtime
     counts = {"ok": 0, "failed": 0, "skipped": 0, "elsewhere": 0, "interrupted": 0}
     todo = [s for s in specs if status_of(results_dir, s)[0] != "done"]
@@ -230,6 +233,8 @@ def _run_one(spec, old, data_cache, artifacts, device, results_dir, keep_checkpo
     except Interrupted as e:
         record.update({"status": "interrupted", "error": str(e)})
         log(f"  INTERRUPTED: {e}")
+    except (CorruptCheckpointError, CorruptEpochCheckpointError):
+        raise          # a damaged file in the cache is a set-up problem: stop, name it, record nothing
     except Exception as e:  # noqa: BLE001 - record any failure and go on with the grid
         record.update({"status": "failed", "error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()})
         log(f"  FAILED: {record['error']}")

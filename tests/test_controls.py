@@ -185,7 +185,7 @@ def test_controls_in_a_grid_pair_with_the_runs_they_control(tmp_path):
 
     names = ["dense", "tgp", "magnitude-ft", "grad-ce", "random-layerwise", "tgp-rewind", "dense-kd"]
     cfg = from_dict(Config, {**TINY, "grid": {"methods": names, "sparsities": [0.9], "seeds": [0]}})
-    assert run_grid(cfg, tmp_path, tmp_path, log=quiet) == {"ok": 7, "failed": 0, "skipped": 0}
+    assert {k: v for k, v in run_grid(cfg, tmp_path, tmp_path, log=quiet).items() if k in ("ok", "failed", "skipped")} == {"ok": 7, "failed": 0, "skipped": 0}
     recs = {r["method"]: r for r in load_runs(tmp_path)}
     for name in names[2:]:
         pair = recs[name]["extra"]["pairs_with"]

@@ -1,0 +1,169 @@
+"""Every mistake a user can make gets one clear line: a non-zero exit, a message naming the problem,
+no traceback, and nothing in the results folder changed."""
+import hashlib
+import os
+import pickle
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench.cli import main
+
+from tiny import TINY, write_config
+
+GRID = {"methods": ["dense", "magnitude"], "sparsities": [0.5], "seeds": [0]}
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory):
+    """A results folder with finished runs and cached checkpoints, made once."""
+    root = tmp_path_factory.mktemp("template")
+    cfg = write_config(root / "tiny.yaml", grid=GRID)
+    assert main(["run", str(cfg), "--results", str(root / "results"), "--data-dir", str(root)]) == 0
+    return root
+
+
+@pytest.fixture
+def env(template, tmp_path):
+    shutil.copytree(template / "results", tmp_path / "results")
+    cfg = write_config(tmp_path / "tiny.yaml", grid=GRID)
+    return tmp_path, cfg
+
+
+def snapshot(results: Path) -> dict:
+    if not results.exists():
+        return {}
+    return {str(p.relative_to(results)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(results.rglob("*")) if p.is_file()}
+
+
+def yaml_file(tmp, text):
+    p = tmp / "bad.yaml"
+    p.write_text(text)
+    return str(p)
+
+
+def cifar_dir(tmp, corrupt: bytes | None = None):
+    d = tmp / "data" / "cifar-10-batches-py"
+    d.mkdir(parents=True)
+    for f in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch", "batches.meta"]:
+        (d / f).write_bytes(corrupt if corrupt is not None else pickle.dumps({"data": [], "labels": []}))
+    return str(tmp / "data")
+
+
+def tiny_dir(tmp):
+    d = tmp / "data" / "tiny-imagenet-200"
+    (d / "val").mkdir(parents=True)
+    (d / "wnids.txt").write_text("n01\nn02\n")
+    (d / "val" / "val_annotations.txt").write_text("")
+    return str(tmp / "data")
+
+
+def corrupt_cache(results: Path, kind: str) -> None:
+    (pt,) = (results / "cache" / kind).glob("*.pt")
+    pt.write_bytes(pt.read_bytes()[:-20] + b"x" * 20)
+
+
+def run(tmp, cfg, *extra, data=None):
+    return ["run", str(cfg), "--results", str(tmp / "results"), "--data-dir", str(data or tmp), *extra]
+
+
+# (id, how to build the arguments from (tmp, cfg), what the message must contain)
+CASES = [
+    ("unknown-key-in-file", lambda t, c: run(t, yaml_file(t, "dataset: {name: synthetic}\ntrian: {epochs: 3}\n")),
+     "unknown config key 'trian'"),
+    ("unknown-key-in-set", lambda t, c: run(t, c, "--set", "retrain.epochz=3"), "unknown config key 'retrain.epochz'"),
+    ("wrong-type", lambda t, c: run(t, c, "--set", "retrain.epochs=abc"), "'retrain.epochs' has value 'abc'"),
+    ("float-for-int", lambda t, c: run(t, c, "--set", "retrain.epochs=2.5"), "allowed: an integer"),
+    ("sparsity-out-of-range", lambda t, c: run(t, c, "--set", "prune.sparsity=1.5"), "'prune.sparsity' has value 1.5"),
+    ("negative-lr", lambda t, c: run(t, c, "--set", "retrain.lr=-0.1"), "'retrain.lr' has value -0.1"),
+    ("bad-literal", lambda t, c: run(t, c, "--set", "runtime.amp=fp8"), "'runtime.amp' has value 'fp8'"),
+    ("yaml-syntax", lambda t, c: run(t, yaml_file(t, "dataset: {name: synthetic\n")), "is not valid YAML"),
+    ("yaml-code-tag", lambda t, c: run(t, yaml_file(t, "name: !!python/object/apply:os.system ['echo x']\n")),
+     "is not valid YAML"),
+    ("yaml-not-a-mapping", lambda t, c: run(t, yaml_file(t, "- a\n- b\n")), "must hold a mapping"),
+    ("config-missing", lambda t, c: run(t, t / "nope.yaml"), "not found"),
+    ("config-is-a-folder", lambda t, c: run(t, t), "is not a file"),
+    ("set-without-equals", lambda t, c: run(t, c, "--set", "retrain"), "not of the form key.path=value"),
+    ("set-bad-yaml", lambda t, c: run(t, c, "--set", "grid.seeds=[0,"), "the value is not valid YAML"),
+    ("set-into-a-scalar", lambda t, c: run(t, c, "--set", "seed.x=1"), "'seed' is not a section"),
+    ("unknown-method", lambda t, c: run(t, c, "--set", "grid.methods=[dense, nosuch]"), "unknown method 'nosuch'"),
+    ("duplicate-labels", lambda t, c: run(t, c, "--set", "grid.methods=[dense, dense]"), "lists the label(s)"),
+    ("unknown-dataset", lambda t, c: run(t, c, "--set", "dataset.name=mnist"), "'dataset.name' has value 'mnist'"),
+    ("grid-sparsity", lambda t, c: run(t, c, "--set", "grid.sparsities=[0.5, 1.2]"), "'grid.sparsities'"),
+    ("class-out-of-range", lambda t, c: run(t, c, "--set", "dataset.classes=[0, 99]"), "'dataset.classes'"),
+    ("stale-after-too-short", lambda t, c: run(t, c, "--set", "runtime.stale_after_s=1"), "'runtime.stale_after_s'"),
+    ("dataset-missing", lambda t, c: run(t, c, "--set", "dataset.name=cifar10", data=t / "empty"), "--download"),
+    ("cifar-corrupt-pickle", lambda t, c: run(t, c, "--set", "dataset.name=cifar10",
+                                              data=cifar_dir(t, b"not a pickle")), "cannot read CIFAR file"),
+    ("tiny-bad-wnids", lambda t, c: run(t, c, "--set", "dataset.name=tinyimagenet", data=tiny_dir(t)),
+     "should list 200 distinct wnids"),
+    ("no-cuda", lambda t, c: run(t, c, "--set", "runtime.device=cuda"), "CUDA is not available"),
+    ("bad-device", lambda t, c: run(t, c, "--set", "runtime.device=tpu"), "'runtime.device'"),
+    ("results-is-a-file", lambda t, c: ["run", str(c), "--results", str(t / "tiny.yaml")], "is a file, not a folder"),
+    ("corrupt-record", lambda t, c: (next((t / "results" / "runs").glob("*/dense*.json")).write_text('{"st'),
+                                     run(t, c))[1], "is not valid JSON"),
+    ("corrupt-cached-model", lambda t, c: (corrupt_cache(t / "results", "dense"),
+                                           run(t, c, "--set", "grid.sparsities=[0.7]"))[1], "sha256"),
+    ("corrupt-epoch-checkpoint", lambda t, c: _epoch_case(t, c), "cannot be read"),
+    ("table-unknown-dataset", lambda t, c: ["table", "--results", str(t / "results"), "--dataset", "imagenet"],
+     "no run records for dataset 'imagenet'"),
+    ("status-corrupt-record", lambda t, c: (next((t / "results" / "runs").glob("*/dense*.json")).write_text("{"),
+                                            ["status", "--results", str(t / "results")])[1], "is not valid JSON"),
+    ("config-docs-target-is-a-folder", lambda t, c: ["config", "--docs", str(t)], "Is a directory"),
+]
+
+
+def _epoch_case(tmp, cfg):
+    """A torn epoch checkpoint where the next magnitude run (sparsity 0.7) will look for it."""
+    out = subprocess.run([sys.executable, "-m", "bench", "run", str(cfg), "--results", str(tmp / "results"),
+                          "--set", "grid.sparsities=[0.7]", "--dry-run", "--data-dir", str(tmp)],
+                         capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1]).stdout
+    (rid,) = re.findall(r"pending .*magnitude.* ([0-9a-f]{16})", out)
+    d = tmp / "results" / "cache" / "epochs" / f"run-{rid}"
+    d.mkdir(parents=True)
+    (d / "retrain.pt").write_bytes(b"torn")
+    return run(tmp, cfg, "--set", "grid.sparsities=[0.7]")
+
+
+@pytest.mark.parametrize("name, make_args, fragment", CASES, ids=[c[0] for c in CASES])
+def test_bad_input_is_one_clear_line_and_changes_nothing(env, capsys, name, make_args, fragment):
+    tmp, cfg = env
+    args = make_args(tmp, cfg)
+    before = snapshot(tmp / "results")
+    code = main(args)
+    err = capsys.readouterr().err
+    assert code == 2, (name, code, err)
+    assert fragment in err, (name, err)
+    assert "Traceback" not in err and len(err.strip().splitlines()) <= 4, err
+    assert snapshot(tmp / "results") == before
+
+
+def test_debug_shows_the_traceback(env, capsys):
+    tmp, cfg = env
+    assert main(run(tmp, cfg, "--set", "runtime.device=cuda", "--debug")) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "CUDA is not available" in err
+
+
+def test_dry_run_reads_the_data_files(tmp_path, capsys):
+    cfg = write_config(tmp_path / "c.yaml")
+    args = ["run", str(cfg), "--set", "dataset.name=cifar10", "--dry-run", "--results", str(tmp_path / "r"),
+            "--data-dir", cifar_dir(tmp_path, b"garbage")]
+    assert main(args) == 2
+    assert "cannot read CIFAR file" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can write to any folder, so an unwritable one cannot be made")
+def test_unwritable_results_folder(env, capsys):
+    tmp, cfg = env
+    os.chmod(tmp / "results", 0o555)
+    try:
+        assert main(run(tmp, cfg)) == 2
+        assert "is not writable" in capsys.readouterr().err
+    finally:
+        os.chmod(tmp / "results", 0o755)
