@@ -258,3 +258,36 @@ def test_colt_ticket_is_theta0_with_the_round_mask(chains):
             assert torch.equal(state[k], v), k
     conv = sum(v.numel() for v in theta0.values() if v.ndim == 4)
     assert zeros / conv == pytest.approx(rec["rounds"][-1]["sparsity"]["conv"])
+
+
+def test_rounds_figure_and_csv(chains, tmp_path):
+    """The per-round figure and its CSV: every round of each chain, EGP on its own scale as well,
+    minutes cumulative; the same records give the same bytes."""
+    import csv
+
+    from bench.report.figures import figure_style
+    from bench.report.rounds import write_rounds
+
+    runs = [r for m in ("colt", "egp") for r in chains[m][0]]
+    outs = []
+    for name in ("a", "b"):
+        with figure_style():
+            paths = write_rounds(runs, "synthetic", "resnet_small", tmp_path / name / "synthetic_rounds", formats=("png",))
+        outs.append({p.name: p.read_bytes() for p in paths})
+    assert outs[0] == outs[1] and sorted(outs[0]) == ["synthetic_rounds.csv", "synthetic_rounds.png"]
+    rows = list(csv.DictReader((tmp_path / "a" / "synthetic_rounds.csv").open()))
+    for method in ("colt", "egp"):
+        chain = chains[method][0][1]["rounds"]                 # the longer chain
+        mine = [r for r in rows if r["method"] == method]
+        assert [int(r["round"]) for r in mine] == [x["round"] for x in chain]
+        cum = 0.0
+        for r, x in zip(mine, chain):
+            cum += x["seconds"] / 60
+            assert float(r["cumulative_min"]) == pytest.approx(cum, abs=1e-5)
+            assert float(r["sparsity_conv"]) == pytest.approx(x["sparsity"]["conv"], abs=1e-6)
+            assert float(r["sparsity_prunable"]) == pytest.approx(x["sparsity"]["prunable"], abs=1e-6)
+    egp_rows = [r for r in rows if r["method"] == "egp"]
+    assert {r["prunable_set"] for r in egp_rows} == {"conv-noshortcut"}
+    assert all(float(r["sparsity_prunable"]) > float(r["sparsity_conv"]) for r in egp_rows)   # dense shortcuts
+    with figure_style():
+        assert write_rounds(chains["colt"][0][0:0], "synthetic", None, tmp_path / "none") == []
