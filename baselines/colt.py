@@ -43,8 +43,8 @@ class ColtConfig:
     partitions: int = 2                  # class-split partitions: contiguous class ranges, relabelled
     rate: float = 0.15                   # fraction of each model's remaining conv weights pruned per round
     # Each round's training of each partition model: the COLT lab recipe (50 epochs, milestones
-    # [21, 31, 46]: the official MultiStepLR([20, 30, 45]) steps one epoch late).
-    train: TrainConfig = field(default_factory=TrainConfig)
+    # [21, 31, 46]: the official MultiStepLR([20, 30, 45]) steps one epoch late; no batch dropped).
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(drop_last=False))
     max_rounds: int = 60                 # the run fails if the target is not reached by this round
 
     def validate(self, key):
