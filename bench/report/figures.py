@@ -345,8 +345,8 @@ def render_dataset_figures(runs: list[dict], dataset: str, plots_dir: Path, *, a
                            sparsity: float | None = None, references: Sequence[Reference] = (),
                            ref_method: str | Sequence[str] | None = None, formats: Sequence[str] = FIG_FORMATS,
                            log: Callable[[str], None] = _warn) -> dict[str, list[Path]]:
-    """Draw and save every figure of ``dataset``; return {kind: [paths]} with kinds accuracy, density, latency
-    (prefixed with the model when the dataset has records of more than one model)."""
+    """Draw and save every figure of ``dataset``; return {kind: [paths]} with kinds accuracy, density, latency,
+    rounds (prefixed with the model when the dataset has records of more than one model)."""
     plots_dir = Path(plots_dir)
     models = models_of(runs, dataset) or [""]
     multi = len(models) > 1
@@ -366,6 +366,10 @@ def render_dataset_figures(runs: list[dict], dataset: str, plots_dir: Path, *, a
             fig = plot_latency(runs, dataset, model, references, ref_method)
             if fig is not None:
                 out[prefix + "latency"] = save_figure(fig, plots_dir / _stem(dataset, model, multi, "latency"), formats)
+            from .rounds import write_rounds        # per-round figure of iterative methods (+ CSV), if any
+            paths = write_rounds(runs, dataset, model, plots_dir / _stem(dataset, model, multi, "rounds"), accuracy, formats)
+            if paths:
+                out[prefix + "rounds"] = paths
     return out
 
 

@@ -1,0 +1,169 @@
+"""COLT: cyclic overlapping lottery tickets (Hossain et al., IEEE TAI 2025; ismail31416/COLT), as its
+official code runs it (docs/baselines.md, "COLT").
+
+1. The classes are split into ``colt.partitions`` contiguous ranges, each relabelled 0..n-1; model j
+   trains and is tested on partition j only. Every model starts from one shared init theta0 with
+   an n-way head.
+2. Round 0: each model trains on its partition (``colt.train``).
+3. Round r >= 1: each model prunes ``round(colt.rate * remaining)`` of its remaining conv weights
+   by one global |w| threshold; every parameter (conv, linear, BatchNorm weight and bias) rewinds
+   to theta0, BatchNorm running statistics do not; the masks become their AND; each model
+   retrains on its partition with the mask fixed.
+4. The chain stops at the first round whose mask reaches the target sparsity. Its ticket (theta0
+   with that mask, a fresh C-way head from a fixed seed) trains on the full data with ``retrain``,
+   the mask fixed: that is the run's model.
+
+Every round is a cached stage (``colt-round``, keyed by round number), so one chain per (dataset,
+model, seed, colt section) serves every target sparsity; a run is charged the seconds of every
+round it used (reused ones at what they cost when made) plus its own final training.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+
+import torch
+
+from bench.config import TrainConfig, _check, to_dict
+from bench.context import Outcome
+from bench.engine import TrainResult
+from bench.masks import Masks, sparsity_stats
+
+LAYERS = "conv"          # COLT prunes every Conv2d weight, never the head or BatchNorm
+# The first round at or beyond the target overshoots it by less than that round removes: at most
+# partitions * rate of the remaining weights (when the partition models prune disjoint sets; 0.2775
+# if they were independent), 0.30 at the official 15% and two partitions. ColtConfig.validate
+# keeps every configuration inside it.
+SPARSITY_TOLERANCE = 0.3
+
+
+@dataclass
+class ColtConfig:
+    """COLT's own settings (docs/baselines.md, "COLT"); its final training uses ``retrain``."""
+    partitions: int = 2                  # class-split partitions: contiguous class ranges, relabelled
+    rate: float = 0.15                   # fraction of each model's remaining conv weights pruned per round
+    # Each round's training of each partition model: the COLT lab recipe (50 epochs, milestones
+    # [21, 31, 46]: the official MultiStepLR([20, 30, 45]) steps one epoch late; no batch dropped).
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(drop_last=False))
+    max_rounds: int = 60                 # the run fails if the target is not reached by this round
+
+    def validate(self, key):
+        _check(self.partitions >= 2, f"{key}.partitions", self.partitions, "an integer >= 2")
+        _check(0 < self.rate < 1, f"{key}.rate", self.rate, "a number in (0, 1)")
+        _check(self.partitions * self.rate <= SPARSITY_TOLERANCE + 1e-12, f"{key}.rate", self.rate,
+               f"at most {SPARSITY_TOLERANCE} / partitions: a round may remove partitions * rate of the "
+               f"remaining weights, and COLT's SPARSITY_TOLERANCE allows {SPARSITY_TOLERANCE}")
+        _check(self.max_rounds >= 1, f"{key}.max_rounds", self.max_rounds, "an integer >= 1")
+
+
+NAME = "colt"
+VERSION = 1
+PRUNES = True
+CONFIG = {"colt": ColtConfig}
+SECTIONS = ("retrain", "colt")
+
+
+def partitions(data, parts: int) -> list:
+    """COLT's class split: partition j holds classes [j*n, (j+1)*n), relabelled 0..n-1 (n = C / parts),
+    its own train and test samples (COLT utils.py:13-74)."""
+    c = data.num_classes
+    if c % parts:
+        raise ValueError(f"COLT splits the classes into equal contiguous ranges: {c} classes cannot be split "
+                         f"into colt.partitions={parts}")
+    n = c // parts
+    return [data.subset_classes(list(range(j * n, (j + 1) * n))) for j in range(parts)]
+
+
+@torch.no_grad()
+def prune_round(models: list, masks: list[Masks], theta0: dict, rate: float) -> list[int]:
+    """One COLT round before retraining. Each model removes ``round(rate * remaining)`` of its remaining
+    conv weights (Python round, ties to even, as torch.nn.utils.prune counts), lowest |w| first across
+    all its convs; then every parameter rewinds to ``theta0`` (buffers, i.e. BatchNorm running
+    statistics, do not); then every model's mask becomes the AND of all of them, applied to its
+    weights. Returns the count each model removed, before the intersection."""
+    removed = []
+    for mk in masks:
+        left = mk.remaining()
+        k = round(rate * left)
+        total = mk.prune_global([p.detach().abs() for p in mk.params], (mk.numel - left + k) / mk.numel)
+        assert total == mk.numel - left + k, (total, left, k)
+        removed.append(k)
+    for model in models:
+        for name, p in model.named_parameters():
+            p.copy_(theta0[name])
+    masks[0].intersect_(*masks[1:])
+    for mk in masks[1:]:
+        mk.copy_from(masks[0])
+    return removed
+
+
+def _mean(xs):
+    return sum(xs) / len(xs)
+
+
+def run(ctx) -> Outcome:
+    cfg, colt = ctx.cfg, ctx.cfg.colt
+    parts = partitions(ctx.data, colt.partitions)
+    init = ctx.build(num_classes=parts[0].num_classes)               # theta0, from the run seed
+    theta0 = {k: v.detach().clone() for k, v in init.state_dict().items()}
+    models = [copy.deepcopy(init) for _ in parts]
+    masks = [Masks(m, LAYERS) for m in models]
+    target = round(cfg.prune.sparsity * masks[0].numel)             # weights the ticket must have pruned
+    c = to_dict(cfg)
+    chain = {"dataset": c["dataset"], "model": c["model"], "seed": cfg.seed, "version": VERSION,
+             "colt": {k: v for k, v in c["colt"].items() if k != "max_rounds"}}
+
+    r = 0
+    while True:
+        phase = f"round{r:02d}"
+        made = []
+
+        def produce():
+            made.append(True)
+            pruned = [0] * len(models)
+            if r > 0:
+                with ctx.phase(phase, group="score+prune"):
+                    pruned = prune_round(models, masks, theta0, colt.rate)
+            results = [ctx.train(m, colt.train, phase=phase, group="score+prune", masks=mk, data=part,
+                                 seed=ctx.seed_for(f"{phase}/partition{j}"))
+                       for j, (m, mk, part) in enumerate(zip(models, masks, parts))]
+            return ({"results": [x.to_dict() for x in results], "pruned": pruned},
+                    {"models": [m.state_dict() for m in models], "mask": masks[0].state_dict()})
+
+        meta, payload = ctx.stage("colt-round", {**chain, "round": r}, produce, (phase,))
+        if not made:                                                  # restored from the cache
+            for m, mk, state in zip(models, masks, payload["models"]):
+                m.load_state_dict(state)
+                mk.load_state_dict(payload["mask"])
+        results = [TrainResult.from_dict(x) for x in meta["results"]]
+        # COLT's own counter is model 0's, n-way head included (prune.py:200-215): "overall" here.
+        ctx.add_round(r, phase=phase, sparsity=sparsity_stats(models[0], LAYERS)["sparsity"],
+                      top1_final=_mean([x.top1_final for x in results]),
+                      top1_best=_mean([x.top1_best for x in results]),
+                      partition_top1_final=[x.top1_final for x in results],
+                      partition_top1_best=[x.top1_best for x in results], pruned_per_model=meta["pruned"])
+        if masks[0].numel - masks[0].remaining() >= target:
+            break
+        r += 1
+        if r > colt.max_rounds:
+            raise RuntimeError(f"COLT did not reach sparsity {cfg.prune.sparsity} in colt.max_rounds="
+                               f"{colt.max_rounds} rounds (round {r - 1}: {masks[0].sparsity():.4f}); raise it")
+
+    # The ticket: theta0 with the round's mask and a fresh C-way head, the same head for every
+    # ticket (COLT transfer.py:239-241,346-354), trained on the full data with the mask fixed.
+    final = ctx.build(num_classes=ctx.data.num_classes, seed=ctx.seed_for("colt-head"))
+    missing, unexpected = final.load_state_dict({k: v for k, v in theta0.items() if not k.startswith("linear.")},
+                                                strict=False)
+    assert sorted(missing) == ["linear.bias", "linear.weight"] and not unexpected, (missing, unexpected)
+    final_masks = Masks(final, LAYERS)
+    final_masks.copy_from(masks[0])
+    result = ctx.train(final, cfg.retrain, phase="retrain", group="retrain", masks=final_masks)
+
+    phases = ctx.phases()
+    rounds_s = sum(phases[f"round{i:02d}"]["seconds"] for i in range(r + 1))
+    ctx.extra.update(final_round=r, seconds_rounds=rounds_s,
+                     seconds_rounds_plus_final=rounds_s + phases["retrain"]["seconds"],
+                     seconds_note="The paper's COLT minutes do not say whether COLT's final full-data training "
+                                  "is included: seconds_rounds counts rounds 0..final_round (round 0 = the "
+                                  "partition models' dense training), seconds_rounds_plus_final adds it.")
+    return Outcome(model=final, result=result, masks=final_masks)

@@ -1,0 +1,235 @@
+"""EGP: entropy-guided pruning (Liao et al., ICCV 2023 Workshops; ZhuLIAO001/Unstructured_Relu_Pruning_Reduce_Depth),
+as its official code runs it, with the ReLU-to-conv mapping it intends (docs/baselines.md, "EGP").
+
+1. A dense model trained with EGP's own recipe (``egp.dense``; cached apart from ``dense``).
+2. Each iteration:
+   a. the binary on/off entropy of every ReLU channel, over one pass of augmented training batches
+      in eval mode; a layer's entropy is the mean over its channels that are neither always on nor
+      always off, averaged over batches;
+   b. each ReLU scores the conv before it (stem relu -> conv1, block reluK -> convK; the 1x1
+      shortcuts are never pruned): score = entropy x mean |w| of its remaining weights; layers
+      with zero entropy or nothing left are skipped this iteration;
+   c. a budget of ``egp.rate`` of the remaining weights of those layers is shared out by a peaked
+      softmax of (sum of scores) / score, layers that would get more than they have are removed
+      entirely and their share goes to the others (``allocate``);
+   d. per-layer pruning by |w|, then ``egp.finetune`` with a fresh optimizer, the masks fixed and
+      no rewinding.
+3. The run for a target is the model after the first iteration whose sparsity (over EGP's set,
+   ``conv-noshortcut``) is at or beyond it. Every iteration is a cached stage (``egp-round``), so
+   one chain per (dataset, model, seed, egp section) serves every target.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn as nn
+
+from bench.config import AugmentConfig, TrainConfig, _check, to_dict
+from bench.context import Outcome
+from bench.data import make_generator
+from bench.engine import TrainResult
+from bench.masks import Masks, sparsity_stats
+
+LAYERS = "conv-noshortcut"   # EGP's set: the convs followed by a ReLU (EGP main.py:318-327)
+# One iteration removes at most half of the remaining weights (egp.rate <= 0.5), so the first
+# iteration at or beyond the target overshoots it by less than 0.5: an iteration removes
+# rate * (1 - s_prev) < 0.5 of the set, and s_prev < target.
+SPARSITY_TOLERANCE = 0.5
+
+
+def _egp_recipe() -> TrainConfig:
+    # EGP main.py:136-146: SGD 0.1, momentum 0.9, wd 1e-4, batch 128, MultiStepLR([80, 120], 0.1)
+    # stepped per epoch, 160 epochs, no warm-up; DataLoader's default drop_last=False.
+    return TrainConfig(epochs=160, batch_size=128, lr=0.1, momentum=0.9, weight_decay=1e-4, warmup_epochs=0.0,
+                       schedule="step", milestones=[80, 120], gamma=0.1, drop_last=False)
+
+
+@dataclass
+class EGPConfig:
+    """EGP's own settings (docs/baselines.md, "EGP")."""
+    dense: TrainConfig = field(default_factory=_egp_recipe)      # the dense model EGP starts from
+    finetune: TrainConfig = field(default_factory=_egp_recipe)   # each iteration's fine-tune (fresh optimizer)
+    # Training and entropy-pass augmentation: EGP's CIFAR one (crop 4, flip); Tiny ImageNet: flip only.
+    augment: AugmentConfig = field(default_factory=lambda: AugmentConfig(crop_padding=4, flip=True, rotate_deg=0.0))
+    rate: float = 0.5                    # fraction of the eligible layers' remaining weights removed per iteration
+    entropy_batch_size: int = 128        # batch of the entropy pass (EGP: its train loader's)
+    max_iterations: int = 9              # EGP runs 9; a target beyond the last iteration's sparsity fails
+
+    def validate(self, key):
+        _check(0 < self.rate <= SPARSITY_TOLERANCE, f"{key}.rate", self.rate,
+               f"a number in (0, {SPARSITY_TOLERANCE}] (EGP's SPARSITY_TOLERANCE bounds one iteration)")
+        _check(self.entropy_batch_size >= 1, f"{key}.entropy_batch_size", self.entropy_batch_size, "an integer >= 1")
+        _check(self.max_iterations >= 1, f"{key}.max_iterations", self.max_iterations, "an integer >= 1")
+
+
+NAME = "egp"
+VERSION = 1
+PRUNES = True
+CONFIG = {"egp": EGPConfig}
+SECTIONS = ("egp",)
+
+
+# --------------------------------------------------------------------------- entropy
+
+def channel_entropy(a: torch.Tensor) -> torch.Tensor:
+    """Mean binary entropy (bits) of the on/off state (a > 0) of ``a``'s channels (dim 1), each channel's
+    on-probability taken over every other dim; channels always on or always off are left out, and a
+    layer with none left gives 0 (EGP main.py:103-123). float32, no host sync."""
+    p = (a > 0).float().mean(dim=[d for d in range(a.ndim) if d != 1])
+    live = ((p > 0) & (p < 1)).sum()
+    # The clamps (EGP's) make a dead or saturated channel's term exactly 0, so summing every
+    # channel sums the live ones.
+    h = -(p * torch.log2(p.clamp(min=1e-5)) + (1 - p) * torch.log2((1 - p).clamp(min=1e-5)))
+    return h.sum() / live.clamp(min=1)
+
+
+def relu_to_conv(model: nn.Module) -> dict[str, str]:
+    """{ReLU module name: the conv weight it scores}: the stem ``relu`` -> ``conv1``, a block's ``reluK``
+    -> its ``convK`` (relu2 follows the residual add and still scores conv2; EGP main.py:318-327)."""
+    convs = {n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}
+    out = {}
+    for name, m in model.named_modules():
+        if not isinstance(m, nn.ReLU):
+            continue
+        prefix, _, leaf = name.rpartition(".")
+        conv = "conv1" if leaf == "relu" else "conv" + leaf.removeprefix("relu")
+        conv = f"{prefix}.{conv}" if prefix else conv
+        if conv not in convs:
+            raise ValueError(f"EGP pairs ReLU {name!r} with conv {conv!r}, which the model does not have")
+        out[name] = f"{conv}.weight"
+    return out
+
+
+@torch.no_grad()
+def layer_entropies(model: nn.Module, batches) -> dict[str, torch.Tensor]:
+    """{ReLU module name: its entropy averaged over ``batches``}, measured by forward hooks with the
+    model in eval mode and in float32 (EGP main.py:78-130)."""
+    sums, handles = {}, []
+
+    def hook(name):
+        def record(module, inputs, output):      # returns None: the output is left as it is
+            sums[name].add_(channel_entropy(output))
+        return record
+
+    for name, m in model.named_modules():
+        if isinstance(m, nn.ReLU):
+            sums[name] = torch.zeros((), device=next(model.parameters()).device)
+            handles.append(m.register_forward_hook(hook(name)))
+    was_training = model.training
+    model.eval()
+    n = 0
+    try:
+        for batch in batches:
+            model(batch.x)
+            n += 1
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    return {k: v / max(n, 1) for k, v in sums.items()}
+
+
+# --------------------------------------------------------------------------- allocation
+
+def allocate(scores: dict[str, torch.Tensor], remaining: dict[str, int], rate: float) -> dict[str, int]:
+    """EGP's per-layer pruning counts (main.py:356-396). ``scores``: layer -> entropy x mean |w| (float32
+    scalars), in module order, eligible layers only; ``remaining``: their unpruned weights.
+
+    Budget B = rate x the remaining weights. Repeat: a_l = B softmax_l(T / S_l) over the layers still
+    waiting (T = their total score); in module order, a layer with fewer weights than a_l gets all of
+    them (it is removed entirely), leaves the waiting set, and B and T drop by its weights and
+    score; stop when a pass caps nothing. The lowest score takes nearly the whole budget until it
+    is empty. Counts are floored. float32 where EGP computes in float32 (T / S_l and the exp)."""
+    names = list(scores)
+    budget = rate * sum(remaining[n] for n in names)
+    total = torch.tensor(sum(scores[n].item() for n in names), dtype=torch.float32)
+    waiting, amount = list(names), {}
+    while waiting:
+        head = {n: total / scores[n].float() for n in waiting}
+        top = max(head.values())
+        expo = {n: torch.exp(head[n] - top).item() for n in waiting}
+        z = sum(expo.values())
+        for n in waiting:
+            amount[n] = budget * (expo[n] / z)
+        capped = [n for n in waiting if remaining[n] < amount[n]]
+        for n in capped:
+            amount[n] = remaining[n]
+            budget -= remaining[n]
+            total = total - scores[n].float()
+            waiting.remove(n)
+        if not capped:
+            break
+    return {n: int(amount[n]) for n in names}
+
+
+def iteration_counts(masks: Masks, entropy: dict[str, torch.Tensor], rate: float) -> dict[str, int]:
+    """One iteration's counts for ``masks``' layers from their entropies ({conv weight name: entropy});
+    layers with zero entropy or no weight left are skipped (EGP main.py:337-347)."""
+    scores, remaining = {}, {}
+    for name, w, m in zip(masks.names, masks.params, masks.masks):
+        e = entropy.get(name)
+        left = int(m.sum())
+        if e is None or float(e) == 0 or left == 0:
+            continue
+        scores[name] = e.float() * w.detach()[m > 0].abs().float().mean()
+        remaining[name] = left
+    return allocate(scores, remaining, rate) if scores else {}
+
+
+# --------------------------------------------------------------------------- the method
+
+def run(ctx) -> Outcome:
+    cfg, egp = ctx.cfg, ctx.cfg.egp
+    c = to_dict(cfg)
+    base = {"dataset": c["dataset"], "model": c["model"], "seed": cfg.seed, "version": VERSION}
+    model = ctx.build()
+
+    def train_dense():
+        res = ctx.train(model, egp.dense, phase="pretrain", group="pretrain", augment=egp.augment)
+        return {"result": res.to_dict()}, None
+
+    meta, _ = ctx.stage("egp-dense", {**base, "dense": c["egp"]["dense"], "augment": c["egp"]["augment"]},
+                        train_dense, ("pretrain",), model=model)
+    result = TrainResult.from_dict(meta["result"])
+    masks = Masks(model, LAYERS)
+    pairs = relu_to_conv(model)
+    target = round(cfg.prune.sparsity * masks.numel)
+    chain = {**base, "egp": {k: v for k, v in c["egp"].items() if k != "max_iterations"}}
+
+    r = 0
+    while masks.numel - masks.remaining() < target:
+        r += 1
+        if r > egp.max_iterations:
+            raise RuntimeError(f"EGP did not reach sparsity {cfg.prune.sparsity} ({LAYERS}) in egp.max_iterations="
+                               f"{egp.max_iterations} iterations (iteration {r - 1}: {masks.sparsity():.4f}); raise it")
+        phase = f"round{r:02d}"
+        made = []
+
+        def produce():
+            made.append(True)
+            with ctx.phase(phase, group="score+prune"):
+                gen = make_generator(ctx.seed_for(f"{phase}/entropy"), ctx.device)
+                batches = ctx.data.train_batches(egp.entropy_batch_size, egp.augment, gen, drop_last=False)
+                entropy = {pairs[k]: v for k, v in layer_entropies(model, batches).items()}
+                counts = iteration_counts(masks, entropy, egp.rate)
+                masks.prune_per_layer([p.detach().abs() for p in masks.params], counts)
+            res = ctx.train(model, egp.finetune, phase=phase, group="score+prune", masks=masks, augment=egp.augment)
+            return ({"result": res.to_dict(), "pruned": counts, "entropy": {k: float(v) for k, v in entropy.items()}},
+                    {"mask": masks.state_dict()})
+
+        meta, payload = ctx.stage("egp-round", {**chain, "round": r}, produce, (phase,), model=model)
+        if not made:                                                  # restored from the cache
+            masks.load_state_dict(payload["mask"])
+        result = TrainResult.from_dict(meta["result"])
+        emptied = [n for n, w in zip(masks.names, masks.masks) if n in meta["pruned"] and not bool(w.any())]
+        ctx.add_round(r, phase=phase, sparsity=sparsity_stats(model, LAYERS)["sparsity"],
+                      top1_final=result.top1_final, top1_best=result.top1_best, pruned_per_layer=meta["pruned"],
+                      entropy=meta["entropy"], layers_removed=emptied)
+
+    rounds_s = sum(ctx.phases()[f"round{i:02d}"]["seconds"] for i in range(1, r + 1))
+    ctx.extra.update(final_round=r, seconds_rounds=rounds_s, seconds_rounds_plus_final=rounds_s,
+                     seconds_note="EGP has no training after its last iteration: the last iteration's fine-tune "
+                                  "is its final training, so both sums are the iterations' seconds (the dense "
+                                  "model's, group pretrain, is in neither).")
+    return Outcome(model=model, result=result, masks=masks)
