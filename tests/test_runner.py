@@ -1,5 +1,6 @@
 """The runner: records, skip/resume after a kill, failures, and method sanity on the smoke data."""
 import json
+import re
 import os
 import signal
 import subprocess
@@ -195,3 +196,43 @@ def test_gpu_code_paths_bf16_autocast_and_channels_last_run_on_cpu(tmp_path):
     assert core(run_grid(cfg, tmp_path, tmp_path, log=quiet)) == {"ok": 1, "failed": 0, "skipped": 0}
     (rec,) = load_runs(tmp_path)
     assert abs(rec["sparsity_prunable"] - 0.9) < 1e-4 and rec["top1_final"] > 0
+
+
+def test_nan_loss_is_caught_within_a_few_steps_with_step_and_lr(tmp_path):
+    data = {**TINY, "runtime": {"device": "cpu", "nonfinite_check_steps": 2},
+            "grid": {"methods": [{"name": "magnitude", "label": "exploding", "set": {"retrain.lr": 1.0e12}}],
+                     "sparsities": [0.5], "seeds": [0]}}
+    run_grid(from_dict(Config, data), tmp_path, tmp_path, log=quiet)
+    (rec,) = load_runs(tmp_path, status="failed")
+    m = re.search(r"NaN or infinite at step (\d+) \(epoch 1, lr 1e\+12\)", rec["error"])
+    assert m and int(m.group(1)) <= 4, rec["error"]       # found within the check interval, not at epoch end
+    assert "retrain:" in rec["error"]
+
+
+def test_status_lists_done_failed_running_and_pending_cells(tmp_path, capsys):
+    cfg_path = write_config(tmp_path / "tiny.yaml",
+                            grid={"methods": ["dense", {"name": "magnitude", "label": "exploding",
+                                                        "set": {"retrain.lr": 1.0e12}}, "random"],
+                                  "sparsities": [0.5], "seeds": [0]})
+    base = ["--results", str(tmp_path / "r")]
+    assert main(["run", str(cfg_path), *base, "--data-dir", str(tmp_path), "--set", "grid.methods=[dense, "
+                 "{name: magnitude, label: exploding, set: {retrain.lr: 1.0e12}}]"]) == 1
+    capsys.readouterr()
+    # A live claim on the pending random cell, as another runner would hold it.
+    dry = subprocess.run([sys.executable, "-m", "bench", "run", str(cfg_path), *base, "--dry-run",
+                          "--data-dir", str(tmp_path)], cwd=REPO, capture_output=True, text=True).stdout
+    (rid,) = re.findall(r"pending .*random .* ([0-9a-f]{16})", dry)
+    claims = tmp_path / "r" / "claims"
+    claims.mkdir(exist_ok=True)
+    (claims / f"{rid}.claim").write_text(json.dumps({"host": "gpu-node-7", "pid": 4242, "job_id": "991",
+                                                      "started_at": "2026-11-26T10:00:00+00:00",
+                                                      "progress": {"phase": "retrain", "epoch": 3, "epochs": 9}}))
+    assert main(["status", str(cfg_path), *base]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0] == "1 running, 1 failed, 1 done"
+    assert re.search(r"running .*random .*gpu-node-7 pid 4242 job 991 since 2026-11-26T10:00:00\+00:00, "
+                     r"retrain epoch 3/9", out)
+    assert re.search(r"failed .*exploding .*NonFiniteLossError", out)
+    assert re.search(r"done .*dense .*top1 \d+\.\d\d% on cpu", out)
+    assert main(["status", *base]) == 0                    # without a config: what is stored
+    assert "1 running, 1 failed, 1 done" in capsys.readouterr().out
