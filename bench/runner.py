@@ -202,10 +202,16 @@ def run_grid(cfg: Config, results_dir: Path, data_dir: Path, *, download: bool =
                 if state == "done":
                     counts["skipped"] += 1
                     continue
-                log(f"[{i}/{len(todo)}] {spec.dataset} {spec.method.display} sparsity {spec.sparsity:g} "
-                    f"seed {spec.seed} ({spec.run_id})" + (f", taking over from {claim.took_over.get('host')} pid "
-                                                          f"{claim.took_over.get('pid')}" if claim.took_over else ""))
-                status = _run_one(spec, old, data_cache, artifacts, device, results_dir, keep_checkpoints, log)
+                with CellLog(results_dir, spec.run_id, log) as cell_log:
+                    cell_log(f"[{i}/{len(todo)}] {spec.dataset} {spec.method.display} sparsity {spec.sparsity:g} "
+                             f"seed {spec.seed} ({spec.run_id})" + (
+                                 f", taking over from {claim.took_over.get('host')} pid {claim.took_over.get('pid')}"
+                                 if claim.took_over else ""))
+                    record = _run_one(spec, old, data_cache, artifacts, device, results_dir, keep_checkpoints,
+                                      cell_log)
+                    if record.get("traceback"):
+                        cell_log.file_only(record["traceback"])
+                    status = record["status"]
             finally:
                 claim.release()
             if status == "interrupted":
@@ -219,8 +225,41 @@ def run_grid(cfg: Config, results_dir: Path, data_dir: Path, *, download: bool =
     return counts
 
 
-def _run_one(spec, old, data_cache, artifacts, device, results_dir, keep_checkpoints, log) -> str:
-    """Run one claimed cell and write its record; returns its status (ok, failed, interrupted)."""
+class CellLog:
+    """The log of one cell: every line also goes to ``<results>/logs/<run_id>.log``, which keeps
+    all attempts (each opens with who ran it), and a failed attempt's traceback."""
+
+    def __init__(self, results_dir: Path, run_id: str, log: Callable[[str], None]):
+        self.path = Path(results_dir) / "logs" / f"{run_id}.log"
+        self.log = log
+
+    def __enter__(self):
+        from .leases import HOST, job_id
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.file = open(self.path, "a", buffering=1)
+        job = job_id()
+        self.file.write(f"=== attempt at {_now()} on {HOST} pid {os.getpid()}" + (f" job {job}" if job else "")
+                        + " ===\n")
+        return self
+
+    def __call__(self, line: str) -> None:
+        self.log(line)
+        self.file_only(line)
+
+    def file_only(self, text: str) -> None:
+        self.file.write(text if text.endswith("\n") else text + "\n")
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is not None:     # the runner itself stopped here (a damaged cache file, a crash)
+            self.file_only("the runner stopped during this attempt:\n" +
+                           "".join(traceback.format_exception(exc_type, exc, tb)))
+        self.file.close()
+        return False
+
+
+def _run_one(spec, old, data_cache, artifacts, device, results_dir, keep_checkpoints, log) -> dict:
+    """Run one claimed cell and write its record (status ok, failed or interrupted); returns it."""
     path = run_path(results_dir, spec.dataset, spec.method.display, spec.sparsity, spec.seed, spec.run_id)
     record = _base_record(spec, device)
     record["started_at"] = _now()
@@ -243,12 +282,13 @@ def _run_one(spec, old, data_cache, artifacts, device, results_dir, keep_checkpo
         key = "previous_interruptions" if old.get("status") == "interrupted" else "previous_failures"
         record["previous_failures"] = old.get("previous_failures", [])
         record["previous_interruptions"] = old.get("previous_interruptions", [])
-        record[key] = record[key] + [{k: old.get(k) for k in ("error", "started_at", "ended_at")}]
+        record[key] = record[key] + [{**{k: old.get(k) for k in ("error", "started_at", "ended_at")},
+                                      **{k: (old.get("provenance") or {}).get(k) for k in ("hostname", "job_id")}}]
     record["ended_at"] = _now()
     atomic_write_json(path, record, fault="record-write")
     if record["status"] == "ok" and not keep_checkpoints:
         ctx.remove_checkpoints()
-    return record["status"]
+    return record
 
 
 def _dry_run(specs, results_dir, device, log) -> dict:
