@@ -278,11 +278,11 @@ def _wait(submitit, jobs: list, log, poll_s: float) -> int:
                 out = job.result()
             except submitit.core.utils.FailedJobError as e:
                 crashed += 1
-                log(f"{name} CRASHED: {_last_line(str(e))}\n  its log: {job.paths.stderr}")
+                log(f"{name} CRASHED: {_error_line(str(e))}\n  its log: {job.paths.stderr}")
                 continue
             except submitit.core.utils.UncompletedJobError as e:
                 crashed += 1
-                log(f"{name} ended without a result (cancelled, killed or out of time): {_last_line(str(e))}\n"
+                log(f"{name} ended without a result (cancelled, killed or out of time): {_error_line(str(e))}\n"
                     f"  its log: {job.paths.stdout}")
                 continue
             stop = f", stopped by signal {out['interrupted']}" if out.get("interrupted") else ""
@@ -293,9 +293,14 @@ def _wait(submitit, jobs: list, log, poll_s: float) -> int:
     return crashed
 
 
-def _last_line(text: str) -> str:
-    lines = [l for l in text.strip().splitlines() if l.strip()]
-    return lines[-1].strip() if lines else text
+def _error_line(text: str) -> str:
+    """The exception line of a failed job's traceback (submitit puts the traceback between dashed
+    lines; an exception's message may run over several lines: its first one), else the first line."""
+    parts = re.split(r"^-{10,}$", text, flags=re.M)
+    lines = [l.strip() for l in (parts[1] if len(parts) >= 3 else text).strip().splitlines() if l.strip()]
+    exc = [l for l in lines if re.match(r"[A-Za-z_][\w.]*(Error|Exception|Interrupt|Interrupted|Exit)(:|$)", l)]
+    line = exc[-1] if exc else (lines[0] if lines else text)
+    return line if len(line) <= 300 else line[:297] + "..."
 
 
 # --------------------------------------------------------------------------- job states (bench status)
