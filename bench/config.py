@@ -197,7 +197,7 @@ class SlurmConfig:
     identity: where a cell runs does not change its result (docs/cluster.md)."""
     partition: Optional[str] = None       # sbatch --partition (null: the cluster's default)
     time_min: int = 1440                  # time limit per job, minutes; a job near it checkpoints and requeues itself
-    gpus_per_job: int = 1                 # GPUs per job (0: CPU jobs); each job runs its cells on one device
+    gpus_per_job: int = 1                 # 1, or 0 for CPU jobs: a cell trains on one device, so a job runs on one GPU
     cpus_per_job: int = 8                 # CPUs per job (data augmentation runs on the GPU; CPU jobs use them as threads)
     mem_gb: Optional[float] = None        # memory per job, GB (null: the partition's default)
     # Seconds before the time limit at which SLURM sends the warning signal (USR2): enough for the
@@ -212,7 +212,8 @@ class SlurmConfig:
 
     def validate(self, key):
         _check(self.time_min >= 1, f"{key}.time_min", self.time_min, "an integer >= 1 (minutes)")
-        _check(self.gpus_per_job >= 0, f"{key}.gpus_per_job", self.gpus_per_job, "an integer >= 0")
+        _check(self.gpus_per_job in (0, 1), f"{key}.gpus_per_job", self.gpus_per_job,
+               "1 (a GPU job) or 0 (a CPU job): a cell trains on one device; for more GPUs, more jobs (--workers)")
         _check(self.cpus_per_job >= 1, f"{key}.cpus_per_job", self.cpus_per_job, "an integer >= 1")
         _check(self.mem_gb is None or self.mem_gb > 0, f"{key}.mem_gb", self.mem_gb, "null or a number > 0")
         _check(self.signal_delay_s >= 0 and self.signal_delay_s < 60 * self.time_min, f"{key}.signal_delay_s",
