@@ -181,12 +181,16 @@ _HEARTBEAT = _Heartbeat()
 
 def wait_for(lease: Lease, ready, log, poll_s: float = 0.5):
     """Acquire ``lease``, unless ``ready()`` returns something first (another runner made the
-    artifact meanwhile): returns ``(True, None)`` when acquired, ``(False, value)`` otherwise."""
+    artifact meanwhile): returns ``(True, None)`` when acquired, ``(False, value)`` otherwise.
+    Raises ``Interrupted`` when a stop is requested while waiting."""
+    from .interrupt import raise_if_stopped
+
     told = False
     while not lease.try_acquire():
         value = ready()
         if value is not None:
             return False, value
+        raise_if_stopped(f"while waiting for {lease.what}")    # a job told to stop waits no longer
         if not told:
             log(f"  waiting for {lease.what} (locked by {lease.holder()})")
             told = True

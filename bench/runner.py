@@ -22,7 +22,7 @@ from .config import Config, RunSpec, expand_grid, precision, to_dict
 from .checkpoint import CorruptEpochCheckpointError
 from .context import Artifacts, CorruptCheckpointError, RunContext
 from .engine import resolve_device
-from .interrupt import Interrupted, stop_on_signals, stop_signal
+from .interrupt import Interrupted, stop_on_signals, stop_requested, stop_signal
 from .leases import Lease
 from .masks import sparsity_stats
 from .provenance import device_name, provenance
@@ -189,6 +189,10 @@ def run_grid(cfg: Config, results_dir: Path, data_dir: Path, *, download: bool =
     elsewhere: set[str] = set()
     with stop_on_signals():
         for i, spec in enumerate(todo, 1):
+            if stop_requested():           # asked to stop between two cells: start no other
+                counts["interrupted"] = stop_signal() or signal.SIGTERM
+                log("stopped before the next run; rerun to go on")
+                break
             claim = Lease(results_dir / "claims" / f"{spec.run_id}.claim",
                           f"{spec.dataset} {spec.method.display} sparsity {spec.sparsity:g} seed {spec.seed}",
                           rt.heartbeat_s, rt.stale_after_s)
@@ -216,7 +220,7 @@ def run_grid(cfg: Config, results_dir: Path, data_dir: Path, *, download: bool =
                 claim.release()
             if status == "interrupted":
                 counts["interrupted"] = stop_signal() or signal.SIGTERM
-                log(f"stopped: the run in progress is recorded as interrupted and resumes on a rerun")
+                log("stopped: the run in progress is recorded as interrupted and resumes on a rerun")
                 break
             counts[status] += 1
     counts["elsewhere"] = len(elsewhere)

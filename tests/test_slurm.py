@@ -4,7 +4,6 @@ slurmd, slurmdbd on a private MariaDB, started here and stopped by pid). Deselec
 Skipped, with the reason, where the packages cannot be installed or the daemons cannot start."""
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
