@@ -8,7 +8,7 @@ RESULTS ?= results
 PLOTS ?= plots
 RUN_ARGS ?=
 
-.PHONY: setup smoke test figures report bench-speed clean clean-smoke clean-cache \
+.PHONY: setup smoke test test-slurm figures report bench-speed clean clean-smoke clean-cache \
         table-cifar10 table-cifar100 table-tinyimagenet
 
 setup: $(STAMP)
@@ -28,6 +28,11 @@ smoke: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest
+
+# --executor slurm against a real single-node SLURM cluster that the tests start and stop (root;
+# installs slurm-wlm, slurmdbd and mariadb-server with apt-get when missing). About 2 minutes.
+test-slurm: $(STAMP)
+	$(PY) -m pytest -m slurm tests/test_slurm.py
 
 # Run (resuming) a dataset's paper grid, then render its tables and figures.
 table-%: $(STAMP)

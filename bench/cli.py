@@ -40,6 +40,13 @@ def cmd_run(args) -> int:
     from .interrupt import exit_code
 
     cfg = load_config(args.config, args.overrides)
+    if args.executor != "inline" and not args.dry_run:
+        from .cluster import run_with_workers
+
+        return run_with_workers(cfg, args.results, args.data_dir, executor=args.executor, workers=args.workers,
+                                download=args.download, keep_checkpoints=args.keep_checkpoints, wait=not args.no_wait)
+    if args.workers is not None or args.no_wait:
+        raise ConfigError("--workers and --no-wait go with --executor local or slurm")
     counts = run_grid(cfg, args.results, args.data_dir, download=args.download, dry_run=args.dry_run,
                       keep_checkpoints=args.keep_checkpoints)
     if counts.get("interrupted"):
@@ -104,6 +111,15 @@ def build_parser() -> argparse.ArgumentParser:
                         "interrupted or pending (trains nothing)")
     p.add_argument("--keep-checkpoints", action="store_true",
                    help="keep the epoch checkpoints of finished runs (default: removed once the record is written)")
+    p.add_argument("--executor", choices=("inline", "local", "slurm"), default="inline",
+                   help="inline: this process runs the grid (default); local: worker processes on this machine, "
+                        "one per GPU (or --workers N); slurm: a SLURM job array (resources: the slurm config "
+                        "section, e.g. --set slurm.partition=gpu). See docs/cluster.md")
+    p.add_argument("--workers", type=int, metavar="N",
+                   help="how many workers pull cells: local default one per visible GPU (required on the CPU); "
+                        "slurm default one job per cell left to run")
+    p.add_argument("--no-wait", action="store_true",
+                   help="slurm: submit and return; follow with python -m bench status")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("collect", help="gather all run records into <results>/summary.csv")

@@ -192,6 +192,38 @@ class RuntimeConfig:
 
 
 @dataclass
+class SlurmConfig:
+    """How `python -m bench run --executor slurm` asks SLURM for jobs. Not part of any run's
+    identity: where a cell runs does not change its result (docs/cluster.md)."""
+    partition: Optional[str] = None       # sbatch --partition (null: the cluster's default)
+    time_min: int = 1440                  # time limit per job, minutes; a job near it checkpoints and requeues itself
+    gpus_per_job: int = 1                 # 1, or 0 for CPU jobs: a cell trains on one device, so a job runs on one GPU
+    cpus_per_job: int = 8                 # CPUs per job (data augmentation runs on the GPU; CPU jobs use them as threads)
+    mem_gb: Optional[float] = None        # memory per job, GB (null: the partition's default)
+    # Seconds before the time limit at which SLURM sends the warning signal (USR2): enough for the
+    # current step to finish and one epoch checkpoint to be written.
+    signal_delay_s: int = 120
+    max_requeues: int = 3                 # times a job may requeue itself after hitting its time limit (preemptions do not count)
+    array_parallelism: Optional[int] = None   # at most this many array tasks run at once (null: no limit of ours)
+    # Further sbatch options, without the leading dashes, e.g. {account: abc, qos: high, constraint: a100}.
+    sbatch: dict = field(default_factory=dict)
+    # Shell lines run at the start of each job before Python (module load ..., source venv/bin/activate).
+    setup: list[str] = field(default_factory=list)
+
+    def validate(self, key):
+        _check(self.time_min >= 1, f"{key}.time_min", self.time_min, "an integer >= 1 (minutes)")
+        _check(self.gpus_per_job in (0, 1), f"{key}.gpus_per_job", self.gpus_per_job,
+               "1 (a GPU job) or 0 (a CPU job): a cell trains on one device; for more GPUs, more jobs (--workers)")
+        _check(self.cpus_per_job >= 1, f"{key}.cpus_per_job", self.cpus_per_job, "an integer >= 1")
+        _check(self.mem_gb is None or self.mem_gb > 0, f"{key}.mem_gb", self.mem_gb, "null or a number > 0")
+        _check(self.signal_delay_s >= 0 and self.signal_delay_s < 60 * self.time_min, f"{key}.signal_delay_s",
+               self.signal_delay_s, f"seconds in [0, time_min x 60 = {60 * self.time_min})")
+        _check(self.max_requeues >= 0, f"{key}.max_requeues", self.max_requeues, "an integer >= 0")
+        _check(self.array_parallelism is None or self.array_parallelism >= 1, f"{key}.array_parallelism",
+               self.array_parallelism, "null or an integer >= 1")
+
+
+@dataclass
 class MethodEntry:
     """A grid column: an implemented method, an optional label, optional config overrides."""
     name: str
@@ -229,6 +261,7 @@ class Config:
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     kd: KDConfig = field(default_factory=KDConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    slurm: SlurmConfig = field(default_factory=SlurmConfig)      # --executor slurm only; never in a run's identity
     grid: GridConfig = field(default_factory=GridConfig)
     # Method-owned sections (name -> dataclass instance), every registered one, defaults filled in.
     # Read them as attributes (``cfg.tgp.beta``); in YAML they are top-level sections like the rest.

@@ -285,7 +285,7 @@ class RunContext:
                                    "group": meta.get("phase_groups", {}).get(ph, DEFAULT_GROUPS.get(ph, "other")),
                                    "commit": meta.get("git_commit")}
                 self.groups.setdefault(ph, self.reused[ph]["group"])
-            self._used(kind, key, meta, reused=True)
+            self._used(kind, key, meta, phases, reused=True)
             self.log(f"  reused {kind} checkpoint {meta['path']}")
             return meta, _to(payload.get("payload"), self.device)
         try:
@@ -312,11 +312,14 @@ class RunContext:
             saved["model"] = _to_cpu(model.state_dict())
         meta = self.artifacts.save(kind, key, saved, meta)
         self.remove_checkpoints(scope)
-        self._used(kind, key, meta, reused=False)
+        self._used(kind, key, meta, phases, reused=False)
         return meta, payload
 
-    def _used(self, kind: str, key: str, meta: dict, reused: bool) -> None:
-        self.artifacts_used.append({"kind": kind, "key": key, "reused": reused, "path": meta.get("path"),
+    def _used(self, kind: str, key: str, meta: dict, phases: tuple[str, ...], reused: bool) -> None:
+        # ``phases``: the record's phases this artifact's cost is in, so that a grid's total counts
+        # each shared artifact once (bench/report/aggregate.py::grid_totals).
+        self.artifacts_used.append({"kind": kind, "key": key, "reused": reused, "phases": list(phases),
+                                    "path": meta.get("path"),
                                     "sha256": meta.get("sha256"), "git_commit": meta.get("git_commit"),
                                     "git_dirty": meta.get("git_dirty"), "device": meta.get("device"),
                                     "version": (meta.get("identity") or {}).get("version"),

@@ -29,6 +29,19 @@ def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
+def job_id() -> Optional[str]:
+    """The scheduler job this process runs in: a SLURM job (``123`` or, for an array task, ``123_4``,
+    as squeue and sacct name it), a submitit local job (``local-<pid>``), or None."""
+    env = os.environ
+    if env.get("SLURM_ARRAY_JOB_ID") and env.get("SLURM_ARRAY_TASK_ID"):
+        return f"{env['SLURM_ARRAY_JOB_ID']}_{env['SLURM_ARRAY_TASK_ID']}"
+    if env.get("SLURM_JOB_ID"):
+        return env["SLURM_JOB_ID"]
+    if env.get("SUBMITIT_LOCAL_JOB_ID"):
+        return f"local-{env['SUBMITIT_LOCAL_JOB_ID']}"
+    return None
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -73,7 +86,7 @@ class Lease:
     def _info(self) -> dict:
         from .engine import PROGRESS
 
-        return {"token": self.token, "host": HOST, "pid": os.getpid(), "job_id": os.environ.get("SLURM_JOB_ID"),
+        return {"token": self.token, "host": HOST, "pid": os.getpid(), "job_id": job_id(),
                 "what": self.what, "started_at": self._started, "heartbeat_at": _now(), "progress": dict(PROGRESS)}
 
     def try_acquire(self) -> bool:
@@ -168,12 +181,16 @@ _HEARTBEAT = _Heartbeat()
 
 def wait_for(lease: Lease, ready, log, poll_s: float = 0.5):
     """Acquire ``lease``, unless ``ready()`` returns something first (another runner made the
-    artifact meanwhile): returns ``(True, None)`` when acquired, ``(False, value)`` otherwise."""
+    artifact meanwhile): returns ``(True, None)`` when acquired, ``(False, value)`` otherwise.
+    Raises ``Interrupted`` when a stop is requested while waiting."""
+    from .interrupt import raise_if_stopped
+
     told = False
     while not lease.try_acquire():
         value = ready()
         if value is not None:
             return False, value
+        raise_if_stopped(f"while waiting for {lease.what}")    # a job told to stop waits no longer
         if not told:
             log(f"  waiting for {lease.what} (locked by {lease.holder()})")
             told = True

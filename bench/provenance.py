@@ -11,6 +11,8 @@ from pathlib import Path
 
 import torch
 
+from .leases import job_id
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -41,6 +43,6 @@ def provenance(device: torch.device) -> dict:
         "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version() if cuda else None,
         "gpu_name": torch.cuda.get_device_name(device) if cuda else None,
         "gpu_count": torch.cuda.device_count() if cuda else 0,
-        "hostname": socket.gethostname(), "platform": platform.platform(), "cpu_count": os.cpu_count(),
+        "hostname": socket.gethostname(), "job_id": job_id(), "platform": platform.platform(), "cpu_count": os.cpu_count(),
         "argv": sys.argv,
     }

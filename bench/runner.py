@@ -22,7 +22,7 @@ from .config import Config, RunSpec, expand_grid, precision, to_dict
 from .checkpoint import CorruptEpochCheckpointError
 from .context import Artifacts, CorruptCheckpointError, RunContext
 from .engine import resolve_device
-from .interrupt import Interrupted, stop_on_signals, stop_signal
+from .interrupt import Interrupted, stop_on_signals, stop_requested, stop_signal
 from .leases import Lease
 from .masks import sparsity_stats
 from .provenance import device_name, provenance
@@ -189,6 +189,10 @@ def run_grid(cfg: Config, results_dir: Path, data_dir: Path, *, download: bool =
     elsewhere: set[str] = set()
     with stop_on_signals():
         for i, spec in enumerate(todo, 1):
+            if stop_requested():           # asked to stop between two cells: start no other
+                counts["interrupted"] = stop_signal() or signal.SIGTERM
+                log("stopped before the next run; rerun to go on")
+                break
             claim = Lease(results_dir / "claims" / f"{spec.run_id}.claim",
                           f"{spec.dataset} {spec.method.display} sparsity {spec.sparsity:g} seed {spec.seed}",
                           rt.heartbeat_s, rt.stale_after_s)
@@ -202,15 +206,21 @@ def run_grid(cfg: Config, results_dir: Path, data_dir: Path, *, download: bool =
                 if state == "done":
                     counts["skipped"] += 1
                     continue
-                log(f"[{i}/{len(todo)}] {spec.dataset} {spec.method.display} sparsity {spec.sparsity:g} "
-                    f"seed {spec.seed} ({spec.run_id})" + (f", taking over from {claim.took_over.get('host')} pid "
-                                                          f"{claim.took_over.get('pid')}" if claim.took_over else ""))
-                status = _run_one(spec, old, data_cache, artifacts, device, results_dir, keep_checkpoints, log)
+                with CellLog(results_dir, spec.run_id, log) as cell_log:
+                    cell_log(f"[{i}/{len(todo)}] {spec.dataset} {spec.method.display} sparsity {spec.sparsity:g} "
+                             f"seed {spec.seed} ({spec.run_id})" + (
+                                 f", taking over from {claim.took_over.get('host')} pid {claim.took_over.get('pid')}"
+                                 if claim.took_over else ""))
+                    record = _run_one(spec, old, data_cache, artifacts, device, results_dir, keep_checkpoints,
+                                      cell_log)
+                    if record.get("traceback"):
+                        cell_log.file_only(record["traceback"])
+                    status = record["status"]
             finally:
                 claim.release()
             if status == "interrupted":
                 counts["interrupted"] = stop_signal() or signal.SIGTERM
-                log(f"stopped: the run in progress is recorded as interrupted and resumes on a rerun")
+                log("stopped: the run in progress is recorded as interrupted and resumes on a rerun")
                 break
             counts[status] += 1
     counts["elsewhere"] = len(elsewhere)
@@ -219,8 +229,41 @@ def run_grid(cfg: Config, results_dir: Path, data_dir: Path, *, download: bool =
     return counts
 
 
-def _run_one(spec, old, data_cache, artifacts, device, results_dir, keep_checkpoints, log) -> str:
-    """Run one claimed cell and write its record; returns its status (ok, failed, interrupted)."""
+class CellLog:
+    """The log of one cell: every line also goes to ``<results>/logs/<run_id>.log``, which keeps
+    all attempts (each opens with who ran it), and a failed attempt's traceback."""
+
+    def __init__(self, results_dir: Path, run_id: str, log: Callable[[str], None]):
+        self.path = Path(results_dir) / "logs" / f"{run_id}.log"
+        self.log = log
+
+    def __enter__(self):
+        from .leases import HOST, job_id
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.file = open(self.path, "a", buffering=1)
+        job = job_id()
+        self.file.write(f"=== attempt at {_now()} on {HOST} pid {os.getpid()}" + (f" job {job}" if job else "")
+                        + " ===\n")
+        return self
+
+    def __call__(self, line: str) -> None:
+        self.log(line)
+        self.file_only(line)
+
+    def file_only(self, text: str) -> None:
+        self.file.write(text if text.endswith("\n") else text + "\n")
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is not None:     # the runner itself stopped here (a damaged cache file, a crash)
+            self.file_only("the runner stopped during this attempt:\n" +
+                           "".join(traceback.format_exception(exc_type, exc, tb)))
+        self.file.close()
+        return False
+
+
+def _run_one(spec, old, data_cache, artifacts, device, results_dir, keep_checkpoints, log) -> dict:
+    """Run one claimed cell and write its record (status ok, failed or interrupted); returns it."""
     path = run_path(results_dir, spec.dataset, spec.method.display, spec.sparsity, spec.seed, spec.run_id)
     record = _base_record(spec, device)
     record["started_at"] = _now()
@@ -243,12 +286,13 @@ def _run_one(spec, old, data_cache, artifacts, device, results_dir, keep_checkpo
         key = "previous_interruptions" if old.get("status") == "interrupted" else "previous_failures"
         record["previous_failures"] = old.get("previous_failures", [])
         record["previous_interruptions"] = old.get("previous_interruptions", [])
-        record[key] = record[key] + [{k: old.get(k) for k in ("error", "started_at", "ended_at")}]
+        record[key] = record[key] + [{**{k: old.get(k) for k in ("error", "started_at", "ended_at")},
+                                      **{k: (old.get("provenance") or {}).get(k) for k in ("hostname", "job_id")}}]
     record["ended_at"] = _now()
     atomic_write_json(path, record, fault="record-write")
     if record["status"] == "ok" and not keep_checkpoints:
         ctx.remove_checkpoints()
-    return record["status"]
+    return record
 
 
 def _dry_run(specs, results_dir, device, log) -> dict:

@@ -24,7 +24,7 @@ def _claim(results_dir: Path, run_id: str, stale_after_s: float) -> dict | None:
     return info
 
 
-def _row(dataset, method, sparsity, seed, run_id, record, claim) -> dict:
+def _row(dataset, method, sparsity, seed, run_id, record, claim, jobs=None) -> dict:
     state = {"ok": "done", "interrupted": "interrupted", None: "pending"}.get(
         (record or {}).get("status"), "failed")
     detail = ""
@@ -33,20 +33,24 @@ def _row(dataset, method, sparsity, seed, run_id, record, claim) -> dict:
         prog = claim.get("progress") or {}
         at = f", {prog['phase']} epoch {prog['epoch']}/{prog['epochs']}" if prog.get("phase") else ""
         job = f" job {claim['job_id']}" if claim.get("job_id") else ""
+        if jobs and claim.get("job_id") in jobs:
+            job += f" ({jobs[claim['job_id']]})"
         detail = f"{claim.get('host')} pid {claim.get('pid')}{job} since {claim.get('started_at')}{at}"
     elif state in ("failed", "interrupted"):
         detail = ((record.get("error") or "").splitlines() or [""])[0][:120]
         if claim is not None:
             detail += " (a stale claim: its runner stopped; a rerun takes it over)"
     elif state == "done":
-        detail = f"top1 {record.get('top1_final', 0):.2f}% on {record.get('device_name')}"
+        job = (record.get("provenance") or {}).get("job_id")
+        detail = f"top1 {record.get('top1_final', 0):.2f}% on {record.get('device_name')}" + (f", job {job}" if job else "")
     elif claim is not None:
         detail = f"stale claim by {claim.get('host')} pid {claim.get('pid')} (a rerun takes it over)"
     return {"state": state, "dataset": dataset, "method": method, "sparsity": f"{sparsity:g}", "seed": str(seed),
             "run_id": run_id, "detail": detail}
 
 
-def collect_status(results_dir: Path, specs=None, stale_after_s: float = 120.0) -> list[dict]:
+def collect_status(results_dir: Path, specs=None, stale_after_s: float = 120.0, jobs=None) -> list[dict]:
+    """One row per cell; ``jobs`` ({job id: scheduler state}) adds the state of a running cell's job."""
     results_dir = Path(results_dir)
     rows = []
     if specs is not None:
@@ -55,7 +59,7 @@ def collect_status(results_dir: Path, specs=None, stale_after_s: float = 120.0) 
         for s in specs:
             rec = read_run(run_path(results_dir, s.dataset, s.method.display, s.sparsity, s.seed, s.run_id))
             rows.append(_row(s.dataset, s.method.display, s.sparsity, s.seed, s.run_id, rec,
-                             _claim(results_dir, s.run_id, stale_after_s)))
+                             _claim(results_dir, s.run_id, stale_after_s), jobs))
         return rows
     seen = set()
     for p in iter_run_files(results_dir):
@@ -63,14 +67,14 @@ def collect_status(results_dir: Path, specs=None, stale_after_s: float = 120.0) 
         rid = rec.get("run_id") or p.stem.rsplit("__", 1)[-1]
         seen.add(rid)
         rows.append(_row(rec.get("dataset"), rec.get("method"), float(rec.get("target_sparsity") or 0),
-                         rec.get("seed"), rid, rec, _claim(results_dir, rid, stale_after_s)))
+                         rec.get("seed"), rid, rec, _claim(results_dir, rid, stale_after_s), jobs))
     for c in sorted((results_dir / "claims").glob("*.claim")):
         rid = c.stem
         if rid not in seen:
             claim = _claim(results_dir, rid, stale_after_s)
             if claim is not None:
                 what = (claim.get("what") or "? ? sparsity 0 seed ?").split()
-                rows.append(_row(what[0], what[1] if len(what) > 1 else "?", 0.0, "?", rid, None, claim)
+                rows.append(_row(what[0], what[1] if len(what) > 1 else "?", 0.0, "?", rid, None, claim, jobs)
                             | {"sparsity": what[3] if len(what) > 3 else "?", "seed": what[-1]})
     return rows
 
@@ -99,18 +103,39 @@ def render(rows: list[dict], tty: bool) -> str:
     return "\n".join(lines) + "\n"
 
 
+def jobs_text(submission: dict, states: dict[str, str]) -> str:
+    """The last submission's workers and their scheduler states, one line."""
+    counts: dict[str, int] = {}
+    for st in states.values():
+        counts[st] = counts.get(st, 0) + 1
+    listed = ", ".join(f"{i} {states[i]}" for i in submission["jobs"][:20])
+    more = f", ... ({len(submission['jobs']) - 20} more)" if len(submission["jobs"]) > 20 else ""
+    summary = ", ".join(f"{n} {st}" for st, n in sorted(counts.items()))
+    return (f"jobs ({submission.get('executor')}, submitted {submission.get('submitted_at')}): {summary}: "
+            f"{listed}{more}; worker logs in {submission.get('logs')}\n")
+
+
 def cmd_status(args) -> int:
+    from .cluster import job_states, latest_submission
+
     specs, stale_after = None, 120.0
     if args.config:
         from . import methods
-        from .config import expand_grid, load_config
-        from .engine import resolve_device
+        from .config import device_type, expand_grid, load_config
 
         cfg = load_config(args.config, args.overrides)
-        specs = expand_grid(cfg, methods.get, resolve_device(cfg.runtime).type)
+        # device_type, not resolve_device: a login node without a GPU can look at a GPU grid
+        # (give --set runtime.device=cuda there).
+        specs = expand_grid(cfg, methods.get, device_type(cfg.runtime))
         stale_after = cfg.runtime.stale_after_s
-    rows = collect_status(args.results, specs, stale_after)
+    claims = [read_lease(c) or {} for c in sorted((Path(args.results) / "claims").glob("*.claim"))]
+    submission = latest_submission(args.results)
+    ids = sorted({c["job_id"] for c in claims if c.get("job_id")} | set((submission or {}).get("jobs", [])))
+    states = job_states(ids) if ids else {}
+    rows = collect_status(args.results, specs, stale_after, states)
     sys.stdout.write(render(rows, sys.stdout.isatty()))
+    if submission:
+        sys.stdout.write(jobs_text(submission, {i: states.get(i, "unknown") for i in submission["jobs"]}))
     return 0
 
 

@@ -35,10 +35,12 @@ def env(template, tmp_path):
 
 
 def snapshot(results: Path) -> dict:
+    """Every file of the results folder but the per-cell logs (logs/): those record each attempt,
+    one stopped by a damaged cache file too, with its traceback (docs/cluster.md)."""
     if not results.exists():
         return {}
     return {str(p.relative_to(results)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(results.rglob("*")) if p.is_file()}
+            for p in sorted(results.rglob("*")) if p.is_file() and p.relative_to(results).parts[0] != "logs"}
 
 
 def yaml_file(tmp, text):

@@ -600,3 +600,49 @@ def test_rounds_and_unknown_fields_do_not_break(runs):
     assert tabs.accuracy[0].cell("colt", 0.9).n == 3 and tabs.markdown() and tabs.latex() and tabs.csv_latency()
     with figure_style():
         assert plot_accuracy(recs, "tinyimagenet") is not None and plot_latency(recs, "tinyimagenet") is not None
+
+
+# --------------------------------------------------------------------------- grid totals
+
+def _rec(rid, method, phases, artifacts, device="GPU-A", status="ok", device_count=1):
+    return {"run_id": rid, "dataset": "cifar10", "model": "resnet18", "method": method, "status": status,
+            "target_sparsity": 0.5, "seed": ord(rid), "device_name": device, "device_count": device_count,
+            "phases": {n: {"seconds": s * 60, "reused": reused, "group": g, "device": device}
+                       for n, (s, reused, g) in phases.items()},
+            "artifacts": artifacts}
+
+
+def test_grid_total_counts_each_shared_artifact_once():
+    from bench.report.aggregate import grid_totals
+    from bench.report.latency_table import latency_markdown
+
+    dense = {"kind": "dense", "key": "d1", "phases": ["pretrain"]}
+    teacher = {"kind": "teachers", "key": "t1", "phases": ["teacher"]}
+    runs = [
+        # made the dense model (10 min) and retrained (5); eval is never counted
+        _rec("a", "magnitude", {"pretrain": (10, False, "pretrain"), "retrain": (5, False, "retrain"),
+                                "eval": (1, False, "eval")}, [{**dense, "reused": False}]),
+        # reused the dense model, made the teacher (20), retrained (5)
+        _rec("b", "tgp-kd", {"pretrain": (10, True, "pretrain"), "teacher": (20, False, "teacher"),
+                             "retrain": (5, False, "retrain")}, [{**dense, "reused": True}, {**teacher, "reused": False}]),
+        # reused both
+        _rec("c", "tgp-kd", {"pretrain": (10, True, "pretrain"), "teacher": (20, True, "teacher"),
+                             "retrain": (5, False, "retrain")}, [{**dense, "reused": True}, {**teacher, "reused": True}]),
+        # a failed run costs nothing here; a run on another GPU model is totalled apart, on 2 GPUs
+        _rec("d", "tgp-kd", {"retrain": (7, False, "retrain")}, [], status="failed"),
+        _rec("e", "magnitude", {"pretrain": (3, False, "pretrain"), "retrain": (2, False, "retrain")},
+             [{**dense, "key": "d2", "reused": False}], device="GPU-B", device_count=2),
+        # an older record: artifacts without their phases: counted in full
+        _rec("f", "magnitude", {"pretrain": (10, True, "pretrain"), "retrain": (5, False, "retrain")},
+             [{"kind": "dense", "key": "d1", "reused": True}]),
+    ]
+    a, b = grid_totals(runs)
+    assert (a.device, a.runs, a.artifacts, a.shared, a.not_deduplicated) == ("GPU-A", 4, 2, 2, 1)
+    assert a.minutes == pytest.approx(10 + 20 + 5 * 3 + 15)          # dense once, teacher once, four retrains, f in full
+    assert a.per_run_sum == pytest.approx(15 + 35 + 35 + 15)
+    assert (b.device, b.runs, b.artifacts, b.shared) == ("GPU-B", 1, 1, 0)
+    assert b.minutes == pytest.approx((3 + 2) * 2)
+    md = latency_markdown(build_latency_table(runs, "cifar10"))
+    assert "Grid total on GPU-A: 60.00 GPU-minutes for 4 runs" in md and "summed run by run it would be 100.00" in md
+    assert "1 run(s) recorded before artifacts listed their phases are counted in full" in md
+    assert "Grid total on GPU-B: 10.00 GPU-minutes for 1 runs" in md

@@ -386,3 +386,66 @@ def latency_rows(runs: Iterable[dict], ref_method: str | None = None) -> list[La
         if ref is not None and ref.per_run > 0 and row.has_work and row.method != "dense":
             row.ratio = row.per_run / ref.per_run
     return rows
+
+
+@dataclass
+class GridTotal:
+    """What a set of runs cost on one device, in GPU-minutes (minutes x GPUs of each run), with every
+    shared artifact (a teacher, a dense model, a fine-tuned student, a round of a chain) counted once."""
+    device: str
+    runs: int
+    minutes: float              # each artifact once: what the grid cost
+    per_run_sum: float          # run by run, each reused artifact at its full cost in every run using it
+    artifacts: int              # distinct cached artifacts among the runs' phases
+    shared: int                 # of which used by more than one run
+    not_deduplicated: int = 0   # runs whose record does not say which phases are artifacts: counted in full
+
+
+def _artifact_of_phase(r: dict) -> dict[str, tuple[str, str]] | None:
+    """{phase: (kind, key)} of the cached artifacts a record used; None for records that list their
+    artifacts without their phases (made before the phases were recorded)."""
+    out = {}
+    for a in r.get("artifacts") or []:
+        if not isinstance(a, dict):
+            continue
+        if "phases" not in a:
+            return None
+        for ph in a.get("phases") or []:
+            out[str(ph)] = (str(a.get("kind")), str(a.get("key")))
+    return out
+
+
+def grid_totals(runs: Iterable[dict]) -> list[GridTotal]:
+    """One total per device over the ok ``runs``: pretrain, teacher, score+prune, retrain and other
+    (evaluation excluded, as in the latency table). A phase that belongs to a cached artifact counts
+    once per artifact across all runs, at what it cost when it was made; every other phase counts in
+    each run. A reused artifact made on another device is left out (it cost nothing here)."""
+    by_device: dict[str, list[dict]] = {}
+    for r in runs:
+        if r.get("status") == "ok":
+            by_device.setdefault(record_device(r), []).append(r)
+    totals = []
+    for device, rs in sorted(by_device.items()):
+        own, per_run_sum, legacy = 0.0, 0.0, 0
+        made: dict[tuple, float] = {}       # (kind, key, phase) -> GPU-minutes, as its maker timed it
+        cost: dict[tuple, float] = {}       # ... as the artifact's metadata says (preferred)
+        users: dict[tuple[str, str], set] = {}
+        for r in sorted(rs, key=_run_order):
+            gpus = max(1, int(r.get("device_count") or 1))
+            art = _artifact_of_phase(r)
+            legacy += art is None
+            for p in record_phases(r):
+                if p.group == "eval" or not p.counts_on(device):
+                    continue
+                minutes = p.seconds / 60 * gpus
+                per_run_sum += minutes
+                owner = (art or {}).get(p.name)
+                if owner is None:
+                    own += minutes
+                    continue
+                users.setdefault(owner, set()).add(str(r.get("run_id")))
+                (cost if p.reused else made).setdefault((*owner, p.name), minutes)
+        shared = {**made, **cost}
+        totals.append(GridTotal(device, len(rs), own + math.fsum(shared.values()), per_run_sum, len(users),
+                                sum(len(u) > 1 for u in users.values()), legacy))
+    return totals

@@ -6,8 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
-from .aggregate import (DEFAULT_REF_METHODS, GROUP_ATTR, TIMED_GROUPS, LatencyRow, Phase, accuracy_cells, latency_rows,
-                        models_of, overall_by_target, resolve_ref_method, select)
+from .aggregate import (DEFAULT_REF_METHODS, GROUP_ATTR, TIMED_GROUPS, GridTotal, LatencyRow, Phase, accuracy_cells,
+                        grid_totals, latency_rows, models_of, overall_by_target, resolve_ref_method, select)
 from .format import MD, TEX, Dialect, _md_table, _tex_tabular, fmt, md_escape, num, tex_escape
 from .references import Reference, for_dataset, match_target
 from .style import dataset_title
@@ -34,6 +34,7 @@ class LatencyTable:
     rows: list[LatencyRow]
     failed: int
     paper: list[PaperLatency] = field(default_factory=list)
+    totals: list[GridTotal] = field(default_factory=list)     # per device, each shared artifact once
 
 
 def _paper_ratio(ref: Reference, refs: Sequence[Reference], ref_method: str | None) -> float | None:
@@ -57,7 +58,7 @@ def build_latency_table(runs: Iterable[dict], dataset: str, model: str | None = 
     sel = select(runs, dataset, model)
     ref_m = resolve_ref_method(sel.methods, ref_method)
     rows = latency_rows(sel.ok, ref_m)
-    lt = LatencyTable(dataset, model or "", ref_m, rows, len(sel.failed))
+    lt = LatencyTable(dataset, model or "", ref_m, rows, len(sel.failed), totals=grid_totals(sel.ok))
     cells = accuracy_cells(sel)   # only the measured sparsities are used
     refs = for_dataset(references, dataset, minutes=True)
     devices = sorted({r.device for r in rows})
@@ -179,6 +180,19 @@ def _latency_caption(lt: LatencyTable) -> str:
             f"{other_txt}")
 
 
+def total_lines(lt: LatencyTable) -> list[str]:
+    """One sentence per device: the grid's GPU-minutes with every shared artifact counted once."""
+    out = []
+    for t in lt.totals:
+        legacy = (f" {t.not_deduplicated} run(s) recorded before artifacts listed their phases are counted in "
+                  f"full." if t.not_deduplicated else "")
+        out.append(f"Grid total on {t.device}: {fmt(t.minutes)} GPU-minutes for {t.runs} runs (pretrain, teacher, "
+                   f"score+prune, retrain and other; eval excluded), each of the {t.artifacts} cached artifacts "
+                   f"counted once ({t.shared} of them shared by several runs); summed run by run it would be "
+                   f"{fmt(t.per_run_sum)}.{legacy}")
+    return out
+
+
 def latency_markdown(lt: LatencyTable, level: int = 2) -> str:
     h = "#" * level
     model = f", {lt.model}" if lt.model else ""
@@ -189,6 +203,7 @@ def latency_markdown(lt: LatencyTable, level: int = 2) -> str:
         notes = excluded_notes(lt)
         if notes:
             out.append("\n".join(f"- {md_escape(n)}" for n in notes) + "\n")
+        out.append("\n\n".join(md_escape(t) for t in total_lines(lt)) + "\n")
     else:
         out.append("No ok runs.\n")
     if lt.paper:
@@ -220,7 +235,7 @@ def latency_latex(lt: LatencyTable) -> str:
            rf"{tex_escape(_latency_caption(lt))}}}", rf"\label{{{label}}}", r"\small"]
     header, rows = _latency_grid(lt, TEX)
     out += _tex_tabular([tex_escape(h) for h in header], rows, "llrrrrrrrrr", None)
-    notes = excluded_notes(lt)
+    notes = excluded_notes(lt) + total_lines(lt)
     if notes:
         out.append(r"\par\smallskip\footnotesize")
         out += [tex_escape(n) + r"\\" for n in notes]
