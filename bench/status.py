@@ -33,7 +33,7 @@ def _row(dataset, method, sparsity, seed, run_id, record, claim, jobs=None) -> d
         prog = claim.get("progress") or {}
         at = f", {prog['phase']} epoch {prog['epoch']}/{prog['epochs']}" if prog.get("phase") else ""
         job = f" job {claim['job_id']}" if claim.get("job_id") else ""
-        if jobs and claim.get("job_id") in jobs:
+        if jobs and jobs.get(claim.get("job_id"), "unknown") != "unknown":
             job += f" ({jobs[claim['job_id']]})"
         detail = f"{claim.get('host')} pid {claim.get('pid')}{job} since {claim.get('started_at')}{at}"
     elif state in ("failed", "interrupted"):
