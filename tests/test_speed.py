@@ -72,7 +72,7 @@ def test_profile_covers_every_part_of_the_step(cifar, tmp_path, capsys, monkeypa
     speed.run_speed(args(*CPU, "--data-dir", str(cifar), "--results", str(tmp_path), "--epochs", "1", "--profile"))
     out = capsys.readouterr().out
     assert set(seen) == set(StepProfile.SECTIONS)
-    for part in ("data", "forward", "backward", "optimizer", "evaluation"):
+    for part in ("data", "forward", "backward", "optimizer", "masks", "evaluation"):
         assert seen[part] > 0, part
     assert "| total |" in out and all(StepProfile.LABELS[k] in out for k in StepProfile.SECTIONS)
 
