@@ -49,11 +49,15 @@ figures: $(STAMP)
 report: $(STAMP)
 	$(PY) -m bench report --results $(RESULTS) --plots $(PLOTS)
 
-# Engine vs plain DataLoader throughput on this machine; appends a row to docs/performance.md.
-# CPU default: a small CIFAR-10 subset. On a GPU: make bench-speed SPEED_ARGS="--arch resnet18"
-SPEED_ARGS ?= --arch resnet_small --train-limit 2048 --batch-size 128 --workers 2
+# Training throughput on this machine (python -m bench speed): the engine with compile off and on,
+# the baselines' official DataLoader loop, concurrent cells; appends rows to docs/performance.md.
+# CPU default: resnet_small on 2,048 CIFAR-10 images, no compile (minutes to compile on a CPU).
+# On a GPU: make bench-speed SPEED_ARGS= (ResNet-18, full CIFAR-10, cifar10-paper recipe), or
+# scripts/gpu-speed.sh for the whole GPU measurement in one call.
+SPEED_ARGS ?= --set model.arch=resnet_small --set dataset.train_limit=2048 --set retrain.batch_size=128 \
+              --only official-0,engine,official-2,cells-1,cells-2
 bench-speed: $(STAMP)
-	$(PY) -m bench speed --dataset cifar10 --data-dir $(DATA_DIR) $(SPEED_ARGS)
+	$(PY) -m bench speed --data-dir $(DATA_DIR) $(SPEED_ARGS)
 
 clean-smoke:
 	rm -rf $(RESULTS)/smoke $(PLOTS)/smoke

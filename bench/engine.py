@@ -1,17 +1,21 @@
 """The one training loop every method uses.
 
-SGD with momentum and weight decay, linear warm-up then a step or cosine schedule (per iteration),
-bf16 autocast and channels_last on CUDA, evaluation after every epoch, masks re-applied after every
-optimizer step. Metrics are accumulated on the device and read once per epoch: there is no host
-sync per step. Phase times come from CUDA events on a GPU and ``perf_counter`` on the CPU.
+SGD with momentum and weight decay (fused on CUDA), linear warm-up then a step or cosine schedule
+(per iteration), channels_last, bf16 autocast and torch.compile on CUDA, evaluation after every
+epoch, masks re-applied after every optimizer step. Metrics are accumulated on the device and read
+once per epoch; the NaN/inf flag is read every ``runtime.nonfinite_check_steps`` steps: no other
+host sync happens in a step. Phase times come from CUDA events on a GPU and ``perf_counter`` on
+the CPU; time spent compiling is moved out of them into a ``compile`` phase.
 """
 from __future__ import annotations
 
 import contextlib
 import math
+import os
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Optional
 
 import torch
@@ -66,13 +70,59 @@ def use_amp(runtime: RuntimeConfig, device: torch.device) -> bool:
 
 
 def use_channels_last(runtime: RuntimeConfig, device: torch.device) -> bool:
-    return runtime.channels_last == "on" or (runtime.channels_last == "auto" and device.type == "cuda")
+    return runtime.channels_last != "off"          # auto: on, on the CPU too (measured faster there)
 
 
 def autocast(runtime: RuntimeConfig, device: torch.device):
     if use_amp(runtime, device):
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+def use_compile(runtime: RuntimeConfig, device: torch.device) -> bool:
+    return runtime.compile == "on" or (runtime.compile == "auto" and device.type == "cuda")
+
+
+def compile_module(module: nn.Module) -> nn.Module:
+    """``torch.compile(module)``, one static graph per input shape, train/eval mode and grad mode.
+
+    The wrapper shares ``module``'s parameters and buffers (masks and checkpoints keep using
+    ``module``); a new wrapper of a model of the same architecture reuses the graphs compiled so
+    far in the process, and inductor's on-disk cache (``TORCHINDUCTOR_CACHE_DIR``; the runner puts
+    it under the results folder) serves later processes."""
+    import torch._dynamo
+
+    # Train, eval, no-grad, frozen-BN and tail-batch variants of student and teacher add up to more
+    # graphs than the default limit of 8, past which dynamo silently falls back to eager.
+    torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
+    return torch.compile(module, dynamic=False)
+
+
+def persistent_compile_cache(folder: Path) -> None:
+    """Keep inductor's compiled kernels in ``folder`` (unless ``TORCHINDUCTOR_CACHE_DIR`` is set
+    already), so the later processes of a grid load them instead of compiling again. Call before
+    the first compilation of the process."""
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(Path(folder).resolve()))
+
+
+def compile_seconds() -> float:
+    """Seconds this process has spent in torch.compile so far (dynamo's own clock: tracing, graph
+    compilation, the lazily compiled backward). 0 if that internal counter is unavailable, in
+    which case compile time stays inside the phases it happened in."""
+    try:
+        from torch._dynamo.utils import calculate_time_spent
+
+        return float(calculate_time_spent().get("total_wall_time", 0.0))
+    except Exception:  # noqa: BLE001 - an internal API; its absence must not stop training
+        return 0.0
+
+
+def make_optimizer(params, recipe: TrainConfig, device: torch.device) -> torch.optim.SGD:
+    """The recipe's SGD: one fused kernel for all parameters on CUDA, the for-each path elsewhere."""
+    fast = {"fused": True} if device.type == "cuda" else {}
+    return torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum,
+                           nesterov=recipe.nesterov and recipe.momentum > 0, weight_decay=recipe.weight_decay,
+                           **fast)
 
 
 class PhaseTimer:
@@ -105,6 +155,12 @@ class PhaseTimer:
         """Count ``seconds`` spent earlier (e.g. before a resumed run was interrupted)."""
         self._seconds[name] = self._seconds.get(name, 0.0) + seconds
 
+    def move(self, src: str, dst: str, seconds: float) -> None:
+        """Count ``seconds`` measured inside phase ``src`` under ``dst`` instead (compile time)."""
+        if seconds > 0:
+            self.add(src, -seconds)
+            self.add(dst, seconds)
+
     def seconds(self, name: str | None = None):
         if self._pending:
             torch.cuda.synchronize()
@@ -127,7 +183,58 @@ def lr_factor(step: int, total: int, warmup: int, recipe: TrainConfig, steps_per
     return recipe.gamma ** sum(epoch >= m for m in recipe.milestones)
 
 
-@torch.no_grad()
+class StepProfile:
+    """Seconds per part of the training step, for ``python -m bench speed --profile``. Every
+    section synchronises the device before and after it, so profiled training is slower and its
+    shares, not its total, are the result. Grids never profile."""
+
+    SECTIONS = ("data", "forward", "backward", "optimizer", "masks", "metrics", "evaluation")
+    LABELS = {"data": "data + augmentation", "forward": "forward + loss (teacher included)",
+              "backward": "backward (+ importance)", "optimizer": "optimizer + LR schedule",
+              "masks": "masks (grads and weights)", "metrics": "metrics + NaN flag", "evaluation": "evaluation"}
+
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == "cuda"
+        self.seconds = dict.fromkeys(self.SECTIONS, 0.0)
+
+    @contextlib.contextmanager
+    def section(self, name: str):
+        if self.cuda:
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            if self.cuda:
+                torch.cuda.synchronize()
+            self.seconds[name] += time.perf_counter() - t0
+
+    def table(self) -> str:
+        total = sum(self.seconds.values()) or 1.0
+        lines = ["| part of the step | seconds | share |", "|---|---|---|"]
+        lines += [f"| {self.LABELS[k]} | {v:.3f} | {100 * v / total:.1f}% |" for k, v in self.seconds.items()]
+        return "\n".join(lines + [f"| total | {total:.3f} | 100% |"])
+
+
+_NOTHING = contextlib.nullcontext()
+
+
+def _unprofiled(name: str):
+    return _NOTHING
+
+
+def _timed_batches(batches, section):
+    """``batches``, with the time spent producing each one (gather, augmentation) counted as data."""
+    it = iter(batches)
+    while True:
+        with section("data"):
+            batch = next(it, None)
+        if batch is None:
+            return
+        yield batch
+
+
+@torch.inference_mode()
 def evaluate(model: nn.Module, data, runtime: RuntimeConfig) -> tuple[float, float]:
     """Top-1 and top-5 test accuracy in percent (one host sync)."""
     device = data.test_x.device
@@ -184,7 +291,7 @@ def _state_of(obj) -> dict:
 def train(model: nn.Module, data, recipe: TrainConfig, *, runtime: RuntimeConfig, timer: PhaseTimer,
           seed: int, augment, objective=None, masks=None, after_backward: Optional[Callable[[], None]] = None,
           state: Optional[dict] = None, checkpoint=None, phase: str = "train",
-          log: Callable[[str], None] = print) -> TrainResult:
+          log: Callable[[str], None] = print, profile: Optional[StepProfile] = None) -> TrainResult:
     """Train ``model`` in place with a fresh optimizer; evaluate after every epoch.
 
     ``objective(model, batch) -> (loss, logits)`` defaults to cross-entropy; an objective with state
@@ -197,6 +304,10 @@ def train(model: nn.Module, data, recipe: TrainConfig, *, runtime: RuntimeConfig
     checkpoint continues from it. Training time is recorded under ``phase`` and evaluation under
     ``"eval"`` in ``timer``. A NaN/inf loss is detected within ``runtime.nonfinite_check_steps``
     steps and raised as ``NonFiniteLossError`` naming the step and learning rate.
+
+    With ``runtime.compile`` on, the objective gets ``model`` compiled (``compile_module``) and
+    seconds spent compiling go to the ``compile`` phase. ``profile`` (a ``StepProfile``) times the
+    parts of every step, synchronising around each.
     """
     from .checkpoint import rng_state, set_rng_state
     from .interrupt import Interrupted, fault_point, stop_requested, stop_signal
@@ -205,8 +316,13 @@ def train(model: nn.Module, data, recipe: TrainConfig, *, runtime: RuntimeConfig
     objective = objective or CrossEntropy(recipe.label_smoothing)
     state = dict(state or {})
     cl = use_channels_last(runtime, device)
-    opt = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum,
-                          nesterov=recipe.nesterov and recipe.momentum > 0, weight_decay=recipe.weight_decay)
+    compiling = use_compile(runtime, device)
+    # ``net`` runs the forward passes; ``model`` (the same parameters) is what is saved and masked.
+    net = compile_module(model) if compiling else model
+    if hasattr(objective, "prepare"):
+        objective.prepare(precision(runtime, device.type), compile_module if compiling else (lambda m: m))
+    section = profile.section if profile is not None else _unprofiled
+    opt = make_optimizer(model.parameters(), recipe, device)
     steps_per_epoch = data.steps_per_epoch(recipe.batch_size, recipe.drop_last)
     total = steps_per_epoch * recipe.epochs
     warmup = round(recipe.warmup_epochs * steps_per_epoch)
@@ -221,7 +337,7 @@ def train(model: nn.Module, data, recipe: TrainConfig, *, runtime: RuntimeConfig
     stats, count = torch.zeros(2, device=device), 0  # loss sum, correct (read once per epoch); samples
     bad_at = torch.full((), -1, dtype=torch.long, device=device)     # first step with a non-finite loss
     steps = torch.zeros((), dtype=torch.long, device=device)         # steps taken (on the device: no sync)
-    train_before, eval_before = timer.seconds(phase), timer.seconds("eval")
+    train_before, eval_before, compile_before = timer.seconds(phase), timer.seconds("eval"), timer.seconds("compile")
     saved = checkpoint.load() if checkpoint is not None else None
     if saved is not None:
         model.load_state_dict(saved["model"])
@@ -241,6 +357,7 @@ def train(model: nn.Module, data, recipe: TrainConfig, *, runtime: RuntimeConfig
         steps.fill_(saved["steps"])
         timer.add(phase, saved["seconds"][phase])
         timer.add("eval", saved["seconds"]["eval"])
+        timer.add("compile", saved["seconds"].get("compile", 0.0))
         checkpoint.resumed = {"phase": phase, "epoch": start_epoch, "step": skip}
         log(f"  {phase}: resuming at epoch {start_epoch + 1}/{recipe.epochs}, step {skip} ({checkpoint.path})")
     elif checkpoint is not None:
@@ -253,7 +370,8 @@ def train(model: nn.Module, data, recipe: TrainConfig, *, runtime: RuntimeConfig
                 "objective": _state_of(objective), "state": {k: o.state_dict() for k, o in state.items()},
                 "generator": epoch_gen, "rng": rng_state(device), "history": history, "best": best,
                 "stats": stats.detach().cpu(), "count": count, "steps": int(steps),
-                "seconds": {phase: timer.seconds(phase) - train_before, "eval": timer.seconds("eval") - eval_before}}
+                "seconds": {phase: timer.seconds(phase) - train_before, "eval": timer.seconds("eval") - eval_before,
+                            "compile": timer.seconds("compile") - compile_before}}
 
     def check_finite():
         b = int(bad_at)
@@ -277,44 +395,58 @@ def train(model: nn.Module, data, recipe: TrainConfig, *, runtime: RuntimeConfig
             model.train()
             lr = recipe.lr * lr_factor(epoch * steps_per_epoch, total, warmup, recipe, steps_per_epoch)
             stopped_at = None
+            batches = data.train_batches(recipe.batch_size, augment, gen, recipe.drop_last)
+            if cl:
+                batches = (b._replace(x=b.x.contiguous(memory_format=torch.channels_last)) for b in batches)
+            if profile is not None:
+                batches = _timed_batches(batches, section)
+            compiled_before = compile_seconds() if compiling else 0.0
             with timer.phase(phase):
-                for step, batch in enumerate(data.train_batches(recipe.batch_size, augment, gen, recipe.drop_last)):
+                for step, batch in enumerate(batches):
                     if step < skip:
                         continue             # replays this epoch's random draws up to the saved step
-                    if cl:
-                        batch = batch._replace(x=batch.x.contiguous(memory_format=torch.channels_last))
-                    with autocast(runtime, device):
-                        loss, logits = objective(model, batch)
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    if after_backward is not None:
-                        after_backward()
-                    if masks is not None:
-                        masks.mask_grads()
-                    opt.step()
-                    sched.step()
-                    if masks is not None:
-                        masks.apply()
-                    n = batch.y.numel()
-                    count += n
-                    loss = loss.detach().float()
-                    steps += 1
-                    bad_at = torch.where((bad_at < 0) & ~torch.isfinite(loss), steps, bad_at)
-                    stats += torch.stack([loss * n, (logits.detach().argmax(1) == batch.y).sum().float()])
-                    if (step + 1) % every == 0:
-                        check_finite()
+                    with section("forward"), autocast(runtime, device):
+                        loss, logits = objective(net, batch)
+                    with section("backward"):
+                        opt.zero_grad(set_to_none=True)
+                        loss.backward()
+                        if after_backward is not None:
+                            after_backward()
+                    with section("masks"):
+                        if masks is not None:
+                            masks.mask_grads()
+                    with section("optimizer"):
+                        opt.step()
+                        sched.step()
+                    with section("masks"):
+                        if masks is not None:
+                            masks.apply()
+                    with section("metrics"):
+                        n = batch.y.numel()
+                        count += n
+                        loss = loss.detach().float()
+                        steps += 1
+                        bad_at = torch.where((bad_at < 0) & ~torch.isfinite(loss), steps, bad_at)
+                        stats += torch.stack([loss * n, (logits.detach().argmax(1) == batch.y).sum().float()])
+                        if (step + 1) % every == 0:
+                            check_finite()
                     fault_point("step")
                     if stop_requested():
                         stopped_at = step + 1
                         break
+            if compiling:
+                timer.move(phase, "compile", compile_seconds() - compiled_before)
             check_finite()
             if stopped_at is not None:
                 if checkpoint is not None:
                     checkpoint.save(snapshot(epoch, stopped_at, epoch_gen))
                 raise Interrupted(stop_signal(), f"in {phase} at epoch {epoch + 1}, step {stopped_at}")
             skip = 0
-            with timer.phase("eval"):
-                top1, top5 = evaluate(model, data, runtime)
+            compiled_before = compile_seconds() if compiling else 0.0
+            with timer.phase("eval"), section("evaluation"):
+                top1, top5 = evaluate(net, data, runtime)
+            if compiling:
+                timer.move("eval", "compile", compile_seconds() - compiled_before)
             loss_sum, correct = stats.tolist()
             history.append({"epoch": epoch + 1, "train_loss": loss_sum / count, "train_top1": 100 * correct / count,
                             "test_top1": top1, "test_top5": top5, "lr": lr})

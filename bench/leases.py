@@ -82,6 +82,9 @@ class Lease:
         self.token = uuid.uuid4().hex
         self.held = False
         self.took_over: Optional[dict] = None        # the stale holder this lease replaced, if any
+        # The heartbeat thread's refresh and the owner's release must not interleave: a refresh that
+        # read the file before a release unlinked it would write it back, a claim nobody holds.
+        self._lock = threading.Lock()
 
     def _info(self) -> dict:
         from .engine import PROGRESS
@@ -120,23 +123,25 @@ class Lease:
 
     def refresh(self) -> None:
         """Rewrite the file (new heartbeat and progress) if this lease still owns it."""
-        if not self.held:
-            return
-        info = read_lease(self.path)
-        if info is None or info.get("token") != self.token:
-            self.held = False                        # taken over: we were thought dead
-            _HEARTBEAT.discard(self)
-            return
-        atomic_write_bytes(self.path, json.dumps(self._info()).encode())
+        with self._lock:
+            if not self.held:
+                return
+            info = read_lease(self.path)
+            if info is None or info.get("token") != self.token:
+                self.held = False                        # taken over: we were thought dead
+                _HEARTBEAT.discard(self)
+                return
+            atomic_write_bytes(self.path, json.dumps(self._info()).encode())
 
     def release(self) -> None:
-        if not self.held:
-            return
-        _HEARTBEAT.discard(self)
-        self.held = False
-        info = read_lease(self.path)
-        if info is not None and info.get("token") == self.token:
-            self.path.unlink(missing_ok=True)
+        with self._lock:
+            if not self.held:
+                return
+            _HEARTBEAT.discard(self)
+            self.held = False
+            info = read_lease(self.path)
+            if info is not None and info.get("token") == self.token:
+                self.path.unlink(missing_ok=True)
 
     def holder(self) -> str:
         info = read_lease(self.path) or {}

@@ -9,8 +9,9 @@ the ops used here (mean, std, log_softmax, exp, sum) are not ones autocast lower
 from __future__ import annotations
 
 import contextlib
+import copy
 import itertools
-from typing import Iterable, Optional, Union
+from typing import Callable, Iterable, Optional, Union
 
 import torch
 import torch.nn.functional as F
@@ -127,7 +128,12 @@ class Objective:
 
     An objective with state across steps or epochs (PS-KD's memory, DLB's previous batch) keeps it
     in the object: ``start_epoch(epoch, epochs)`` is called by the engine before every epoch (epoch
-    counted from 0), and ``state_dict()`` / ``load_state_dict()`` carry the state into checkpoints."""
+    counted from 0), and ``state_dict()`` / ``load_state_dict()`` carry the state into checkpoints.
+    An objective that runs a network besides the student (the teacher) prepares it in ``prepare``."""
+
+    def prepare(self, precision: str, compile: Callable[[nn.Module], nn.Module]) -> None:
+        """Called by the engine before each training call: ``precision`` is the run's ('bf16' or
+        'fp32'); ``compile(module)`` is the module compiled when ``runtime.compile`` is on, else itself."""
 
     def start_epoch(self, epoch: int, epochs: int) -> None:
         pass
@@ -173,6 +179,31 @@ class Distillation(Objective):
         # The teacher is frozen: no grads are ever computed for or stored in its parameters.
         teacher.eval()
         teacher.requires_grad_(False)
+        self._teacher_forward: Callable[[Tensor], Tensor] = teacher
+        self._teacher_bf16: Optional[nn.Module] = None
+
+    def prepare(self, precision: str, compile: Callable[[nn.Module], nn.Module]) -> None:
+        """Under bf16 autocast the teacher runs from a copy whose conv and linear weights are stored
+        in bf16: autocast would round them to bf16 on every step anyway (the same rounding), so the
+        logits are unchanged and the per-step weight casts are gone. BatchNorm stays in float32."""
+        teacher = self.teacher
+        if precision == "bf16":
+            if self._teacher_bf16 is None:
+                self._teacher_bf16 = copy.deepcopy(self.teacher)
+                for m in self._teacher_bf16.modules():
+                    if isinstance(m, (nn.Conv2d, nn.Linear)):
+                        m.to(torch.bfloat16)
+            teacher = self._teacher_bf16
+        self._teacher_forward = compile(teacher)
+
+    def teacher_logits(self, x: Tensor) -> Tensor:
+        """The frozen teacher's logits, computed in inference mode (no autograd bookkeeping at all)."""
+        self.teacher.eval()       # cheap; guards against a stray .train() on a parent module
+        if self._teacher_bf16 is not None:
+            self._teacher_bf16.eval()
+        with torch.inference_mode():
+            z = self._teacher_forward(x)
+        return z.clone()          # a normal tensor: inference tensors cannot be saved for backward
 
     def kd_term(self, student_logits: Tensor, teacher_logits: Tensor) -> Tensor:
         kd = self.kd
@@ -185,10 +216,8 @@ class Distillation(Objective):
                       t2_scale=kd.t2_scale, eps=kd.eps)
 
     def __call__(self, model: nn.Module, batch) -> tuple[Tensor, Tensor]:
-        self.teacher.eval()       # cheap; guards against a stray .train() on a parent module
         logits = model(batch.x)
-        with torch.no_grad():
-            teacher_logits = self.teacher(batch.x)
+        teacher_logits = self.teacher_logits(batch.x)
         ce = F.cross_entropy(logits.float(), batch.y, label_smoothing=self.label_smoothing)
         alpha = self.kd.alpha
         loss = alpha * self.kd_term(logits, teacher_logits) + (1 - alpha) * ce

@@ -21,7 +21,7 @@ from . import methods
 from .config import Config, RunSpec, expand_grid, precision, to_dict
 from .checkpoint import CorruptEpochCheckpointError
 from .context import Artifacts, CorruptCheckpointError, RunContext
-from .engine import resolve_device
+from .engine import persistent_compile_cache, resolve_device
 from .interrupt import Interrupted, stop_on_signals, stop_requested, stop_signal
 from .leases import Lease
 from .masks import sparsity_stats
@@ -174,6 +174,7 @@ def run_grid(cfg: Config, results_dir: Path, data_dir: Path, *, download: bool =
             load_dataset(dcfg, data_dir, "cpu", download=False)
         return _dry_run(specs, results_dir, device, log)
     check_results_dir(results_dir)
+    persistent_compile_cache(results_dir / "cache" / "inductor")    # used only where runtime.compile is on
     for dcfg in datasets.values():         # a missing dataset stops the grid before anything is read
         check_dataset(dcfg, data_dir, download)
     data_cache = DataCache(Path(data_dir), device, download)

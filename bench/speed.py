@@ -1,151 +1,449 @@
-"""``make bench-speed``: training throughput of the engine beside a plain DataLoader loop.
+"""``python -m bench speed``: training throughput on one device, every configuration in one run.
 
-Both loops train the same model with the same batch size, optimizer, precision and memory format
-on the same device; they differ only in the data path and the loop:
-- engine: the whole uint8 split on the device, augmentation on the device, no per-step host sync;
-- plain: ``torch.utils.data.DataLoader`` over the same images with torchvision transforms
-  (RandomCrop with padding, RandomHorizontalFlip, ToTensor, Normalize), ``.to(device)`` per step.
-Warm-up epochs are run first and not timed; evaluation is not part of either figure.
+Configurations (``--only``; all by default), each printed and appended as a row to
+``docs/performance.md`` with the device name:
+
+- ``engine`` and ``engine-compiled``: ``bench.engine.train`` with cross-entropy, ``runtime.compile``
+  off and on: the uint8 split on the device, augmentation on the device, bf16 and channels_last on
+  CUDA, fused SGD, no per-step host sync. One untimed warm-up epoch (it absorbs compilation, whose
+  seconds are reported apart), then ``--epochs`` timed epochs; evaluation is not timed.
+- ``official-0``, ``official-8`` (``--workers``): the baselines' official training loop, as COLT's
+  code runs it: a torchvision ``CIFAR10``/``CIFAR100`` dataset over the same folder with PIL
+  transforms (RandomCrop with padding, RandomHorizontalFlip, RandomRotation as the preset's
+  augmentation says, ToTensor, Normalize), a ``DataLoader`` (shuffle, batch of the recipe, 0 or 8
+  workers), fp32, contiguous memory, cuDNN deterministic with benchmark off (COLT main.py:41-48),
+  SGD with momentum; dense (COLT's prune hooks and gradient rule would only slow it further).
+  ``--official-steps`` steps are timed after ``--official-warmup`` untimed ones.
+- ``cells-K`` (``--cells``): K processes on the one device, each training its own model with the
+  engine (the grid's ``runtime.compile``) after a warm-up epoch, started together at a barrier;
+  the row is the grid's total images/s (all images / (last end - first start)).
+
+``--profile``: the engine's step broken into parts (data and augmentation, forward, backward,
+optimizer, masks, metrics, evaluation), the device synchronised around each part, as a table.
+
+``--pipeline``: the proposed method's whole pipeline (dense pre-training, teacher-guided
+fine-tune, pruning, retraining) at the preset's recipe for one sparsity, wall-clock per phase,
+the teacher trained and counted separately. ``--epochs-scale`` shortens every recipe; the full
+recipe's time is then extrapolated per phase from seconds per epoch, and labelled as such.
 """
 from __future__ import annotations
 
 import datetime as dt
+import multiprocessing as mp
+import os
+import tempfile
 import time
+import traceback
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from .config import DatasetConfig, RuntimeConfig, TrainConfig, from_dict
-from .engine import PhaseTimer, autocast, resolve_device, train, use_channels_last
+from .config import Config, ConfigError, from_dict, load_config, precision, to_dict
+from .engine import (PhaseTimer, StepProfile, persistent_compile_cache, resolve_device, train, use_channels_last,
+                     use_compile)
 from .models import build_model
 from .store import atomic_write_bytes
 
-MARK_BEGIN = "<!-- bench-speed results: rows are appended by `make bench-speed` -->"
+MARK = "<!-- bench-speed rows: appended by `python -m bench speed` -->"
+HEADER = ("| date | device | torch | data | model | batch | precision | configuration | images/s | s/epoch "
+          "| vs official, 0 workers | compile s |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+PIPELINE_MARK = "<!-- bench-speed pipeline rows: appended by `python -m bench speed --pipeline` -->"
+PIPELINE_HEADER = ("| date | device | torch | preset (model, data) | method, sparsity | epochs run (pre/ft/re; teacher) | pretrain s "
+                   "| finetune s | score+prune s | retrain s | eval s | compile s | student pipeline s | full recipe "
+                   "| teacher s |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 
 
-def _engine_images_per_s(data, model, recipe, runtime, augment, epochs, log):
-    timer = PhaseTimer(data.train_x.device)
-    warm = TrainConfig(**{**recipe.__dict__, "epochs": 1, "warmup_epochs": 0.0})
-    train(model, data, warm, runtime=runtime, timer=timer, seed=0, augment=augment, phase="warmup", log=log)
-    res = train(model, data, recipe, runtime=runtime, timer=timer, seed=1, augment=augment, phase="timed", log=log)
-    images = data.steps_per_epoch(recipe.batch_size) * recipe.batch_size * recipe.epochs
-    return images / res.train_seconds, res.train_seconds / recipe.epochs
+def _quiet(_):
+    pass
 
 
-def _plain_images_per_s(data, model, recipe, runtime, augment, epochs, workers):
+def _device_label(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({torch.get_num_threads()} threads)"
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+# --------------------------------------------------------------------------- the engine
+
+def _model(cfg: Config, data, device):
+    torch.manual_seed(0)
+    model = build_model(cfg.model.arch, data.num_classes).to(device)
+    if use_channels_last(cfg.runtime, device):
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+def _one_test_batch(data, cfg: Config):
+    """``data`` with its test split cut to one training batch: the engine evaluates after every
+    epoch, and these rows are about training (evaluation is timed apart, in the profile)."""
+    n = cfg.retrain.batch_size
+    return replace(data, test_x=data.test_x[:n], test_y=data.test_y[:n])
+
+
+def engine_rate(cfg: Config, data, device, epochs: int, profile: StepProfile | None = None,
+                sparsity: float | None = None) -> dict:
+    """images/s of ``engine.train`` (the ``retrain`` recipe, constant LR) after a warm-up epoch;
+    with ``sparsity``, masked like a retraining (global magnitude masks of the initial weights)."""
+    from .masks import Masks
+
+    recipe = replace(cfg.retrain, epochs=epochs, warmup_epochs=0.0, schedule="constant", milestones=[])
+    model = _model(cfg, data, device)
+    masks = None
+    if sparsity is not None:
+        masks = Masks(model, cfg.prune.layers)
+        masks.prune_global([p.detach().abs() for p in masks.params], sparsity)
+    timer = PhaseTimer(device)
+    train(model, data, replace(recipe, epochs=1), runtime=cfg.runtime, timer=timer, seed=0, masks=masks,
+          augment=cfg.dataset.augment, phase="warmup", log=_quiet)
+    res = train(model, data, recipe, runtime=cfg.runtime, timer=timer, seed=1, augment=cfg.dataset.augment,
+                masks=masks, phase="timed", log=_quiet, profile=profile)
+    images = data.steps_per_epoch(recipe.batch_size, recipe.drop_last) * recipe.batch_size * epochs
+    return {"images_per_s": images / res.train_seconds, "s_per_epoch": res.train_seconds / epochs,
+            "compile_s": timer.seconds("compile"), "precision": precision(cfg.runtime, device.type)}
+
+
+# --------------------------------------------------------------------------- the official loop
+
+def official_rate(cfg: Config, data_dir: Path, device, workers: int, steps: int, warmup: int) -> dict:
+    """images/s of the baselines' official loop (module docstring) on the same folder and model."""
+    import torchvision
     import torchvision.transforms as T
-    from PIL import Image
 
-    device = data.train_x.device
-    images = data.train_x.permute(0, 2, 3, 1).cpu().numpy()
-    labels = data.train_y.cpu().numpy()
-    mean, std = data.mean.flatten().tolist(), data.std.flatten().tolist()
-    tf = [T.RandomCrop(data.image_size, padding=augment.crop_padding)] if augment.crop_padding else []
-    tf += [T.RandomHorizontalFlip()] if augment.flip else []
-    tf += [T.RandomRotation(augment.rotate_deg)] if augment.rotate_deg else []
-    transform = T.Compose(tf + [T.ToTensor(), T.Normalize(mean, std)])
+    from .data import SPECS
 
-    class Images(torch.utils.data.Dataset):
-        def __len__(self):
-            return len(labels)
+    name = cfg.dataset.name
+    if name not in ("cifar10", "cifar100") or cfg.dataset.classes is not None:
+        raise ConfigError(f"the official loop reads whole CIFAR folders with torchvision; dataset {name!r} "
+                          f"(classes {cfg.dataset.classes}) is not one")
+    spec, aug = SPECS[name], cfg.dataset.augment
+    base = torchvision.datasets.CIFAR10 if name == "cifar10" else torchvision.datasets.CIFAR100
 
-        def __getitem__(self, i):
-            return transform(Image.fromarray(images[i])), int(labels[i])
+    class Folder(base):
+        """The folder as torchvision reads it, minus its md5 checks (bench.data compares the files
+        with the official md5s and says so in the row) and minus unpickling the label-names file,
+        which bench.data never unpickles either (no class names are needed to train)."""
 
-    loader = torch.utils.data.DataLoader(Images(), batch_size=recipe.batch_size, shuffle=True, drop_last=True,
-                                         num_workers=workers, pin_memory=device.type == "cuda",
-                                         persistent_workers=workers > 0)
+        def _check_integrity(self):
+            return True
+
+        def _load_meta(self):
+            self.classes = [str(c) for c in range(spec.num_classes)]
+
+    tf = [T.RandomCrop(spec.image_size, padding=aug.crop_padding)] if aug.crop_padding else []
+    tf += [T.RandomHorizontalFlip()] if aug.flip else []
+    tf += [T.RandomRotation(aug.rotate_deg)] if aug.rotate_deg else []
+    tf += [T.ToTensor(), T.Normalize(spec.mean, spec.std)]
+    ds = Folder(str(data_dir), train=True, transform=T.Compose(tf), download=False)
+    if cfg.dataset.train_limit:
+        ds = torch.utils.data.Subset(ds, range(min(cfg.dataset.train_limit, len(ds))))
+    recipe = cfg.retrain
+    loader = torch.utils.data.DataLoader(ds, batch_size=recipe.batch_size, shuffle=True, drop_last=False,
+                                         num_workers=workers, persistent_workers=workers > 0)
+    torch.manual_seed(0)
+    model = build_model(cfg.model.arch, spec.num_classes).to(device)
     opt = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum,
                           weight_decay=recipe.weight_decay)
-    cl = use_channels_last(runtime, device)
+    cudnn = torch.backends.cudnn
+    saved = cudnn.deterministic, cudnn.benchmark
+    cudnn.deterministic, cudnn.benchmark = True, False
+    model.train()
 
-    def epoch():
-        model.train()
-        for x, y in loader:
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            if cl:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with autocast(runtime, device):
-                loss = F.cross_entropy(model(x), y)
-            opt.zero_grad(set_to_none=True)
+    def batches():
+        while True:
+            yield from loader
+
+    it = batches()
+    try:
+        for i in range(warmup + steps):
+            if i == warmup:
+                _sync(device)
+                t0 = time.perf_counter()
+            x, y = next(it)
+            x, y = x.to(device), y.to(device)
+            loss = F.cross_entropy(model(x), y)
+            opt.zero_grad()
             loss.backward()
             opt.step()
-
-    epoch()  # warm-up (workers start, cuDNN autotune)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    for _ in range(epochs):
-        epoch()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    seconds = time.perf_counter() - t0
-    return len(loader) * recipe.batch_size * epochs / seconds, seconds / epochs
+        _sync(device)
+        seconds = time.perf_counter() - t0
+    finally:
+        cudnn.deterministic, cudnn.benchmark = saved
+        del it, loader
+    n = len(ds)
+    rate = steps * recipe.batch_size / seconds
+    return {"images_per_s": rate, "s_per_epoch": n / rate, "compile_s": 0.0, "precision": "fp32"}
 
 
-def run_speed(args) -> dict:
-    from .data import load_dataset
+# --------------------------------------------------------------------------- concurrent cells
 
-    runtime = RuntimeConfig(device=args.device)
-    device = resolve_device(runtime)
-    dcfg = from_dict(DatasetConfig, {"name": args.dataset, "train_limit": args.train_limit})
-    data = load_dataset(dcfg, args.data_dir, device)
-    recipe = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=0.05, warmup_epochs=0.0,
-                         schedule="constant", milestones=[])
-    log = (lambda s: None) if not args.verbose else print
-    results = {}
-    for name, fn in (("engine", _engine_images_per_s), ("plain", _plain_images_per_s)):
-        torch.manual_seed(0)
-        model = build_model(args.arch, data.num_classes).to(device)
-        if use_channels_last(runtime, device):
-            model = model.to(memory_format=torch.channels_last)
-        extra = log if name == "engine" else args.workers
-        results[name] = fn(data, model, recipe, runtime, dcfg.augment, args.epochs, extra)
-        print(f"{name:7s} {results[name][0]:10.1f} images/s  {results[name][1]:8.2f} s/epoch")
-    ratio = results["engine"][0] / results["plain"][0]
-    print(f"engine / plain = {ratio:.2f}x")
-    dev_name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
-    row = {
-        "date": dt.date.today().isoformat(), "device": dev_name, "dataset": args.dataset, "n_train": len(data.train_y),
-        "official": data.info["official"], "arch": args.arch, "batch": args.batch_size, "epochs": args.epochs,
-        "amp": "bf16" if runtime.amp != "off" and device.type == "cuda" else "fp32",
-        "engine": results["engine"], "plain": results["plain"], "ratio": ratio, "workers": args.workers,
-    }
-    if args.output:
-        append_row(Path(args.output), row)
-        print(f"appended to {args.output}")
-    return row
+def _cell(rank: int, cfg_dict: dict, data_dir: str, epochs: int, threads: int, barrier, queue) -> None:
+    """One of K concurrent cells (a spawned process): warm up, wait for the others, train, report."""
+    try:
+        torch.set_num_threads(threads)
+        from .data import load_dataset
+
+        cfg = from_dict(Config, cfg_dict)
+        device = resolve_device(cfg.runtime)
+        data = _one_test_batch(load_dataset(cfg.dataset, data_dir, device), cfg)
+        recipe = replace(cfg.retrain, epochs=epochs, warmup_epochs=0.0, schedule="constant", milestones=[])
+        model = _model(cfg, data, device)
+        timer = PhaseTimer(device)
+        train(model, data, replace(recipe, epochs=1), runtime=cfg.runtime, timer=timer, seed=rank,
+              augment=cfg.dataset.augment, phase="warmup", log=_quiet)
+        _sync(device)
+        barrier.wait(timeout=900)
+        t0 = time.monotonic()           # CLOCK_MONOTONIC: one clock for every process of the host
+        train(model, data, recipe, runtime=cfg.runtime, timer=timer, seed=100 + rank, augment=cfg.dataset.augment,
+              phase="timed", log=_quiet)
+        _sync(device)
+        t1 = time.monotonic()
+        images = data.steps_per_epoch(recipe.batch_size, recipe.drop_last) * recipe.batch_size * epochs
+        queue.put({"rank": rank, "images": images, "t0": t0, "t1": t1, "compile_s": timer.seconds("compile")})
+    except BaseException as e:  # noqa: BLE001 - report the failure to the parent, which raises it
+        barrier.abort()
+        queue.put({"rank": rank, "error": f"{type(e).__name__}: {e}"})
 
 
-def append_row(path: Path, row: dict) -> None:
-    line = (f"| {row['date']} | {row['device']} | {row['dataset']} ({row['n_train']} train, "
-            f"official={row['official']}) | {row['arch']} | {row['batch']} | {row['amp']} | {row['epochs']} | "
-            f"{row['engine'][0]:.1f} | {row['engine'][1]:.2f} | {row['plain'][0]:.1f} ({row['workers']} workers) | "
-            f"{row['plain'][1]:.2f} | **{row['ratio']:.2f}x** |\n")
-    header = ("| date | device | data | model | batch | precision | timed epochs | engine img/s | engine s/epoch "
-              "| DataLoader img/s | DataLoader s/epoch | ratio |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+def cells_rate(cfg: Config, data_dir: Path, device, k: int, epochs: int) -> dict:
+    """The total images/s of ``k`` cells training at once on ``device`` (separate processes)."""
+    ctx = mp.get_context("spawn")
+    barrier, queue = ctx.Barrier(k), ctx.Queue()
+    threads = max(1, torch.get_num_threads() // k) if device.type == "cpu" else max(1, (os.cpu_count() or 1) // k)
+    procs = [ctx.Process(target=_cell, args=(r, to_dict(cfg), str(data_dir), epochs, threads, barrier, queue))
+             for r in range(k)]
+    for p in procs:
+        p.start()
+    results = [queue.get(timeout=1800) for _ in procs]
+    for p in procs:
+        p.join(timeout=60)
+    errors = [r["error"] for r in results if "error" in r]
+    if errors:
+        raise RuntimeError(f"a concurrent cell failed: {errors[0]}")
+    span = max(r["t1"] for r in results) - min(r["t0"] for r in results)
+    rate = sum(r["images"] for r in results) / span
+    per_epoch = results[0]["images"] / epochs
+    return {"images_per_s": rate, "s_per_epoch": per_epoch * k / rate, "precision": precision(cfg.runtime, device.type),
+            "compile_s": max(r["compile_s"] for r in results)}
+
+
+# --------------------------------------------------------------------------- rows
+
+def _measure(name: str, cfg: Config, args, data, device) -> dict:
+    if name in ("engine", "engine-compiled"):
+        runtime = replace(cfg.runtime, compile="on" if name == "engine-compiled" else "off")
+        return engine_rate(replace(cfg, runtime=runtime), _one_test_batch(data, cfg), device, args.epochs)
+    kind, _, n = name.partition("-")
+    if kind == "official" and n.isdigit():
+        return official_rate(cfg, args.data_dir, device, int(n), args.official_steps, args.official_warmup)
+    if kind == "cells" and n.isdigit() and int(n) >= 1:
+        return cells_rate(cfg, args.data_dir, device, int(n), args.epochs)
+    raise ConfigError(f"--only: unknown configuration {name!r}; allowed: engine, engine-compiled, official-N, cells-K")
+
+
+def append_row(path: Path, mark: str, header: str, line: str) -> None:
     text = path.read_text() if path.exists() else ""
-    if MARK_BEGIN not in text:
-        text += f"\n{MARK_BEGIN}\n\n{header}"
+    if mark not in text:
+        text = text.rstrip("\n") + f"\n\n{mark}\n\n{header}"
     atomic_write_bytes(path, (text + line).encode())
 
 
+def _data_label(data) -> str:
+    return _data_label_of(data.info)
+
+
+def _data_label_of(info: dict) -> str:
+    return f"{info['name']} ({info['n_train']} train{'' if info['official'] else ', not the official files'})"
+
+
+def run_speed(args) -> list[dict]:
+    from .data import load_dataset
+
+    cfg = load_config(args.preset, [*args.overrides, *([f"runtime.device={args.device}"] if args.device else [])])
+    device = resolve_device(cfg.runtime)
+    persistent_compile_cache(Path(args.results) / "cache" / "inductor")
+    data = load_dataset(cfg.dataset, args.data_dir, device)
+    dev = _device_label(device)
+    print(f"speed on {dev}: {_data_label(data)}, {cfg.model.arch}, batch {cfg.retrain.batch_size}")
+
+    if args.profile:
+        prof = StepProfile(device)
+        res = engine_rate(cfg, data, device, args.epochs, profile=prof, sparsity=0.9)
+        print(f"engine step profile: a retraining step (cross-entropy, masks at 90% sparsity), {args.epochs} "
+              f"epoch(s), compile {'on' if use_compile(cfg.runtime, device) else 'off'}, {res['precision']}, "
+              f"evaluation on {len(data.test_y)} images per epoch; the device is synchronised around every "
+              f"part, so the total is slower than unprofiled training:\n{prof.table()}")
+        return []
+
+    # The official loop with 0 workers first: every later row is compared with it when it is appended.
+    workers = [f"official-{w}" for w in args.workers.split(",")]
+    todo = args.only.split(",") if args.only else (
+        workers[:1] + ["engine", "engine-compiled"] + workers[1:] + [f"cells-{k}" for k in args.cells.split(",")])
+    rows, base = [], None
+    for name in todo:         # each row is printed and appended as soon as it is measured
+        t0 = time.perf_counter()
+        try:
+            res = _measure(name, cfg, args, data, device)
+        except (ConfigError, ImportError, RuntimeError, OSError) as e:
+            print(f"{name:16s} FAILED: {type(e).__name__}: {e}")
+            if args.verbose:
+                traceback.print_exc()
+            continue
+        if name == "official-0":
+            base = res["images_per_s"]
+        res.update(name=name, ratio=res["images_per_s"] / base if base else None)
+        rows.append(res)
+        ratio = f"{res['ratio']:.2f}x" if res["ratio"] else "n/a"
+        print(f"{name:16s} {res['images_per_s']:10.1f} images/s {res['s_per_epoch']:8.2f} s/epoch  {ratio:>7s} the "
+              f"official loop (0 workers)  compile {res['compile_s']:.1f} s  ({time.perf_counter() - t0:.0f} s wall)",
+              flush=True)
+        if args.output:
+            append_row(Path(args.output), MARK, HEADER,
+                       f"| {dt.date.today().isoformat()} | {dev} | {torch.__version__} | {_data_label(data)} | "
+                       f"{cfg.model.arch} | {cfg.retrain.batch_size} | {res['precision']} | {name} | "
+                       f"{res['images_per_s']:.0f} | {res['s_per_epoch']:.2f} | {ratio} | {res['compile_s']:.1f} |\n")
+    if args.output and rows:
+        print(f"appended {len(rows)} rows to {args.output}")
+    return rows
+
+
+# --------------------------------------------------------------------------- the pipeline
+
+def _scale(recipe: dict, scale: float) -> None:
+    recipe["epochs"] = max(1, round(recipe["epochs"] * scale))
+    recipe["warmup_epochs"] = min(recipe["warmup_epochs"], recipe["epochs"])
+
+
+def run_pipeline(args) -> dict:
+    """The proposed method's pipeline at one sparsity, the teacher apart; per-phase wall-clock."""
+    from .context import Artifacts, RunContext
+    from .data import load_dataset
+    from .runner import run_grid
+    from .store import load_runs
+
+    over = [*args.overrides, *([f"runtime.device={args.device}"] if args.device else [])]
+    full = load_config(args.preset, over)
+    s = args.epochs_scale
+    if s <= 0:
+        raise ConfigError(f"--epochs-scale has value {s}; allowed: a number > 0")
+    sparsity = args.sparsity if args.sparsity is not None else max(full.grid.sparsities or [full.prune.sparsity])
+    seed = (full.grid.seeds or [full.seed])[0]
+    d = to_dict(full)
+    for recipe in (d["pretrain"], d["retrain"], d["teacher"]["train"], d["tgp"]["finetune"]):
+        _scale(recipe, s)
+    d["grid"] = {"methods": [args.method], "sparsities": [sparsity], "seeds": [seed]}
+    cfg = from_dict(Config, d)
+    results = Path(tempfile.mkdtemp(prefix="pipeline-", dir=_mkdir(Path(args.results))))
+    persistent_compile_cache(Path(args.results) / "cache" / "inductor")
+    device = resolve_device(cfg.runtime)
+    dev = _device_label(device)
+    print(f"pipeline on {dev}: {cfg.name} {args.method} at sparsity {sparsity}, seed {seed}, epochs x {s:g} "
+          f"(results in {results})")
+
+    # 1. The teacher, on its own clock (the run then finds it cached and does not count it),
+    # trained without compile: it is made once per dataset, and compiling a ResNet-50's training
+    # step would cost the one device call minutes (its forward in the fine-tune is compiled).
+    data = load_dataset(cfg.dataset, args.data_dir, device)
+    tcfg = from_dict(Config, {**to_dict(cfg), "runtime": {**to_dict(cfg)["runtime"], "compile": "off"}})
+    tctx = RunContext(tcfg, data, device, Artifacts(results / "cache"), log=print if args.verbose else _quiet)
+    t0 = time.perf_counter()
+    tctx.teacher()
+    teacher_wall = time.perf_counter() - t0
+    teacher = tctx.timer.seconds()
+    del data, tctx
+    # 2. The student's pipeline: one cell of the grid.
+    t0 = time.perf_counter()
+    counts = run_grid(cfg, results, args.data_dir, log=print if args.verbose else _quiet)
+    wall = time.perf_counter() - t0
+    if counts.get("ok") != 1:
+        raise RuntimeError(f"the pipeline run did not finish: {counts}")
+    (rec,) = load_runs(results)
+    phases = {k: v["seconds"] for k, v in rec["phases"].items() if not v["reused"]}
+    epochs = {"pretrain": cfg.pretrain.epochs, "finetune": cfg.tgp.finetune.epochs, "retrain": cfg.retrain.epochs}
+    full_epochs = {"pretrain": full.pretrain.epochs, "finetune": full.tgp.finetune.epochs,
+                   "retrain": full.retrain.epochs}
+    factor = {k: full_epochs[k] / epochs[k] for k in epochs}
+    factor["eval"] = sum(full_epochs.values()) / sum(epochs.values())
+    student = sum(phases.values())
+    full_student = sum(v * factor.get(k, 1.0) for k, v in phases.items())
+    tfac = full.teacher.train.epochs / cfg.teacher.train.epochs
+    teacher_total = sum(teacher.values())
+    full_teacher = teacher.get("teacher", 0) * tfac + teacher.get("eval", 0) * tfac + teacher.get("compile", 0)
+    extrapolated = s != 1.0
+    print("phase seconds (measured): " + ", ".join(f"{k} {v:.1f}" for k, v in sorted(phases.items()))
+          + "; teacher (compile off): " + ", ".join(f"{k} {v:.1f}" for k, v in sorted(teacher.items())))
+    print(f"student pipeline: {student:.1f} s measured ({wall:.1f} s wall with set-up and records)"
+          + (f"; {full_student:.1f} s = {full_student / 60:.2f} min extrapolated to the full recipe "
+             f"({full_epochs['pretrain']}/{full_epochs['finetune']}/{full_epochs['retrain']} epochs)" if extrapolated else
+             f" = {student / 60:.2f} min"))
+    print(f"teacher: {teacher_total:.1f} s measured ({teacher_wall:.1f} s wall)"
+          + (f"; {full_teacher:.1f} s extrapolated to {full.teacher.train.epochs} epochs" if extrapolated else ""))
+    target = 5.6 * 60
+    verdict = full_student if extrapolated else student
+    print(f"goal (on one H100, full CIFAR-10, a fifth of the paper's 27.82 min): {target:.0f} s; here "
+          f"{'within' if verdict <= target else 'over'} it ({'extrapolated' if extrapolated else 'measured'})")
+    row = {"phases": phases, "student_s": student, "student_full_s": full_student, "teacher_s": teacher_total,
+           "teacher_full_s": full_teacher, "extrapolated": extrapolated, "device": dev}
+    if args.output:
+        ep = f"{epochs['pretrain']}/{epochs['finetune']}/{epochs['retrain']}; {cfg.teacher.train.epochs}"
+        fullcol = (f"{full_student:.0f} s = {full_student / 60:.2f} min (extrapolated)" if extrapolated
+                   else f"{student / 60:.2f} min (measured)")
+        teach = f"{teacher_total:.0f}" + (f" ({full_teacher:.0f} extrapolated)" if extrapolated else "")
+        what = f"{full.name} ({rec['model']}, {_data_label_of(rec['data'])})"
+        line = (f"| {dt.date.today().isoformat()} | {dev} | {torch.__version__} | {what} | {args.method}, "
+                f"{sparsity:g} | {ep} | {phases.get('pretrain', 0):.1f} | {phases.get('finetune', 0):.1f} | "
+                f"{phases.get('score', 0) + phases.get('prune', 0):.1f} | {phases.get('retrain', 0):.1f} | {phases.get('eval', 0):.1f} | "
+                f"{phases.get('compile', 0):.1f} | {student:.1f} | {fullcol} | {teach} |\n")
+        append_row(Path(args.output), PIPELINE_MARK, PIPELINE_HEADER, line)
+        print(f"appended a row to {args.output}")
+    return row
+
+
+def _mkdir(p: Path) -> Path:
+    p.mkdir(parents=True, exist_ok=True)
+    return p
+
+
+# --------------------------------------------------------------------------- CLI
+
 def register(sub) -> None:
-    p = sub.add_parser("speed", help="training images/s of the engine vs a plain DataLoader loop")
-    p.add_argument("--dataset", default="cifar10")
-    p.add_argument("--arch", default="resnet18")
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--epochs", type=int, default=2, help="timed epochs (after one warm-up epoch)")
-    p.add_argument("--train-limit", type=int, default=None, help="use this many train images (CPU: small)")
-    p.add_argument("--workers", type=int, default=4, help="DataLoader workers for the plain loop")
-    p.add_argument("--device", default="auto")
+    p = sub.add_parser("speed", help="training throughput: the engine (compile off/on), the official loop "
+                                     "(0 and 8 workers), K concurrent cells; --profile; --pipeline")
+    p.add_argument("--preset", default="cifar10-paper",
+                   help="dataset, augmentation, model and recipe (the retrain recipe's batch, lr) to measure with")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a preset value, e.g. --set model.arch=resnet_small --set dataset.train_limit=2048")
+    p.add_argument("--device", default=None, help="runtime.device (default: the preset's, auto)")
     p.add_argument("--data-dir", type=Path, default=Path("data"))
-    p.add_argument("--output", default="docs/performance.md", help="append a row here ('' to skip)")
+    p.add_argument("--results", type=Path, default=Path("results/speed"),
+                   help="inductor's compile cache and the pipeline's runs go here")
+    p.add_argument("--epochs", type=int, default=2, help="timed epochs of the engine and of each cell")
+    p.add_argument("--workers", default="0,8", help="DataLoader workers of the official loop rows")
+    p.add_argument("--official-steps", type=int, default=100, help="timed steps of the official loop")
+    p.add_argument("--official-warmup", type=int, default=10, help="untimed steps before them")
+    p.add_argument("--cells", default="1,2,4", help="numbers of concurrent cells")
+    p.add_argument("--only", default=None,
+                   help="comma list of configurations: engine, engine-compiled, official-N, cells-K")
+    p.add_argument("--profile", action="store_true", help="print the engine's per-part step profile instead")
+    p.add_argument("--pipeline", action="store_true", help="time the proposed method's pipeline instead")
+    p.add_argument("--method", default="tgp", help="--pipeline: the method (tgp or tgp-kd)")
+    p.add_argument("--sparsity", type=float, default=None, help="--pipeline: default the preset's highest")
+    p.add_argument("--epochs-scale", type=float, default=1.0,
+                   help="--pipeline: multiply every recipe's epochs (and extrapolate back to the full recipe)")
+    p.add_argument("--output", default="docs/performance.md", help="append rows here ('' to skip)")
     p.add_argument("--verbose", action="store_true")
     p.set_defaults(func=cmd_speed)
 
 
 def cmd_speed(args) -> int:
-    run_speed(args)
+    if args.pipeline:
+        run_pipeline(args)
+    else:
+        run_speed(args)
     return 0

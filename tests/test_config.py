@@ -49,9 +49,8 @@ def test_grid_expansion_counts_and_dense_once_per_seed():
     cfg = load_config("smoke")
     runs = expand_grid(cfg, methods.get)
     n_seeds, n_sp = len(cfg.grid.seeds), len(cfg.grid.sparsities)
-    dense = [m for m in cfg.grid.methods if not methods.get(m.name).PRUNES]
-    pruning = len(cfg.grid.methods) - len(dense)
-    assert len(runs) == len(dense) * n_seeds + pruning * n_sp * n_seeds
+    pruning = sum(methods.get(m.name).PRUNES for m in cfg.grid.methods)
+    assert len(runs) == n_seeds * (len(cfg.grid.methods) - pruning) + n_seeds * n_sp * pruning
     assert len({r.run_id for r in runs}) == len(runs)
     assert all(r.sparsity == 0 for r in runs if r.method.name == "dense")
 
