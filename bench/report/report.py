@@ -78,6 +78,8 @@ FIGURE_CAPTIONS = {
     "accuracy": "Accuracy vs sparsity (mean ± std over seeds; dense as the dashed line; stars: paper-reported)",
     "density": "Per-layer density of the pruned networks",
     "latency": "Training time per run by phase, per GPU model (stars: paper-reported)",
+    "rounds": ("Iterative methods round by round (COLT, EGP): accuracy and cumulative minutes against the round's "
+               "realised sparsity of all conv weights; markers: final models and the one-shot tgp runs"),
 }
 
 
