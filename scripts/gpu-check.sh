@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Every GPU measurement and check of the project in one device call, within $BUDGET seconds
-# (default 540; each step has its own time limit and the last step gets what is left, so one
+# (default 530; each step has its own time limit and the last step gets what is left, so one
 # failure or overrun leaves the other steps' figures):
 #
 #   bash scripts/gpu-check.sh              # on the GPU machine, from the project root; carry .device
@@ -26,7 +26,7 @@ PY=${PY:-python3}
 DATA=${DATA_DIR:-data}
 R=${RESULTS:-/tmp/bench-gpu}
 MODE=${MODE:-full}
-BUDGET=${BUDGET:-540}
+BUDGET=${BUDGET:-530}
 T0=$(date +%s)
 left() { echo $(( BUDGET - ($(date +%s) - T0) )); }
 limit() { local want=$1 reserve=$2 l; l=$(( $(left) - reserve )); [ "$l" -lt "$want" ] && want=$l; [ "$want" -lt 5 ] && want=5; echo "$want"; }
@@ -61,17 +61,17 @@ fi
 ls "$DATA/cifar-10-batches-py"
 
 step "2. throughput: official loop, engine (compile off, on), official loop with 8 workers, concurrent cells"
-timeout "$(limit 170 330)" "$PY" -m bench speed --data-dir "$DATA" --results "$R" "${SPEED[@]}" "${SET[@]}" --output "$OUT/performance.md"
+timeout "$(limit 200 300)" "$PY" -m bench speed --data-dir "$DATA" --results "$R" "${SPEED[@]}" "${SET[@]}" --output "$OUT/performance.md"
 
 step "3. the proposed method's pipeline at 0.985, epochs x $SCALE, extrapolated to the full recipe"
-timeout "$(limit 140 190)" "$PY" -m bench speed --pipeline --epochs-scale "$SCALE" --sparsity 0.985 --data-dir "$DATA" \
+timeout "$(limit 130 175)" "$PY" -m bench speed --pipeline --epochs-scale "$SCALE" --sparsity 0.985 --data-dir "$DATA" \
   --results "$R" "${SET[@]}" --output "$OUT/performance.md"
 
 step "4. identity and stop/resume on the device"
-timeout "$(limit 45 145)" "$PY" scripts/device_checks.py "$OUT" --device "$DEV"
+timeout "$(limit 40 135)" "$PY" scripts/device_checks.py "$OUT" --device "$DEV"
 
 step "5. step profile of the engine (a retraining step)"
-timeout "$(limit 25 120)" "$PY" -m bench speed --profile --epochs 1 --data-dir "$DATA" --results "$R" "${SET[@]}" | tee "$OUT/profile.txt"
+timeout "$(limit 20 115)" "$PY" -m bench speed --profile --epochs 1 --data-dir "$DATA" --results "$R" "${SET[@]}" | tee "$OUT/profile.txt"
 
 step "6. the small comparison grid, six runners on one results folder, $(left) s left"
 G=$R/grid
@@ -92,7 +92,7 @@ for s in $SEEDS; do
 done
 wait "${pids[@]}"
 tail -n 2 "$OUT"/grid-runner-*.log
-"$PY" -m bench collect --results "$G" >/dev/null && "$PY" -m bench table --dataset cifar10 --results "$G" --accuracy final | tail -n 60
+"$PY" -m bench collect --results "$G" >/dev/null && "$PY" -m bench table --dataset cifar10 --results "$G" --accuracy final >/dev/null; cat "$G"/tables/cifar10.md
 tar czf "$OUT/grid.tgz" --exclude=cache --exclude=claims -C "$R" grid
 
 step "done"
