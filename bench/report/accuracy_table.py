@@ -159,8 +159,8 @@ def _caption(t: AccuracyTable) -> str:
             f"(ddof = 1) over seeds, with n when n > 1. Bold: the best mean in the sparsity row (at the shown "
             f"precision; only when two or more methods have a value). {DASH_MD}: not run. †: the cell has failed "
             f"runs (listed below, never averaged in). Sparsity is measured (mean over runs): prunable = zeros / "
-            f"all conv weights (a method that prunes another set, like EGP without shortcut convs, is shown by "
-            f"its realised share of all conv weights); overall = zeros / (conv + linear + BN weights), the COLT-style figure. "
+            f"the run's prunable weights (all conv weights, except for a method that prunes another set, like EGP: "
+            f"conv without shortcuts; compare such cells by overall %); overall = zeros / (conv + linear + BN weights), the COLT-style figure. "
             f"Dense reference: {dense}.{data_note}{_inexact_caption(t)}")
 
 
