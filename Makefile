@@ -53,7 +53,7 @@ report: $(STAMP)
 # the baselines' official DataLoader loop, concurrent cells; appends rows to docs/performance.md.
 # CPU default: resnet_small on 2,048 CIFAR-10 images, no compile (minutes to compile on a CPU).
 # On a GPU: make bench-speed SPEED_ARGS= (ResNet-18, full CIFAR-10, cifar10-paper recipe), or
-# scripts/gpu-speed.sh for the whole GPU measurement in one call.
+# scripts/gpu-check.sh for every GPU measurement in one call.
 SPEED_ARGS ?= --set model.arch=resnet_small --set dataset.train_limit=2048 --set retrain.batch_size=128 \
               --only official-0,engine,official-2,cells-1,cells-2
 bench-speed: $(STAMP)

@@ -136,6 +136,23 @@ def test_bold_ties_and_single_value_rows():
     assert md_row(md, "50.00")[2:] == ["85.00", "—"]  # a single value in a row is not bolded
 
 
+def test_a_method_that_does_not_prune_makes_dense_a_column_of_the_zero_row():
+    """dense-kd (or an SD reference) has a 0% cell: dense is then its own column, never a value printed
+    under dense-kd's name."""
+    def rec(i, meth, sp, v):
+        return dict(status="ok", dataset="d", model="m", method=meth, target_sparsity=sp, seed=0, top1_best=v,
+                    top1_final=v, run_id=f"{i:016x}")
+    recs = [rec(0, "dense", 0.0, 60.0), rec(1, "dense-kd", 0.0, 61.0), rec(2, "tgp", 0.9, 58.0)]
+    t = build_accuracy_table(recs, "d")
+    md = accuracy_markdown(t)
+    header = [c.strip() for c in md.split("\n| prunable % |")[1].split("\n")[0].strip("|").split(" | ")]
+    assert header == ["overall %", "dense", "dense-kd", "tgp"]
+    assert md_row(md, "0.00")[2:] == ["60.00", "**61.00**", "—"]
+    assert not md_rows(md, "dense")
+    assert "Dense reference: 60.00." in md
+    assert "dense-kd" in accuracy_latex(t) and "60.00" in accuracy_latex(t)
+
+
 def test_missing_cells_are_dashes_never_zero(c10):
     md = accuracy_markdown(c10)
     assert md_row(md, "50.00")[4] == "—"     # tgp not run at 0.5

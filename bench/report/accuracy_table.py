@@ -134,7 +134,10 @@ def build_accuracy_table(runs: Iterable[dict], dataset: str, model: str | None =
         model = models[0] if len(models) == 1 else None
     sel = select(runs, dataset, model)
     cells = accuracy_cells(sel, accuracy)
-    dense_only_at_zero = all(t == 0 for (m, t) in cells if m == "dense")
+    # A method that does not prune (dense-kd, the self-distillation references) has a 0% row; dense
+    # then becomes a column of that row, so that no value sits under another method's name.
+    others_at_zero = any(t == 0 and m != "dense" for (m, t) in cells)
+    dense_only_at_zero = all(t == 0 for (m, t) in cells if m == "dense") and not others_at_zero
     methods = [m for m in sel.methods if not (m == "dense" and dense_only_at_zero)]
     dense = cells.get(("dense", 0.0)) if dense_only_at_zero else None
     targets = sorted({t for (m, t) in cells if m in methods})
@@ -154,7 +157,8 @@ def _caption(t: AccuracyTable) -> str:
     data_note = ""
     if False in official:
         data_note = " Data: NOT the official dataset (a subset or synthetic data) for some or all runs."
-    dense = cell_text(t.dense) if t.dense is not None else DASH_MD
+    ref = t.dense if t.dense is not None else t.cells.get(("dense", 0.0))
+    dense = cell_text(ref) if ref is not None else DASH_MD
     return (f"Top-1 test accuracy (%), {ACCURACY_WORDS[t.accuracy]}. Each cell: mean ± sample std "
             f"(ddof = 1) over seeds, with n when n > 1. Bold: the best mean in the sparsity row (at the shown "
             f"precision; only when two or more methods have a value). {DASH_MD}: not run. †: the cell has failed "
@@ -202,24 +206,29 @@ def _grid(t: AccuracyTable, d: Dialect, transpose: bool, paper_inline: bool) -> 
         return s
 
     dense_txt = cell_text(t.dense, d) if t.dense is not None else d.dash
+    dense_row = not (t.dense is None and "dense" in t.methods)      # else dense is a column of the 0% row
     if not transpose:
         header = [d.text("prunable %"), d.text("overall %")] + [d.text(m) for m in t.methods]
         rows = [["dense", "0.00"] + ([dense_txt] + [""] * (len(t.methods) - 1) if t.methods else [])]
         if not t.methods:
             header.append("dense")
             rows[0].append(dense_txt)
+        if not dense_row:
+            rows = []
         for tgt in t.targets:
             p, o = t.sparsity_labels(tgt)
             rows.append([p, o] + [text(m, tgt) for m in t.methods])
-        return header, rows, 0
+        return header, rows, 0 if dense_row else -1
     cols = [t.sparsity_labels(tgt) for tgt in t.targets]
     header = ["method"] + [d.text(f"{p} ({o} overall)") for p, o in cols]
     rows = [["dense"] + ([dense_txt] + [""] * (len(cols) - 1) if cols else [dense_txt])]
     if not cols:
         header.append(d.text("0.00 (dense)"))
+    if not dense_row:
+        rows = []
     for m in t.methods:
         rows.append([d.text(m)] + [text(m, tgt) for tgt in t.targets])
-    return header, rows, 0
+    return header, rows, 0 if dense_row else -1
 
 
 
