@@ -100,6 +100,21 @@ def _fmt_tick(x: float) -> str:
     return f"{x:.3g}"
 
 
+def sparsity_axis(axes, ticks: list[float], lo: float, hi: float, top_label: str):
+    """Log x-axes of remaining weights (%) on ``axes`` (the last one labelled), inverted so that
+    sparsity grows to the right, with a secondary top axis on ``axes[0]`` giving the sparsity."""
+    for ax in axes:
+        ax.set_xscale("log")
+        ax.set_xlim(hi * 1.25, lo / 1.25)
+        ax.xaxis.set_major_locator(FixedLocator(ticks))
+        ax.xaxis.set_minor_locator(NullLocator())
+    axes[-1].set_xticks(ticks, labels=[_fmt_tick(v) for v in ticks])
+    top = axes[0].secondary_xaxis("top")
+    top.set_xticks(ticks, labels=[_fmt_tick(100 - v) for v in ticks])
+    top.xaxis.set_minor_locator(NullLocator())
+    top.set_xlabel(top_label)
+
+
 # --------------------------------------------------------------------------- accuracy vs sparsity
 
 @dataclass(frozen=True)
@@ -186,18 +201,9 @@ def plot_accuracy(runs: Iterable[dict], dataset: str, model: str | None = None, 
         handles.append(Line2D([], [], marker="o", color="#777777", markerfacecolor="white", linestyle="none",
                               label="hollow: realised\nsparsity ≠ target"))
     if xs or xlim:
-        ax.set_xscale("log")
         # Ticks at the targets (points sit at their measured sparsity, on or beside them).
         ticks = sorted({100 * (1 - tgt) for tgt in t.targets if tgt < 1} or xs or xlim)
-        lo, hi = min(xs | xlim), max(xs | xlim)
-        ax.set_xlim(hi * 1.25, lo / 1.25)   # inverted: sparsity grows to the right
-        ax.xaxis.set_major_locator(FixedLocator(ticks))
-        ax.xaxis.set_minor_locator(NullLocator())
-        ax.set_xticks(ticks, labels=[_fmt_tick(v) for v in ticks])
-        top = ax.secondary_xaxis("top")
-        top.set_xticks(ticks, labels=[_fmt_tick(100 - v) for v in ticks])
-        top.xaxis.set_minor_locator(NullLocator())
-        top.set_xlabel("sparsity of the prunable set (%)")
+        sparsity_axis([ax], ticks, min(xs | xlim), max(xs | xlim), "sparsity of the prunable set (%)")
     ax.set_xlabel("remaining weights in the prunable set (%, log scale)")
     ax.set_ylabel(f"top-1 test accuracy (%),\n{ACCURACY_SHORT[accuracy]}")
     model_txt = f" ({t.model})" if t.model else ""

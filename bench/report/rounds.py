@@ -20,12 +20,11 @@ from typing import Iterable, Sequence
 
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.ticker import FixedLocator, NullLocator
 
 from ..store import atomic_write_bytes
 from .aggregate import (ACCURACY_SHORT, DEFAULT_ACCURACY, DEFAULT_REF_METHODS, accuracy_field, record_device,
                         run_time, select)
-from .figures import FIG_FORMATS, _fmt_tick, new_figure, save_figure
+from .figures import FIG_FORMATS, new_figure, save_figure, sparsity_axis
 from .format import _csv_text, num
 from .style import dataset_title, order_methods, style_for
 
@@ -180,16 +179,7 @@ def plot_rounds(runs: Iterable[dict], dataset: str, model: str | None = None,
     if not xs:
         return None
     ticks = sorted((t for t in TICKS if min(xs) / 1.5 <= t <= max(xs) * 1.5), reverse=True) or sorted(xs)
-    for ax in (acc, mins):
-        ax.set_xscale("log")
-        ax.set_xlim(max(xs) * 1.25, min(xs) / 1.25)        # inverted: sparsity grows to the right
-        ax.xaxis.set_major_locator(FixedLocator(ticks))
-        ax.xaxis.set_minor_locator(NullLocator())
-    mins.set_xticks(ticks, labels=[_fmt_tick(v) for v in ticks])
-    top = acc.secondary_xaxis("top")
-    top.set_xticks(ticks, labels=[_fmt_tick(100 - v) for v in ticks])
-    top.xaxis.set_minor_locator(NullLocator())
-    top.set_xlabel("sparsity of all conv weights (%)")
+    sparsity_axis([acc, mins], ticks, min(xs), max(xs), "sparsity of all conv weights (%)")
     mins.set_xlabel("remaining conv weights (%, log scale)")
     acc.set_ylabel(f"top-1 test accuracy (%),\n{ACCURACY_SHORT[accuracy]}")
     mins.set_ylabel("minutes (rounds: cumulative;\nruns: per run, pretrain excluded)")
