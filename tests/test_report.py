@@ -663,3 +663,16 @@ def test_grid_total_counts_each_shared_artifact_once():
     assert "Grid total on GPU-A: 60.00 GPU-minutes for 4 runs" in md and "summed run by run it would be 100.00" in md
     assert "1 run(s) recorded before artifacts listed their phases are counted in full" in md
     assert "Grid total on GPU-B: 10.00 GPU-minutes for 1 runs" in md
+
+
+def test_latency_keeps_a_cpu_and_a_gpu_run_of_the_same_cell_apart():
+    """Real records: tgp-kd at 0.9, seeds 0-2, once on the 2-core CPU and once on an H100 (same preset,
+    distinct run ids). Neither device's runs may hide the other's as 'superseded'."""
+    repo = Path(__file__).resolve().parents[1] / "results"
+    runs = [json.loads(p.read_text()) for d in ("h100-small-cifar10", "cpu-small-cifar10")
+            for p in (repo / d / "runs" / "cifar10").glob("tgp-kd__sp0.9__seed*.json")]
+    assert len(runs) == 6 and len({r["run_id"] for r in runs}) == 6
+    lt = build_latency_table(runs, "cifar10")
+    assert sorted((row.device, row.method, row.runs) for row in lt.rows) == [
+        (H100, "tgp-kd", 3), ("cpu", "tgp-kd", 3)]
+    assert sorted(t.device for t in lt.totals) == [H100, "cpu"]

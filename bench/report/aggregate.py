@@ -6,7 +6,8 @@ of the same results cannot disagree.
 * Only records with status ``ok`` are averaged. Failed records are counted and listed.
 * Two ok records of the same (dataset, model, method, target sparsity, seed) with different run
   ids (the config changed between them) are not both averaged: the one that ended last is kept,
-  the others are listed as superseded.
+  the others are listed as superseded. Timing (``select(..., per_device=True)``) keeps one per
+  device instead: a CPU and a GPU run of one cell are two measurements, not a rerun.
 * std is the sample standard deviation (ddof = 1) over seeds; it is undefined for n = 1.
 * Fields the helpers do not know (``rounds``, ``precision``, ``method_version``, extra keys inside
   ``phases`` or ``sparsity``) are ignored.
@@ -99,8 +100,9 @@ def datasets_of(runs: Iterable[dict]) -> list[str]:
     return sorted({str(r["dataset"]) for r in runs if r.get("dataset")})
 
 
-def select(runs: Iterable[dict], dataset: str, model: str | None = None) -> Selection:
-    """Split the records of ``dataset`` (and ``model``, when given) into ok / failed / superseded."""
+def select(runs: Iterable[dict], dataset: str, model: str | None = None, per_device: bool = False) -> Selection:
+    """Split the records of ``dataset`` (and ``model``, when given) into ok / failed / superseded;
+    ``per_device``: the newest ok record per cell *and device* is kept (latency), not per cell."""
     sel = Selection(dataset, model or "")
     latest: dict[tuple, dict] = {}
     for r in sorted(runs, key=_run_order):
@@ -109,7 +111,8 @@ def select(runs: Iterable[dict], dataset: str, model: str | None = None) -> Sele
         if r.get("status") != "ok":
             sel.failed.append(r)
             continue
-        key = (r["method"], sparsity_key(r.get("target_sparsity") or 0), r.get("seed"))
+        key = (r["method"], sparsity_key(r.get("target_sparsity") or 0), r.get("seed"),
+               record_device(r) if per_device else None)
         prev = latest.get(key)
         if prev is None:
             latest[key] = r

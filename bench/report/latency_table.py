@@ -55,7 +55,7 @@ def build_latency_table(runs: Iterable[dict], dataset: str, model: str | None = 
     if model is None:
         models = models_of(runs, dataset)
         model = models[0] if len(models) == 1 else None
-    sel = select(runs, dataset, model)
+    sel = select(runs, dataset, model, per_device=True)
     ref_m = resolve_ref_method(sel.methods, ref_method)
     rows = latency_rows(sel.ok, ref_m)
     lt = LatencyTable(dataset, model or "", ref_m, rows, len(sel.failed), totals=grid_totals(sel.ok))
