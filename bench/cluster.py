@@ -264,14 +264,25 @@ def run_with_workers(cfg: Config, results_dir: Path, data_dir: Path, *, executor
     return 0 if counts["done"] == len(specs) and not crashed else 1
 
 
+REQUEUE_GRACE_S = 10.0
+
+
 def _wait(submitit, jobs: list, log, poll_s: float) -> int:
     """Wait for every job, printing each worker's outcome as it ends; returns how many crashed."""
     crashed = 0
     pending = list(enumerate(jobs))
+    unconfirmed: dict[int, float] = {}     # worker -> when it first looked ended without a result
     while pending:
         for k, job in list(pending):
             if not job.done():
+                unconfirmed.pop(k, None)
                 continue
+            # A job that requeues itself (USR2) can look ended for a moment between its two runs: one
+            # that left no result must still look ended REQUEUE_GRACE_S later, state read afresh.
+            if not job.paths.result_pickle.exists():
+                first = unconfirmed.setdefault(k, time.time())
+                if time.time() - first < REQUEUE_GRACE_S or not job.done(force_check=True):
+                    continue
             pending.remove((k, job))
             name = f"worker {k} (job {job.job_id})"
             try:
