@@ -277,11 +277,16 @@ def _wait(submitit, jobs: list, log, poll_s: float) -> int:
             if not job.done():
                 unconfirmed.pop(k, None)
                 continue
-            # A job that requeues itself (USR2) can look ended for a moment between its two runs: one
-            # that left no result must still look ended REQUEUE_GRACE_S later, state read afresh.
+            # A job that requeues itself (USR2) can look ended to submitit between its two runs, and
+            # submitit never asks SLURM again about a job it once saw ended. So one that left no result
+            # counts as ended only once squeue (the controller's live view) has not listed it for
+            # REQUEUE_GRACE_S.
             if not job.paths.result_pickle.exists():
+                if in_queue(str(job.job_id)):
+                    unconfirmed.pop(k, None)
+                    continue
                 first = unconfirmed.setdefault(k, time.time())
-                if time.time() - first < REQUEUE_GRACE_S or not job.done(force_check=True):
+                if time.time() - first < REQUEUE_GRACE_S:
                     continue
             pending.remove((k, job))
             name = f"worker {k} (job {job.job_id})"
@@ -334,6 +339,17 @@ def _run(cmd: list[str]) -> Optional[str]:
     except (OSError, subprocess.TimeoutExpired):
         return None
     return out.stdout if out.returncode == 0 else None
+
+
+def in_queue(job_id: str) -> bool:
+    """Whether squeue lists the SLURM job (pending, running, completing, requeued...: not yet ended).
+    A one-task array shows as its base id. False without squeue or for a non-SLURM id."""
+    if not re.fullmatch(r"\d+(_\d+)?", job_id):
+        return False
+    base = job_id.split("_")[0]
+    text = _run(["squeue", "-h", "-r", "-j", base, "-o", "%i"])
+    listed = {line.strip() for line in (text or "").splitlines() if line.strip()}
+    return job_id in listed or (base in listed and "_" not in job_id) or listed == {base}
 
 
 def job_states(ids: list[str]) -> dict[str, str]:
