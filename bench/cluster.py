@@ -349,7 +349,7 @@ def in_queue(job_id: str) -> bool:
     base = job_id.split("_")[0]
     text = _run(["squeue", "-h", "-r", "-j", base, "-o", "%i"])
     listed = {line.strip() for line in (text or "").splitlines() if line.strip()}
-    return job_id in listed or (base in listed and "_" not in job_id) or listed == {base}
+    return job_id in listed or listed == {base}
 
 
 def job_states(ids: list[str]) -> dict[str, str]:

@@ -221,7 +221,7 @@ class _FakeJob:
         self.paths = SimpleNamespace(result_pickle=folder / f"{job_id}_result.pkl", stdout=folder / "out",
                                      stderr=folder / "err")
 
-    def done(self, force_check=False):
+    def done(self):
         return True            # submitit caches an ended state and never looks again
 
     def result(self):
