@@ -341,23 +341,32 @@ def _run(cmd: list[str]) -> Optional[str]:
     return out.stdout if out.returncode == 0 else None
 
 
+_SLURM_ID = re.compile(r"\d+(_\d+)?")
+
+
+def _queued(ids: list[str]) -> Optional[dict[str, str]]:
+    """{job id: state} of the jobs among ``ids`` that squeue (the controller's live view) lists:
+    pending, running, completing, requeued... An array of one task shows as its base id. None
+    without squeue."""
+    bases = sorted({i.split("_")[0] for i in ids})
+    text = _run(["squeue", "-h", "-r", "-j", ",".join(bases), "-o", "%i|%T"])
+    if text is None:          # no squeue, or asked about one job id that it no longer knows (exit 1)
+        return {} if shutil.which("squeue") else None
+    listed = dict(line.strip().split("|", 1) for line in text.splitlines() if "|" in line)
+    return {i: listed.get(i) or listed[i.split("_")[0]] for i in ids if i in listed or i.split("_")[0] in listed}
+
+
 def in_queue(job_id: str) -> bool:
-    """Whether squeue lists the SLURM job (pending, running, completing, requeued...: not yet ended).
-    A one-task array shows as its base id. False without squeue or for a non-SLURM id."""
-    if not re.fullmatch(r"\d+(_\d+)?", job_id):
-        return False
-    base = job_id.split("_")[0]
-    text = _run(["squeue", "-h", "-r", "-j", base, "-o", "%i"])
-    listed = {line.strip() for line in (text or "").splitlines() if line.strip()}
-    return job_id in listed or listed == {base}
+    """Whether squeue lists the SLURM job (not yet ended). False without squeue or for a non-SLURM id."""
+    return bool(_SLURM_ID.fullmatch(job_id)) and job_id in (_queued([job_id]) or {})
 
 
 def job_states(ids: list[str]) -> dict[str, str]:
-    """{job id: state}: SLURM jobs from sacct (accounting) or else squeue; submitit local jobs
-    (``local-<pid>``) from whether their process lives. Unknown: 'unknown'."""
+    """{job id: state}: SLURM jobs from squeue while queued or running (sacct lags behind the
+    controller: a running job can still read PENDING there), from sacct (accounting) once ended;
+    submitit local jobs (``local-<pid>``) from whether their process lives. Unknown: 'unknown'."""
     states: dict[str, str] = {}
-    local = [i for i in ids if i.startswith("local-")]
-    for i in local:
+    for i in (i for i in ids if i.startswith("local-")):
         pid = int(i.split("-", 1)[1])
         try:
             os.kill(pid, 0)
@@ -366,16 +375,16 @@ def job_states(ids: list[str]) -> dict[str, str]:
             states[i] = "ENDED"
         except PermissionError:
             states[i] = "RUNNING"
-    slurm = [i for i in ids if re.fullmatch(r"\d+(_\d+)?", i)]
-    if slurm:
-        bases = sorted({i.split("_")[0] for i in slurm})
+    slurm = [i for i in ids if _SLURM_ID.fullmatch(i)]
+    queued = _queued(slurm) if slurm else {}
+    states.update(queued or {})
+    ended = [i for i in slurm if i not in states]
+    if ended:
+        bases = sorted({i.split("_")[0] for i in ended})
         text = _run(["sacct", "-n", "-P", "-X", "-j", ",".join(bases), "-o", "JobID,State"])
-        if text is None:          # no accounting: squeue knows the jobs still queued or running
-            text = _run(["squeue", "-h", "-r", "-j", ",".join(bases), "-o", "%i|%T"])
-            default = "not in queue (ended)" if text is not None else "unknown"
-        else:
-            default = "unknown"
         found = dict(line.split("|", 1) for line in (text or "").splitlines() if "|" in line)
-        for i in slurm:
-            states[i] = found.get(i, default).split()[0] if found.get(i) else default
+        # without accounting, a job squeue no longer lists has ended
+        default = "not in queue (ended)" if text is None and queued is not None else "unknown"
+        for i in ended:
+            states[i] = found[i].split()[0] if found.get(i) else default
     return {i: states.get(i, "unknown") for i in ids}
