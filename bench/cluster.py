@@ -331,14 +331,18 @@ def latest_submission(results_dir: Path) -> Optional[dict]:
         return None
 
 
-def _run(cmd: list[str]) -> Optional[str]:
+def _run(cmd: list[str], empty_if: str = "") -> Optional[str]:
+    """The command's stdout; None if it is missing, times out or fails, except a failure whose
+    stderr contains ``empty_if``, which reads as an empty answer."""
     if shutil.which(cmd[0]) is None:
         return None
     try:
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=20)
     except (OSError, subprocess.TimeoutExpired):
         return None
-    return out.stdout if out.returncode == 0 else None
+    if out.returncode == 0:
+        return out.stdout
+    return "" if empty_if and empty_if in out.stderr else None
 
 
 _SLURM_ID = re.compile(r"\d+(_\d+)?")
@@ -347,11 +351,12 @@ _SLURM_ID = re.compile(r"\d+(_\d+)?")
 def _queued(ids: list[str]) -> Optional[dict[str, str]]:
     """{job id: state} of the jobs among ``ids`` that squeue (the controller's live view) lists:
     pending, running, completing, requeued... An array of one task shows as its base id. None
-    without squeue."""
+    where squeue is missing or no controller answers."""
     bases = sorted({i.split("_")[0] for i in ids})
-    text = _run(["squeue", "-h", "-r", "-j", ",".join(bases), "-o", "%i|%T"])
-    if text is None:          # no squeue, or asked about one job id that it no longer knows (exit 1)
-        return {} if shutil.which("squeue") else None
+    # Asked about a single job id it no longer knows, squeue fails with this message.
+    text = _run(["squeue", "-h", "-r", "-j", ",".join(bases), "-o", "%i|%T"], empty_if="Invalid job id")
+    if text is None:
+        return None
     listed = dict(line.strip().split("|", 1) for line in text.splitlines() if "|" in line)
     return {i: listed.get(i) or listed[i.split("_")[0]] for i in ids if i in listed or i.split("_")[0] in listed}
 

@@ -265,8 +265,8 @@ def test_wait_counts_a_job_that_left_the_queue_without_a_result_as_crashed(tmp_p
 
 def test_in_queue_reads_squeue_ids(monkeypatch):
     from bench import cluster
-    listed = {"12": "12|RUNNING\n", "13": "13_0|PENDING\n13_2|RUNNING\n", "14": None}
-    monkeypatch.setattr(cluster, "_run", lambda cmd: listed[cmd[cmd.index("-j") + 1]])
+    listed = {"12": "12|RUNNING\n", "13": "13_0|PENDING\n13_2|RUNNING\n", "14": ""}
+    monkeypatch.setattr(cluster, "_run", lambda cmd, **kw: listed[cmd[cmd.index("-j") + 1]])
     assert cluster.in_queue("12") and cluster.in_queue("12_0")          # a one-task array shows its base id
     assert cluster.in_queue("13_2") and not cluster.in_queue("13_1")
     assert not cluster.in_queue("14") and not cluster.in_queue("local-123")
@@ -276,7 +276,20 @@ def test_job_states_prefer_squeue_while_queued_and_sacct_once_ended(monkeypatch)
     """sacct lags behind the controller: a job running for a while can still read PENDING there."""
     from bench import cluster
     answers = {"squeue": "21|RUNNING\n", "sacct": "21|PENDING\n22|CANCELLED by 0\n"}
-    monkeypatch.setattr(cluster, "_run", lambda cmd: answers[cmd[0]])
+    monkeypatch.setattr(cluster, "_run", lambda cmd, **kw: answers[cmd[0]])
     assert cluster.job_states(["21", "22", "23"]) == {"21": "RUNNING", "22": "CANCELLED", "23": "unknown"}
     answers["sacct"] = None                                              # no accounting
     assert cluster.job_states(["21", "22"]) == {"21": "RUNNING", "22": "not in queue (ended)"}
+    answers["squeue"] = None                                             # no controller answers
+    assert cluster.job_states(["21"]) == {"21": "unknown"}
+
+
+def test_run_reads_a_named_failure_as_an_empty_answer(tmp_path, monkeypatch):
+    from bench import cluster
+    tool = tmp_path / "squeue"
+    tool.write_text("#!/bin/sh\necho 'slurm_load_jobs error: Invalid job id specified' >&2\nexit 1\n")
+    tool.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    assert cluster._run(["squeue", "-j", "9"], empty_if="Invalid job id") == ""
+    assert cluster._run(["squeue", "-j", "9"]) is None
+    assert cluster._run(["squeue", "-j", "9"], empty_if="Unable to contact") is None
