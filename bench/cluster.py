@@ -264,30 +264,14 @@ def run_with_workers(cfg: Config, results_dir: Path, data_dir: Path, *, executor
     return 0 if counts["done"] == len(specs) and not crashed else 1
 
 
-REQUEUE_GRACE_S = 10.0
-
-
 def _wait(submitit, jobs: list, log, poll_s: float) -> int:
     """Wait for every job, printing each worker's outcome as it ends; returns how many crashed."""
     crashed = 0
     pending = list(enumerate(jobs))
-    unconfirmed: dict[int, float] = {}     # worker -> when it first looked ended without a result
     while pending:
         for k, job in list(pending):
             if not job.done():
-                unconfirmed.pop(k, None)
                 continue
-            # A job that requeues itself (USR2) can look ended to submitit between its two runs, and
-            # submitit never asks SLURM again about a job it once saw ended. So one that left no result
-            # counts as ended only once squeue (the controller's live view) has not listed it for
-            # REQUEUE_GRACE_S.
-            if not job.paths.result_pickle.exists():
-                if in_queue(str(job.job_id)):
-                    unconfirmed.pop(k, None)
-                    continue
-                first = unconfirmed.setdefault(k, time.time())
-                if time.time() - first < REQUEUE_GRACE_S:
-                    continue
             pending.remove((k, job))
             name = f"worker {k} (job {job.job_id})"
             try:
@@ -345,9 +329,6 @@ def _run(cmd: list[str], empty_if: str = "") -> Optional[str]:
     return "" if empty_if and empty_if in out.stderr else None
 
 
-_SLURM_ID = re.compile(r"\d+(_\d+)?")
-
-
 def _queued(ids: list[str]) -> Optional[dict[str, str]]:
     """{job id: state} of the jobs among ``ids`` that squeue (the controller's live view) lists:
     pending, running, completing, requeued... An array of one task shows as its base id. None
@@ -361,17 +342,13 @@ def _queued(ids: list[str]) -> Optional[dict[str, str]]:
     return {i: listed.get(i) or listed[i.split("_")[0]] for i in ids if i in listed or i.split("_")[0] in listed}
 
 
-def in_queue(job_id: str) -> bool:
-    """Whether squeue lists the SLURM job (not yet ended). False without squeue or for a non-SLURM id."""
-    return bool(_SLURM_ID.fullmatch(job_id)) and job_id in (_queued([job_id]) or {})
-
-
 def job_states(ids: list[str]) -> dict[str, str]:
     """{job id: state}: SLURM jobs from squeue while queued or running (sacct lags behind the
     controller: a running job can still read PENDING there), from sacct (accounting) once ended;
     submitit local jobs (``local-<pid>``) from whether their process lives. Unknown: 'unknown'."""
     states: dict[str, str] = {}
-    for i in (i for i in ids if i.startswith("local-")):
+    local = [i for i in ids if i.startswith("local-")]
+    for i in local:
         pid = int(i.split("-", 1)[1])
         try:
             os.kill(pid, 0)
@@ -380,7 +357,7 @@ def job_states(ids: list[str]) -> dict[str, str]:
             states[i] = "ENDED"
         except PermissionError:
             states[i] = "RUNNING"
-    slurm = [i for i in ids if _SLURM_ID.fullmatch(i)]
+    slurm = [i for i in ids if re.fullmatch(r"\d+(_\d+)?", i)]
     queued = _queued(slurm) if slurm else {}
     states.update(queued or {})
     ended = [i for i in slurm if i not in states]

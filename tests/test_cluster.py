@@ -212,64 +212,13 @@ def test_slurm_section_is_validated_and_never_part_of_a_run_id(tmp_path):
         load_config(cfg, ["slurm.gpus_per_job=2"])
 
 
-class _FakeJob:
-    """A submitit job as `_wait` sees it: it looks ended (`done`) while SLURM may still hold it."""
-
-    def __init__(self, folder: Path, job_id: str):
-        from types import SimpleNamespace
-        self.job_id = job_id
-        self.paths = SimpleNamespace(result_pickle=folder / f"{job_id}_result.pkl", stdout=folder / "out",
-                                     stderr=folder / "err")
-
-    def done(self):
-        return True            # submitit caches an ended state and never looks again
-
-    def result(self):
-        if self.paths.result_pickle.exists():
-            return {"ok": 1, "host": "node"}
-        raise submitit.core.utils.UncompletedJobError(f"Job {self.job_id} has no result")
-
-
-def test_wait_does_not_count_a_requeued_job_as_crashed(tmp_path, monkeypatch):
-    """Between the two runs of a USR2-requeued job submitit may call it ended; while squeue lists
-    it, `_wait` keeps waiting, and reads the result of its second run."""
+def test_queued_reads_squeue_ids(monkeypatch):
     from bench import cluster
-    job = _FakeJob(tmp_path, "5")
-    polls = {"n": 0}
-
-    def in_queue(job_id):
-        polls["n"] += 1
-        if polls["n"] == 30:                     # the requeued run ends with its result
-            job.paths.result_pickle.write_bytes(b"x")
-        return True
-
-    monkeypatch.setattr(cluster, "in_queue", in_queue)
-    monkeypatch.setattr(cluster, "REQUEUE_GRACE_S", 0.0)
-    lines = []
-    assert cluster._wait(submitit, [job], lines.append, poll_s=0.001) == 0
-    assert polls["n"] == 30 and "1 ok" in lines[0], lines
-
-
-def test_wait_counts_a_job_that_left_the_queue_without_a_result_as_crashed(tmp_path, monkeypatch):
-    from bench import cluster
-    job = _FakeJob(tmp_path, "7_1")
-    seen = []
-    monkeypatch.setattr(cluster, "in_queue", lambda job_id: seen.append(job_id) or False)
-    monkeypatch.setattr(cluster, "REQUEUE_GRACE_S", 0.05)
-    lines = []
-    t0 = time.time()
-    assert cluster._wait(submitit, [job], lines.append, poll_s=0.001) == 1
-    assert time.time() - t0 >= 0.05 and set(seen) == {"7_1"}            # the grace period was waited out
-    assert "ended without a result" in lines[0], lines
-
-
-def test_in_queue_reads_squeue_ids(monkeypatch):
-    from bench import cluster
-    listed = {"12": "12|RUNNING\n", "13": "13_0|PENDING\n13_2|RUNNING\n", "14": ""}
+    listed = {"12": "12|RUNNING\n", "13": "13_0|PENDING\n13_2|RUNNING\n", "14": "", "15": None}
     monkeypatch.setattr(cluster, "_run", lambda cmd, **kw: listed[cmd[cmd.index("-j") + 1]])
-    assert cluster.in_queue("12") and cluster.in_queue("12_0")          # a one-task array shows its base id
-    assert cluster.in_queue("13_2") and not cluster.in_queue("13_1")
-    assert not cluster.in_queue("14") and not cluster.in_queue("local-123")
+    assert cluster._queued(["12_0"]) == {"12_0": "RUNNING"}              # a one-task array shows its base id
+    assert cluster._queued(["13_1", "13_2"]) == {"13_2": "RUNNING"}
+    assert cluster._queued(["14"]) == {} and cluster._queued(["15"]) is None
 
 
 def test_job_states_prefer_squeue_while_queued_and_sacct_once_ended(monkeypatch):

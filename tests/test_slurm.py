@@ -136,12 +136,15 @@ def test_the_warning_signal_checkpoints_and_requeues_the_job(slurm, tmp_path):
     proc = run(cfg, results, "--executor", "slurm", "--workers", "1", wait=False)
     claim = wait_for_training(results, proc)
     subprocess.run(["scancel", "--signal=USR2", claim["job_id"]], check=True)
-    # SLURM holds a requeued job for about two minutes (squeue reason BeginTime); let it start now.
+    # SLURM holds a requeued job for about two minutes (squeue reason BeginTime); let it start sooner.
+    # Not at once: slurmd refuses to launch a job in the same second as it killed the job's previous
+    # run ("Job 5 already killed, do not launch batch job"; the new run then fails without a result).
     t0 = time.time()
     while time.time() - t0 < 60:
         reason = subprocess.run(["squeue", "-h", "-j", claim["job_id"], "-o", "%r"], capture_output=True,
                                 text=True).stdout.strip()
         if reason == "BeginTime":
+            time.sleep(2)
             subprocess.run(["scontrol", "update", f"JobId={claim['job_id']}", "StartTime=now"], check=True)
             break
         time.sleep(0.2)
