@@ -6,6 +6,7 @@ NAME = "cskd"
 VERSION = 1
 PRUNES = False
 SECTIONS = selfdistill.sections("cskd")
+label_suffix = selfdistill.label_suffix
 
 
 def run(ctx):

@@ -6,6 +6,7 @@ NAME = "cskd-epsd"
 VERSION = 1
 PRUNES = True
 SECTIONS = selfdistill.sections("cskd", pruned=True, epsd=True)
+label_suffix = selfdistill.label_suffix
 
 
 def run(ctx):

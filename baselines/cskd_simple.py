@@ -6,6 +6,7 @@ NAME = "cskd-simple"
 VERSION = 1
 PRUNES = True
 SECTIONS = selfdistill.sections("cskd", pruned=True)
+label_suffix = selfdistill.label_suffix
 
 
 def run(ctx):

@@ -6,6 +6,7 @@ NAME = "dlb"
 VERSION = 1
 PRUNES = False
 SECTIONS = selfdistill.sections("dlb")
+label_suffix = selfdistill.label_suffix
 
 
 def run(ctx):

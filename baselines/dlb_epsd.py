@@ -6,6 +6,7 @@ NAME = "dlb-epsd"
 VERSION = 1
 PRUNES = True
 SECTIONS = selfdistill.sections("dlb", pruned=True, epsd=True)
+label_suffix = selfdistill.label_suffix
 
 
 def run(ctx):

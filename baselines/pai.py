@@ -115,6 +115,7 @@ def run(ctx, method: str, scoring: Literal["simple", "epsd"]) -> Outcome:
     model = ctx.build()
     objective = selfdistill.make_objective(ctx, method)
     masks = Masks(model, pc.layers)
+    ctx.target(masks, model)            # an unreachable target fails here, before any work
     with ctx.phase("score"):
         gen = torch.Generator(device=ctx.device).manual_seed(ctx.seed_for("pai-batch"))
         batch = next(ctx.data.train_batches(pc.batch_size, cfg.dataset.augment, gen))
@@ -126,7 +127,7 @@ def run(ctx, method: str, scoring: Literal["simple", "epsd"]) -> Outcome:
         steps = 0 if pc.criterion == "snip" else pc.inner_steps
         scores = meta_scores(model, pc.layers, step_loss, steps, pc.inner_lr)
     with ctx.phase("prune"):
-        masks.prune_global(scores, cfg.prune.sparsity)
+        ctx.prune_global(masks, model, scores)
     ctx.extra.update(pai_scoring="EPSD (reimpl.)" if scoring == "epsd" else "Simple", pai_criterion=pc.criterion)
     result = selfdistill.train(ctx, method, model, objective, masks)
     return Outcome(model=model, result=result, masks=masks)

@@ -6,6 +6,7 @@ NAME = "pskd"
 VERSION = 1
 PRUNES = False
 SECTIONS = selfdistill.sections("pskd")
+label_suffix = selfdistill.label_suffix
 
 
 def run(ctx):

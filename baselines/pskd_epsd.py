@@ -6,6 +6,7 @@ NAME = "pskd-epsd"
 VERSION = 1
 PRUNES = True
 SECTIONS = selfdistill.sections("pskd", pruned=True, epsd=True)
+label_suffix = selfdistill.label_suffix
 
 
 def run(ctx):

@@ -6,6 +6,7 @@ NAME = "pskd-simple"
 VERSION = 1
 PRUNES = True
 SECTIONS = selfdistill.sections("pskd", pruned=True)
+label_suffix = selfdistill.label_suffix
 
 
 def run(ctx):

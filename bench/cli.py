@@ -74,7 +74,8 @@ def cmd_teacher(args) -> int:
         run_cfg = C.config_copy(cfg)
         run_cfg.dataset.name = name
         data = load_dataset(run_cfg.dataset, args.data_dir, device, download=args.download)
-        ctx = RunContext(run_cfg, data, device, Artifacts(args.results / "cache"))
+        ctx = RunContext(run_cfg, data, device, Artifacts(args.results / "cache"),
+                         load_data=lambda d: load_dataset(d, args.data_dir, device, download=args.download))
         ctx.teacher()
         info = ctx.teacher_info
         print(f"{name}: teacher {info['arch']} top1 {info['top1']:.2f}% (best {info['top1_best']:.2f}%) "

@@ -142,6 +142,9 @@ class TeacherConfig:
     arch: Literal["resnet18", "resnet34", "resnet50", "resnet_small"] = "resnet50"
     seed: int = 0
     train: TrainConfig = field(default_factory=TrainConfig)
+    # run: the teacher trains on the run's training images; full: on the dataset's whole training
+    # split, whatever dataset.train_limit keeps for the students (a teacher that knows more than them)
+    data: Literal["run", "full"] = "run"
 
 
 @dataclass
@@ -242,12 +245,21 @@ class MethodEntry:
         return self.label or self.name
 
 
+SPARSITY_MEASURES = ("overall", "prunable", "conv", "conv+linear", "conv-noshortcut")   # = masks.MEASURES
+
+
 @dataclass
 class GridConfig:
     datasets: list[str] = field(default_factory=list)     # empty: the dataset section's name
     methods: list[MethodEntry] = field(default_factory=list)
     sparsities: list[float] = field(default_factory=list)  # empty: prune.sparsity
     seeds: list[int] = field(default_factory=list)         # empty: seed
+    # What every target sparsity (grid.sparsities, prune.sparsity) counts: zeros over the weights of
+    # this set. overall = conv + linear + BatchNorm weights (COLT's and the paper's figure): one axis
+    # for every method. Each method still prunes only its own prunable set and solves for the
+    # fraction inside it that lands the network on the target; prunable = the old per-method
+    # fractions (not comparable across methods with different sets).
+    sparsity_measure: Literal["overall", "prunable", "conv", "conv+linear", "conv-noshortcut"] = "overall"
 
     def validate(self, key):
         for d in self.datasets:
@@ -579,6 +591,7 @@ def identity(cfg: Config, mod, dev_type: str) -> dict:
         ident[s] = full[s]
     if mod.PRUNES:
         ident["prune"] = full["prune"]
+        ident["sparsity_measure"] = cfg.grid.sparsity_measure
     ident["runtime"] = runtime_identity(cfg.runtime, dev_type)
     return ident
 
@@ -609,23 +622,26 @@ def expand_grid(cfg: Config, method_info, dev_type: str | None = None) -> list[R
     methods = grid.methods or [MethodEntry(name="dense")]
     sparsities = grid.sparsities or [cfg.prune.sparsity]
     seeds = grid.seeds or [cfg.seed]
-    labels = [m.display for m in methods]
-    dup = {l for l in labels if labels.count(l) > 1}
-    if dup:
-        raise ConfigError(f"config key 'grid.methods' lists the label(s) {sorted(dup)} twice; give each "
-                          "entry a distinct 'label'")
-    runs, seen = [], set()
+    runs, seen, labels = [], set(), {}
     for ds in datasets:
-        for m in methods:
-            mod = method_info(m.name)
+        for entry in methods:
+            mod = method_info(entry.name)
             for sp in (sparsities if mod.PRUNES else [0.0]):
                 for seed in seeds:
                     data = to_dict(cfg)
-                    data["grid"] = {}
+                    data["grid"] = {"sparsity_measure": grid.sparsity_measure}
                     data["dataset"]["name"] = ds
                     data["prune"]["sparsity"] = float(sp)
                     data["seed"] = int(seed)
-                    run_cfg = apply_sets(from_dict(Config, data), m.set, f"grid method {m.display!r}")
+                    run_cfg = apply_sets(from_dict(Config, data), entry.set, f"grid method {entry.display!r}")
+                    # An unlabelled variant of a method (e.g. an SD row at the matched budget) is named
+                    # by the method's own rule, so that it never shares a label with the method itself.
+                    suffix = getattr(mod, "label_suffix", None)
+                    m = entry if entry.label or suffix is None else \
+                        MethodEntry(entry.name, entry.name + suffix(run_cfg), entry.set)
+                    if labels.setdefault(m.display, id(entry)) != id(entry):
+                        raise ConfigError(f"config key 'grid.methods' lists the label {m.display!r} twice; give "
+                                          "each entry a distinct 'label'")
                     ident = identity(run_cfg, mod, dev_type)
                     rid = hash_identity(ident)
                     if (m.display, rid) in seen:

@@ -9,6 +9,7 @@ fails to load or whose hash differs is an error, never silently retrained over.
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import io
@@ -27,9 +28,9 @@ from .config import HARNESS_VERSION, Config, TrainConfig, hash_identity, runtime
 from .checkpoint import EpochCheckpoint
 from .engine import PhaseTimer, TrainResult
 from .leases import Lease, wait_for
-from .masks import Masks, sparsity_stats
+from .masks import Masks, Target, sparsity_stats
 from .models import build_model
-from .provenance import device_name, git_state
+from .provenance import code_state, device_name, git_state
 from .store import atomic_write_bytes, atomic_write_json, file_digest
 
 # Latency groups of the standard phase names; a method may put any other phase in a group of its
@@ -114,6 +115,9 @@ class Outcome:
     result: TrainResult
     masks: Optional[Masks] = None
     extra: dict = field(default_factory=dict)
+    # Why the realised sparsity may miss the target by more than masks.TOLERANCE (an iterative method
+    # run with its official overshoot); None: a miss is a bug and fails the run.
+    off_target: Optional[str] = None
 
 
 def derived_seed(seed: int, purpose: str) -> int:
@@ -127,8 +131,10 @@ def derived_seed(seed: int, purpose: str) -> int:
 
 class RunContext:
     def __init__(self, cfg: Config, data, device: torch.device, artifacts: Artifacts,
-                 log: Callable[[str], None] = print, run_id: Optional[str] = None):
+                 log: Callable[[str], None] = print, run_id: Optional[str] = None,
+                 load_data: Optional[Callable] = None):
         self.cfg, self.data, self.device, self.artifacts, self.log = cfg, data, device, artifacts, log
+        self.load_data = load_data          # DatasetConfig -> data on the device (another split of the dataset)
         # Epoch checkpoints are scoped by run id: a context made outside a grid gets a unique one.
         self.run_id = run_id or f"adhoc-{uuid.uuid4().hex[:12]}"
         self.device_name = device_name(device)
@@ -140,6 +146,7 @@ class RunContext:
         self.reused: dict[str, dict] = {}       # phase -> what it cost when its artifact was made
         self.artifacts_used: list[dict] = []    # every cached artifact this run loaded or made
         self.rounds: list[dict] = []            # per-round records of iterative methods
+        self.budget: dict[str, dict] = {}       # phase -> what it trained (epochs, images), live or reused
         self.teacher_info: Optional[dict] = None
         self.extra: dict = {}
 
@@ -188,15 +195,28 @@ class RunContext:
         self._declare(phase, group)
         self._declare("eval", None)
         ckpt = self.epoch_checkpoint(phase)
+        data = data if data is not None else self.data
+        augment = augment or self.cfg.dataset.augment
         try:
-            return engine.train(model, data if data is not None else self.data, recipe, runtime=self.cfg.runtime,
-                                timer=self.timer, seed=self.seed_for(phase) if seed is None else seed,
-                                augment=augment or self.cfg.dataset.augment, objective=objective, masks=masks,
-                                after_backward=after_backward, state=state, checkpoint=ckpt, phase=phase,
-                                log=self.log)
+            result = engine.train(model, data, recipe, runtime=self.cfg.runtime, timer=self.timer,
+                                  seed=self.seed_for(phase) if seed is None else seed, augment=augment,
+                                  objective=objective, masks=masks, after_backward=after_backward, state=state,
+                                  checkpoint=ckpt, phase=phase, log=self.log)
         finally:
             if ckpt.resumed is not None:
                 self.resumed.append({**ckpt.resumed, "scope": self._scopes[-1]})
+        self._count(phase, recipe, data, augment)
+        return result
+
+    def _count(self, phase: str, recipe: TrainConfig, data, augment) -> None:
+        """Add one training call to ``phase``'s budget. ``full_data_epochs`` are its images over the run's
+        training set: an epoch on half the classes (COLT's partition models) counts half."""
+        images = recipe.epochs * data.images_per_epoch(recipe.batch_size, recipe.drop_last)
+        b = self.budget.setdefault(phase, {"epochs": 0, "images": 0, "full_data_epochs": 0.0, "reused": False,
+                                           "augment": to_dict(augment)})
+        b["epochs"] += recipe.epochs
+        b["images"] += images
+        b["full_data_epochs"] = b["images"] / len(self.data.train_y)
 
     def epoch_checkpoint(self, phase: str) -> EpochCheckpoint:
         """The checkpoint file of the next training call named ``phase`` in the current scope (the run,
@@ -220,6 +240,19 @@ class RunContext:
 
     def masks(self, model: nn.Module) -> Masks:
         return Masks(model, self.cfg.prune.layers)
+
+    def target(self, masks: Masks, model: nn.Module) -> Target:
+        """This run's target (``prune.sparsity`` on ``grid.sparsity_measure``) as weight counts of
+        ``model`` pruned over ``masks``' set; raises ``UnreachableSparsity`` when that set, pruned
+        whole, cannot reach it (the runner records the cell as unreachable)."""
+        target = Target(masks, model, self.cfg.prune.sparsity, self.cfg.grid.sparsity_measure)
+        target.check(masks.layers)
+        return target
+
+    def prune_global(self, masks: Masks, model: nn.Module, scores: list[torch.Tensor]) -> int:
+        """One-shot global pruning of ``masks``' set by ``scores``, lowest first, to exactly the count
+        that lands ``model`` on the run's target. Returns the weights removed."""
+        return masks.prune_count(scores, self.target(masks, model).global_count(masks, scores))
 
     def sparsity_of(self, model: nn.Module) -> dict:
         """Every sparsity definition of ``model``'s weights (masks.sparsity_stats()["sparsity"])."""
@@ -285,6 +318,8 @@ class RunContext:
                                    "group": meta.get("phase_groups", {}).get(ph, DEFAULT_GROUPS.get(ph, "other")),
                                    "commit": meta.get("git_commit")}
                 self.groups.setdefault(ph, self.reused[ph]["group"])
+                if ph in meta.get("phase_budget", {}):
+                    self.budget[ph] = {**meta["phase_budget"][ph], "reused": True}
             self._used(kind, key, meta, phases, reused=True)
             self.log(f"  reused {kind} checkpoint {meta['path']}")
             return meta, _to(payload.get("payload"), self.device)
@@ -303,9 +338,11 @@ class RunContext:
             self._scopes.pop()
         after = self.timer.seconds()
         commit, dirty = git_state()
-        meta.update(phase_seconds={ph: after.get(ph, 0.0) - before.get(ph, 0.0) for ph in phases},
+        meta.update(phase_budget={ph: self.budget[ph] for ph in phases if ph in self.budget},
+                    phase_seconds={ph: after.get(ph, 0.0) - before.get(ph, 0.0) for ph in phases},
                     phase_groups={ph: self.groups.get(ph, DEFAULT_GROUPS.get(ph, "other")) for ph in phases},
                     device=self.device_name, git_commit=commit, git_dirty=dirty, harness_version=HARNESS_VERSION,
+                    code_fingerprint=code_state()["code_fingerprint"],
                     identity=ident, runtime=runtime)
         saved = {"payload": _to_cpu(payload)}
         if model is not None:
@@ -321,7 +358,8 @@ class RunContext:
         self.artifacts_used.append({"kind": kind, "key": key, "reused": reused, "phases": list(phases),
                                     "path": meta.get("path"),
                                     "sha256": meta.get("sha256"), "git_commit": meta.get("git_commit"),
-                                    "git_dirty": meta.get("git_dirty"), "device": meta.get("device"),
+                                    "git_dirty": meta.get("git_dirty"), "code_fingerprint": meta.get("code_fingerprint"),
+                                    "device": meta.get("device"),
                                     "version": (meta.get("identity") or {}).get("version"),
                                     "harness_version": meta.get("harness_version"),
                                     "created_at": meta.get("created_at")})
@@ -349,13 +387,22 @@ class RunContext:
         model = self.build(tc.arch, tc.seed)
 
         def produce():
-            res = self.train(model, tc.train, phase="teacher", seed=derived_seed(tc.seed, "teacher"))
-            return {"result": res.to_dict(), "arch": tc.arch}, None
+            data = self.data
+            if tc.data == "full" and self.cfg.dataset.train_limit is not None:
+                if self.load_data is None:
+                    raise RuntimeError("teacher.data: full needs the whole training split, and this context "
+                                       "cannot load data (give RunContext a load_data)")
+                data = self.load_data(dataclasses.replace(self.cfg.dataset, train_limit=None))
+            res = self.train(model, tc.train, phase="teacher", seed=derived_seed(tc.seed, "teacher"), data=data)
+            return {"result": res.to_dict(), "arch": tc.arch, "train_images": len(data.train_y),
+                    "data_fingerprint": data.info["fingerprint"]}, None
 
         meta, _ = self.stage("teachers", {"dataset": c["dataset"], "teacher": c["teacher"]}, produce,
                              ("teacher",), model=model)
         self.teacher_info = {"arch": tc.arch, "sha256": meta["sha256"], "path": meta["path"],
                              "top1": meta["result"]["top1_final"], "top1_best": meta["result"]["top1_best"],
+                             "data": tc.data, "train_images": meta.get("train_images"),
+                             "data_fingerprint": meta.get("data_fingerprint"),
                              "git_commit": meta.get("git_commit"), "device": meta.get("device")}
         model.eval().requires_grad_(False)
         return model
@@ -366,6 +413,6 @@ class RunContext:
         optimizer and the masks fixed (the shape every one-shot method shares)."""
         masks = self.masks(model)
         with self.phase("prune"):
-            masks.prune_global(scores, self.cfg.prune.sparsity)
+            self.prune_global(masks, model, scores)
         result = self.train(model, self.cfg.retrain, phase="retrain", objective=objective, masks=masks)
         return Outcome(model=model, result=result, masks=masks)

@@ -119,6 +119,11 @@ class DeviceData:
             return max(1, n // batch_size) if n else 0   # a split smaller than a batch still trains
         return math.ceil(n / batch_size)
 
+    def images_per_epoch(self, batch_size: int, drop_last: bool = True) -> int:
+        """Training images one epoch processes (a dropped last batch does not count)."""
+        n = self.train_x.shape[0]
+        return min(n, self.steps_per_epoch(batch_size, drop_last) * batch_size)
+
     def train_batches(self, batch_size: int, augment: AugmentConfig, generator: torch.Generator,
                       drop_last: bool = True) -> Iterator[Batch]:
         """One epoch of augmented batches; every random draw comes from ``generator``."""

@@ -14,6 +14,13 @@ import torch
 import torch.nn as nn
 
 SCOPES = ("conv", "conv+linear", "conv-noshortcut")
+# What a target sparsity counts (grid.sparsity_measure): zeros over the weights of a measure's set.
+# ``overall`` (conv + linear + BatchNorm weights) is COLT's and the paper's; ``prunable`` is the
+# method's own prunable set, so it differs between methods (not a common axis).
+MEASURES = ("overall", "prunable", "conv", "conv+linear", "conv-noshortcut")
+# A run is on its target when its realised sparsity (on the grid's measure) is within 0.05
+# percentage points of it; tables, claims and figures compare only such runs.
+TOLERANCE = 0.0005
 
 
 def _is_shortcut(name: str) -> bool:
@@ -78,16 +85,25 @@ class Masks:
                 raise ValueError(f"score for {n} has shape {tuple(s.shape)}, weight has {tuple(p.shape)}")
 
     @staticmethod
-    def _lowest(scores: torch.Tensor, keep: torch.Tensor, k: int) -> torch.Tensor:
-        """A flat 0/1 mask with the ``k`` lowest-scored entries removed; entries already removed
-        (``keep`` false) rank first, so they stay removed. Ties go by position (deterministic)."""
+    def _order(scores: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        """The pruning order of flat ``scores``: entries already removed (``keep`` false) first, then
+        lowest score first; ties go by position (deterministic)."""
         if not torch.isfinite(scores[keep]).all():
             raise ValueError("importance scores contain NaN or inf for unpruned weights")
         ranked = torch.where(keep, scores, torch.full_like(scores, -float("inf")))
-        order = torch.argsort(ranked, stable=True)
+        return torch.argsort(ranked, stable=True)
+
+    @classmethod
+    def _lowest(cls, scores: torch.Tensor, keep: torch.Tensor, k: int) -> torch.Tensor:
+        """A flat 0/1 mask with the first ``k`` entries of the pruning order removed."""
         new = torch.ones_like(scores)
-        new[order[:k]] = 0
+        new[cls._order(scores, keep)[:k]] = 0
         return new
+
+    def _flat(self, scores: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        self._check_scores(scores)
+        return (torch.cat([s.detach().float().flatten() for s in scores]),
+                torch.cat([m.flatten() for m in self.masks]) > 0)
 
     def _set_flat(self, flat: torch.Tensor) -> None:
         for m, piece in zip(self.masks, torch.split(flat, [m.numel() for m in self.masks])):
@@ -97,20 +113,45 @@ class Masks:
     @torch.no_grad()
     def prune_global(self, scores: Sequence[torch.Tensor], sparsity: float) -> int:
         """Remove exactly ``round(sparsity * N)`` weights of the prunable set, lowest score first,
-        ranked across all tensors at once. Weights already pruned stay pruned (they rank first).
-        Ties are broken by position, so the selection is deterministic. Returns the count removed."""
+        ranked across all tensors at once (``prune_count``). Returns the count removed."""
         if not 0 <= sparsity < 1:
             raise ValueError(f"sparsity must be in [0, 1), got {sparsity}")
-        self._check_scores(scores)
-        flat = torch.cat([s.detach().float().flatten() for s in scores])
-        keep = torch.cat([m.flatten() for m in self.masks]) > 0
-        k = round(sparsity * flat.numel())
+        return self.prune_count(scores, round(sparsity * self.numel))
+
+    @torch.no_grad()
+    def prune_count(self, scores: Sequence[torch.Tensor], k: int) -> int:
+        """Leave exactly ``k`` weights of the prunable set removed, lowest score first, ranked across
+        all tensors at once. Weights already pruned stay pruned (they rank first). Ties are broken by
+        position, so the selection is deterministic. Returns ``k``."""
+        flat, keep = self._flat(scores)
         already = int((~keep).sum())
-        if k < already:
-            raise ValueError(f"target sparsity {sparsity} removes {k} weights but {already} are already "
-                             "pruned; pruned weights are never revived")
+        if not already <= k <= flat.numel():
+            raise ValueError(f"cannot leave {k} of {flat.numel()} weights pruned: {already} are already pruned "
+                             "and pruned weights are never revived")
         self._set_flat(self._lowest(flat, keep, k))
         return k
+
+    @torch.no_grad()
+    def ranks(self, scores: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Each weight's (flat) position in the global pruning order of ``scores``: ``prune_count(scores, k)``
+        removes exactly the weights of rank < k."""
+        flat, keep = self._flat(scores)
+        rank = torch.empty(flat.numel(), dtype=torch.long, device=flat.device)
+        rank[self._order(flat, keep)] = torch.arange(flat.numel(), device=flat.device)
+        return rank
+
+    def member_flags(self, member: Sequence[bool]) -> torch.Tensor:
+        """A flat bool per weight: whether its tensor is a ``member``."""
+        return torch.cat([torch.full((m.numel(),), bool(b), device=m.device) for m, b in zip(self.masks, member)])
+
+    @torch.no_grad()
+    def ranked_in(self, scores: Sequence[torch.Tensor], member: Sequence[bool]) -> torch.Tensor:
+        """Cumulative count, along the global pruning order of ``scores`` (already pruned first), of the
+        weights whose tensor is a ``member``: entry i is how many of the first i + 1 removed weights
+        count. (How many weights a global prune must remove to land a measure that counts only some
+        of the prunable tensors on its target.)"""
+        flat, keep = self._flat(scores)
+        return torch.cumsum(self.member_flags(member)[self._order(flat, keep)].long(), 0)
 
     @torch.no_grad()
     def prune_per_layer(self, scores: Sequence[torch.Tensor], counts: Mapping[str, int]) -> int:
@@ -170,6 +211,23 @@ class Masks:
         self.apply()
 
 
+def _measured(model: nn.Module, prunable: set[int]):
+    """(name, module, the measures that count its weight) for every conv, linear and BatchNorm module."""
+    for name, m in model.named_modules():
+        if not isinstance(m, (nn.Conv2d, nn.Linear, nn.BatchNorm2d)) or m.weight is None:
+            continue
+        keys = ["overall"]
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            keys.append("conv+linear")
+        if isinstance(m, nn.Conv2d):
+            keys.append("conv")
+            if not _is_shortcut(name):
+                keys.append("conv-noshortcut")
+        if id(m.weight) in prunable:
+            keys.append("prunable")
+        yield name, m, keys
+
+
 @torch.no_grad()
 def sparsity_stats(model: nn.Module, layers: str = "conv") -> dict:
     """Measured (not assumed) sparsity: zeros actually present in the weights, under every
@@ -185,21 +243,11 @@ def sparsity_stats(model: nn.Module, layers: str = "conv") -> dict:
     count = {k: [0, 0] for k in ("prunable", "conv", "overall", "conv+linear", "conv-noshortcut")}
     prunable = {id(p) for _, p in prunable_parameters(model, layers)}
     density = {}
-    for name, m in model.named_modules():
-        if not isinstance(m, (nn.Conv2d, nn.Linear, nn.BatchNorm2d)) or m.weight is None:
-            continue
+    for name, m, keys in _measured(model, prunable):
         w = m.weight
         z, n = int((w == 0).sum()), w.numel()
-        keys = ["overall"]
         if isinstance(m, (nn.Conv2d, nn.Linear)):
             density[f"{name}.weight"] = 1 - z / n
-            keys.append("conv+linear")
-        if isinstance(m, nn.Conv2d):
-            keys.append("conv")
-            if not _is_shortcut(name):
-                keys.append("conv-noshortcut")
-        if id(w) in prunable:
-            keys.append("prunable")
         for k in keys:
             count[k][0] += z
             count[k][1] += n
@@ -212,3 +260,69 @@ def sparsity_stats(model: nn.Module, layers: str = "conv") -> dict:
         "overall_weights": count["overall"][1],
         "layer_density": density,
     }
+
+
+class UnreachableSparsity(ValueError):
+    """A target that the method's prunable set cannot reach on the grid's measure, even pruned whole."""
+
+    def __init__(self, target: float, measure: str, maximum: float, reason: str):
+        self.target, self.measure, self.maximum, self.reason = target, measure, maximum, reason
+        super().__init__(f"target sparsity {target:g} ({measure}) is unreachable: {reason}")
+
+
+class Target:
+    """A target sparsity on a measure, in weight counts of one model whose prunable set is ``masks``'.
+
+    A measure is a union of whole weight tensors (every conv, linear or BatchNorm weight is in it or
+    not), so a target becomes a count of zeros: ``zeros = round(fraction * total)``. Zeros of measured
+    tensors outside the prunable set are fixed (``fixed``); the rest must come from pruning the
+    prunable tensors that the measure counts (``member``)."""
+
+    def __init__(self, masks: "Masks", model: nn.Module, fraction: float, measure: str):
+        if measure not in MEASURES:
+            raise ValueError(f"unknown sparsity measure {measure!r}; allowed: {', '.join(MEASURES)}")
+        self.fraction, self.measure = float(fraction), measure
+        prunable = {id(p) for p in masks.params}
+        counted = [(m.weight, id(m.weight) in prunable) for _, m, keys in _measured(model, prunable) if measure in keys]
+        self.total = sum(w.numel() for w, _ in counted)
+        with torch.no_grad():
+            self.fixed = sum(int((w == 0).sum()) for w, inside in counted if not inside)
+        ids = {id(w) for w, _ in counted}
+        self.member = [id(p) in ids for p in masks.params]
+        self.capacity = sum(p.numel() for p, b in zip(masks.params, self.member) if b)
+        self.zeros = round(self.fraction * self.total)
+
+    @property
+    def maximum(self) -> float:
+        """The highest sparsity on this measure that pruning the whole prunable set reaches."""
+        return (self.fixed + self.capacity) / self.total if self.total else 0.0
+
+    def check(self, layers: str) -> None:
+        """Raise ``UnreachableSparsity`` when the prunable set ``layers``, pruned whole, stays below the target."""
+        if self.fixed + self.capacity < self.zeros:
+            raise UnreachableSparsity(
+                self.fraction, self.measure, self.maximum,
+                f"the prunable set '{layers}' holds {self.capacity:,} of the {self.total:,} weights the measure "
+                f"counts; pruned whole it reaches {100 * self.maximum:.2f}% {self.measure}")
+
+    def pruned_in(self, masks: "Masks") -> int:
+        """Zeros that ``masks`` put into the measured prunable tensors."""
+        return sum(int(m.numel() - m.sum()) for m, b in zip(masks.masks, self.member) if b)
+
+    def missing(self, masks: "Masks") -> int:
+        """Measured weights still to prune to land on the target (negative: past it)."""
+        return self.zeros - self.fixed - self.pruned_in(masks)
+
+    def global_count(self, masks: "Masks", scores: Sequence[torch.Tensor]) -> int:
+        """The number of prunable weights a global prune by ``scores`` must leave removed so that the
+        measure lands on the target (``Masks.prune_count``)."""
+        need = self.zeros - self.fixed
+        if need <= 0:
+            return masks.numel - masks.remaining()
+        if all(self.member):
+            return need + sum(int(m.numel() - m.sum()) for m, b in zip(masks.masks, self.member) if not b)
+        counted = masks.ranked_in(scores, self.member)
+        return int(torch.searchsorted(counted, torch.tensor(need, device=counted.device))) + 1
+
+    def realised(self, model: nn.Module, layers: str) -> float:
+        return sparsity_stats(model, layers)["sparsity"]["prunable" if self.measure == "prunable" else self.measure]

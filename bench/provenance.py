@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
 import platform
 import socket
@@ -16,14 +17,62 @@ from .leases import job_id
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
+# The code whose change can change a result: the two packages (sources and shipped presets) and
+# the project file. The fingerprint and the dirty flag both look at exactly these.
+CODE_PATHS = ("bench", "baselines", "pyproject.toml")
+_CODE_SUFFIXES = (".py", ".yaml")
+
+
+def code_files(root: Path = REPO_ROOT) -> list[Path]:
+    """The files ``code_fingerprint`` hashes, sorted by their path relative to ``root``."""
+    files = []
+    for name in CODE_PATHS:
+        p = root / name
+        if p.is_file():
+            files.append(p)
+        elif p.is_dir():
+            files += [f for f in p.rglob("*") if f.is_file() and f.suffix in _CODE_SUFFIXES
+                      and "__pycache__" not in f.parts]
+    return sorted(files, key=lambda f: f.relative_to(root).as_posix())
+
+
+def code_fingerprint(root: Path = REPO_ROOT) -> str:
+    """sha256 (16 hex digits) over the relative path and the bytes of every file of ``code_files``: the
+    same for any copy of the same code (a clone, a copied tree without .git, an installed checkout),
+    different as soon as one source file or shipped preset differs."""
+    h = hashlib.sha256()
+    for f in code_files(root):
+        data = f.read_bytes()
+        h.update(f"{f.relative_to(root).as_posix()}\0{len(data)}\0".encode())
+        h.update(data)
+    return h.hexdigest()[:16]
+
+
+@functools.lru_cache(maxsize=1)
+def code_state() -> dict:
+    """The code that runs, computed once per process (at its start): harness version, code fingerprint,
+    git commit and whether the code differs from that commit."""
+    from .config import HARNESS_VERSION
+
+    commit, dirty = git_state()
+    return {"harness_version": HARNESS_VERSION, "code_fingerprint": code_fingerprint(),
+            "git_commit": commit, "git_dirty": dirty}
+
+
 @functools.lru_cache(maxsize=1)
 def git_state() -> tuple[str | None, bool | None]:
-    """(commit, dirty) of the checkout the code runs from; (None, None) outside a git checkout."""
+    """(commit, dirty) of the checkout the code runs from; (None, None) outside a git checkout. Dirty:
+    a file of the code (``CODE_PATHS``) differs from the commit, modified, deleted or untracked (an
+    ignored file, like a cache, does not count; nor does anything outside the code, like results)."""
     try:
+        top = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=REPO_ROOT, capture_output=True,
+                             text=True, check=True).stdout.strip()
+        if Path(top).resolve() != REPO_ROOT.resolve():
+            return None, None          # the code sits inside another repository: its state says nothing here
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True,
                                 check=True).stdout.strip()
-        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT,
-                                    capture_output=True, text=True, check=True).stdout.strip())
+        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=all", "--", *CODE_PATHS],
+                                    cwd=REPO_ROOT, capture_output=True, text=True, check=True).stdout.strip())
         return commit, dirty
     except (OSError, subprocess.CalledProcessError):
         return None, None
@@ -35,10 +84,9 @@ def device_name(device: torch.device) -> str:
 
 
 def provenance(device: torch.device) -> dict:
-    commit, dirty = git_state()
     cuda = device.type == "cuda"
     return {
-        "git_commit": commit, "git_dirty": dirty,
+        **code_state(),
         "python": platform.python_version(), "torch": torch.__version__,
         "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version() if cuda else None,
         "gpu_name": torch.cuda.get_device_name(device) if cuda else None,

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from .leases import is_stale, read_lease
-from .store import iter_run_files, read_run
+from .store import cell_state, iter_run_files, read_run
 
 ORDER = ("running", "interrupted", "failed", "pending", "done")
 
@@ -25,8 +25,7 @@ def _claim(results_dir: Path, run_id: str, stale_after_s: float) -> dict | None:
 
 
 def _row(dataset, method, sparsity, seed, run_id, record, claim, jobs=None) -> dict:
-    state = {"ok": "done", "interrupted": "interrupted", None: "pending"}.get(
-        (record or {}).get("status"), "failed")
+    state = cell_state(record)
     detail = ""
     if claim is not None and not claim["stale"]:
         state = "running"
@@ -40,6 +39,8 @@ def _row(dataset, method, sparsity, seed, run_id, record, claim, jobs=None) -> d
         detail = ((record.get("error") or "").splitlines() or [""])[0][:120]
         if claim is not None:
             detail += " (a stale claim: its runner stopped; a rerun takes it over)"
+    elif state == "done" and record.get("status") == "unreachable":
+        detail = f"unreachable: {record.get('reason')}"
     elif state == "done":
         job = (record.get("provenance") or {}).get("job_id")
         detail = f"top1 {record.get('top1_final', 0):.2f}% on {record.get('device_name')}" + (f", job {job}" if job else "")

@@ -72,6 +72,16 @@ def run_path(results_dir: Path, dataset: str, method: str, sparsity: float, seed
     return Path(results_dir) / "runs" / dataset / run_filename(method, sparsity, seed, run_id)
 
 
+# A cell's state from its record's status: an unreachable target is a finished cell (a rerun could
+# only find it unreachable again); a failed one is retried, an interrupted one resumed.
+_STATE_OF_STATUS = {"ok": "done", "unreachable": "done", "interrupted": "interrupted", None: "pending"}
+
+
+def cell_state(record: dict | None) -> str:
+    """done, failed, interrupted or pending: where the cell of ``record`` (None: no record) stands."""
+    return _STATE_OF_STATUS.get((record or {}).get("status"), "failed")
+
+
 class ResultsDirError(ValueError):
     """The results folder cannot be used (a file, not writable); the message says what to do."""
 

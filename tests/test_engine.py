@@ -158,7 +158,7 @@ def test_drop_last_default_skips_the_tail(tmp_path):
 
 # --------------------------------------------------------------------------- a two-round method
 
-def _two_round_module():
+def _two_round_module(off_target="the toy stops at the first round at or past the target"):
     """Prune 50% of the remaining weights per round, retrain one epoch, stop at the first round at
     or beyond the target; each round is a cached stage, so targets share the chain."""
 
@@ -182,17 +182,17 @@ def _two_round_module():
             result = engine.TrainResult.from_dict(meta["result"])
             ctx.add_round(r, phase=phase, sparsity=ctx.sparsity_of(model), top1_final=result.top1_final,
                           top1_best=result.top1_best)
-        return Outcome(model=model, result=result, masks=masks)
+        return Outcome(model=model, result=result, masks=masks, off_target=off_target)
 
-    return types.SimpleNamespace(NAME="toy-rounds", VERSION=1, PRUNES=True, SECTIONS=("retrain",),
-                                 SPARSITY_TOLERANCE=0.2, run=run)
+    return types.SimpleNamespace(NAME="toy-rounds", VERSION=1, PRUNES=True, SECTIONS=("retrain",), run=run)
 
 
 def test_two_round_method_records_rounds_and_reuses_the_chain(tmp_path, monkeypatch):
     monkeypatch.setitem(methods.registry(), "toy-rounds", _two_round_module())
-    cfg = from_dict(Config, {**TINY, "grid": {"methods": ["toy-rounds"], "sparsities": [0.5], "seeds": [0]}})
+    grid = {"methods": ["toy-rounds"], "seeds": [0], "sparsity_measure": "prunable"}
+    cfg = from_dict(Config, {**TINY, "grid": {**grid, "sparsities": [0.5]}})
     assert run_grid(cfg, tmp_path, tmp_path, log=quiet)["ok"] == 1
-    cfg = from_dict(Config, {**TINY, "grid": {"methods": ["toy-rounds"], "sparsities": [0.7], "seeds": [0]}})
+    cfg = from_dict(Config, {**TINY, "grid": {**grid, "sparsities": [0.7]}})
     assert run_grid(cfg, tmp_path, tmp_path, log=quiet)["ok"] == 1
     recs = {r["target_sparsity"]: r for r in load_runs(tmp_path)}
     first, second = recs[0.5], recs[0.7]
@@ -202,16 +202,17 @@ def test_two_round_method_records_rounds_and_reuses_the_chain(tmp_path, monkeypa
     assert second["phases"]["round01"]["reused"] and not second["phases"]["round02"]["reused"]
     assert second["phases"]["round02"]["group"] == "score+prune"
     assert second["phases"]["round01"]["group"] == "score+prune"
-    assert abs(second["sparsity_prunable"] - 0.75) < 1e-3 and second["sparsity_exact"] is False
+    assert first["sparsity_on_target"] is True and first["off_target_reason"] is None
+    assert abs(second["sparsity_prunable"] - 0.75) < 1e-3 and second["sparsity_on_target"] is False
+    assert second["off_target_reason"] == "the toy stops at the first round at or past the target"
     assert abs(second["rounds"][1]["sparsity"]["prunable"] - 0.75) < 1e-3
     assert len(list((tmp_path / "cache" / "toy-chain").glob("*.pt"))) == 2   # no round trained twice
 
 
-def test_a_method_that_misses_its_declared_tolerance_fails(tmp_path, monkeypatch):
-    mod = _two_round_module()
-    mod.SPARSITY_TOLERANCE = 0.0
-    monkeypatch.setitem(methods.registry(), "toy-rounds", mod)
-    cfg = from_dict(Config, {**TINY, "grid": {"methods": ["toy-rounds"], "sparsities": [0.7], "seeds": [0]}})
+def test_a_method_that_misses_its_target_without_a_reason_fails(tmp_path, monkeypatch):
+    monkeypatch.setitem(methods.registry(), "toy-rounds", _two_round_module(off_target=None))
+    cfg = from_dict(Config, {**TINY, "grid": {"methods": ["toy-rounds"], "sparsities": [0.7], "seeds": [0],
+                                              "sparsity_measure": "prunable"}})
     assert run_grid(cfg, tmp_path, tmp_path, log=quiet)["failed"] == 1
     (rec,) = load_runs(tmp_path)
     assert "misses the target 0.7" in rec["error"]

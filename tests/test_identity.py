@@ -85,7 +85,7 @@ def test_records_carry_versions_precision_and_every_sparsity_definition(tmp_path
         assert r["precision"] == "fp32" and r["device_type"] == "cpu"
         assert r["identity"]["runtime"] == {"device_type": "cpu", "precision": "fp32", "deterministic": False}
         assert set(r["sparsity"]) == {"prunable", "conv", "overall", "conv+linear", "conv-noshortcut"}
-        assert r["sparsity_exact"] is True
+        assert r["sparsity_on_target"] is True and r["sparsity_measure"] == "overall"
         for p in r["phases"].values():
             assert {"seconds", "reused", "device", "group"} <= set(p)
 

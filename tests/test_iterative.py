@@ -105,10 +105,42 @@ def test_colt_count_rounds_half_to_even():
     assert colt.prune_round([model, copy.deepcopy(model)], [mk, other], theta0, 0.15) == [4, 4]
 
 
-def test_colt_rate_must_fit_its_tolerance():
+def test_colt_final_round_count_lands_the_and_of_the_masks_on_the_target():
+    """The truncated last round: the least per-model count whose AND of masks reaches the target,
+    checked against pruning with that count and with one fewer."""
+    from bench.masks import Target
+
+    torch.manual_seed(0)
+    init = build_model("resnet_small", 2)
+    theta0 = {k: v.clone() for k, v in init.state_dict().items()}
+    final = build_model("resnet_small", 4)
+    target = Target(Masks(final, "conv"), final, 0.3, "overall")
+
+    def trained():
+        models = [copy.deepcopy(init) for _ in range(2)]
+        for j, m in enumerate(models):
+            with torch.no_grad():
+                for p in m.parameters():
+                    p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(10 + j)) * 0.1)
+        return models, [Masks(m, "conv") for m in models]
+
+    models, masks = trained()
+    assert colt.final_round_count(masks, 0.15, target) is None          # a full round stays short of 30%
+    k = colt.final_round_count(masks, 0.5, target)
+    assert k is not None and 0 < k < round(0.5 * masks[0].numel)
+    for count, reached in ((k, True), (k - 1, False)):
+        models, masks = trained()
+        colt.prune_round(models, masks, theta0, 0.5, count)
+        assert (target.missing(masks[0]) <= 0) is reached
+    models, masks = trained()
+    colt.prune_round(models, masks, theta0, 0.5, k)
+    assert -2 <= target.missing(masks[0]) <= 0                          # at most partitions - 1 weights past it
+
+
+def test_colt_rate_is_any_fraction():
     with pytest.raises(ConfigError, match="colt.rate"):
-        from_dict(Config, {"colt": {"rate": 0.2}})            # 2 x 0.2 > SPARSITY_TOLERANCE 0.3
-    assert from_dict(Config, {"colt": {"rate": 0.1, "partitions": 3}}).colt.rate == 0.1
+        from_dict(Config, {"colt": {"rate": 1.0}})
+    assert from_dict(Config, {"colt": {"rate": 0.2, "partitions": 3}}).colt.rate == 0.2
 
 
 # --------------------------------------------------------------------------- EGP
@@ -130,9 +162,13 @@ def test_entropy_of_hand_made_activations():
 def test_relu_hooks_score_the_intended_convs():
     model = build_model("resnet_small", 4)
     pairs = egp.relu_to_conv(model)
-    assert pairs["relu"] == "conv1.weight"
-    assert pairs["layer2.0.relu1"] == "layer2.0.conv1.weight" and pairs["layer2.0.relu2"] == "layer2.0.conv2.weight"
-    assert sorted(pairs.values()) == sorted(Masks(model, "conv-noshortcut").names)   # no shortcut is scored
+    assert pairs["relu"] == ["conv1.weight"]
+    assert pairs["layer2.0.relu1"] == ["layer2.0.conv1.weight"] and pairs["layer2.0.relu2"] == ["layer2.0.conv2.weight"]
+    assert sorted(c for v in pairs.values() for c in v) == sorted(Masks(model, "conv-noshortcut").names)
+    # The variant with shortcuts: each 1x1 shortcut is scored by the ReLU after its block's add.
+    with_sc = egp.relu_to_conv(model, shortcuts=True)
+    assert with_sc["layer2.0.relu2"] == ["layer2.0.conv2.weight", "layer2.0.shortcut.0.weight"]
+    assert sorted(c for v in with_sc.values() for c in v) == sorted(Masks(model, "conv").names)
     # Entropies through the hooks equal channel_entropy of the ReLU's output, averaged over batches.
     torch.manual_seed(0)
     xs = [torch.randn(8, 3, 8, 8) for _ in range(2)]
@@ -150,10 +186,10 @@ def test_allocation_caps_removes_and_redistributes():
     # weights: a is removed entirely (100), and B = 950, T = 6 are re-shared among b and c:
     # h = 3, 1.5 -> b gets 950 / (1 + e^-1.5) = 776.69, c 950 e^-1.5 / (1 + e^-1.5) = 173.31.
     scores = {n: torch.tensor(s, dtype=torch.float32) for n, s in (("a", 1.0), ("b", 2.0), ("c", 4.0))}
-    counts = egp.allocate(scores, {"a": 100, "b": 1000, "c": 1000}, 0.5)
+    counts = egp.allocate(scores, {"a": 100, "b": 1000, "c": 1000}, 0.5 * 2100)
     assert counts == {"a": 100, "b": 776, "c": 173}
     # Without a cap the first pass stands (a large enough layer a takes nearly everything).
-    assert egp.allocate(scores, {"a": 5000, "b": 1000, "c": 1000}, 0.5) == {"a": 3380, "b": 102, "c": 17}
+    assert egp.allocate(scores, {"a": 5000, "b": 1000, "c": 1000}, 0.5 * 7000) == {"a": 3380, "b": 102, "c": 17}
 
 
 def test_iteration_counts_skip_dead_layers_and_prune_whole_layers():
@@ -164,22 +200,40 @@ def test_iteration_counts_skip_dead_layers_and_prune_whole_layers():
     ent[masks.names[1]] = torch.tensor(0.0)                  # zero entropy: not pruned this iteration
     with torch.no_grad():
         masks.params[0].mul_(1e-3)                           # tiny weights: lowest score, removed entirely
-    counts = egp.iteration_counts(masks, ent, 0.5)
-    assert masks.names[1] not in counts and counts[masks.names[0]] == masks.params[0].numel()
+    counts, last = egp.iteration_counts(masks, ent, 0.5)
+    assert not last and masks.names[1] not in counts and counts[masks.names[0]] == masks.params[0].numel()
     eligible = sum(p.numel() for n, p in zip(masks.names, masks.params) if n != masks.names[1])
     assert eligible // 2 - len(counts) <= sum(counts.values()) <= eligible // 2
+
+
+def test_egp_last_iteration_budget_lands_on_the_target():
+    from bench.masks import Target
+
+    torch.manual_seed(0)
+    model = build_model("resnet_small", 4)
+    masks = Masks(model, "conv-noshortcut")
+    ent = {n: torch.tensor(0.5 + 0.01 * i) for i, n in enumerate(masks.names)}
+    far = Target(masks, model, 0.9, "overall")
+    counts, last = egp.iteration_counts(masks, ent, 0.5, far)              # half the set: short of 90%
+    assert not last
+    near = Target(masks, model, 0.3, "overall")
+    counts, last = egp.iteration_counts(masks, ent, 0.5, near)
+    assert last
+    masks.prune_per_layer([p.detach().abs() for p in masks.params], counts)
+    assert 0 >= near.missing(masks) > -1 - len(masks.names)              # floors: within a weight per layer
+    assert abs(near.realised(model, "conv-noshortcut") - 0.3) <= 0.0005
 
 
 # --------------------------------------------------------------------------- end to end
 
 KINDS = {"colt": "colt-round", "egp": "egp-round"}
-TARGETS = {"colt": (0.1, 0.3), "egp": (0.6, 0.8)}       # each target needs two or more rounds
+TARGETS = {"colt": (0.1, 0.3), "egp": (0.6, 0.8)}       # overall; each target needs two or more rounds
 
 
 @pytest.fixture(scope="module")
 def chains(tmp_path_factory):
-    """Each method run at a low then a high target in one results folder; the state COLT's final
-    training starts from is kept."""
+    """Each method run at a low then a high target in one results folder (exact last rounds), then at
+    the high target with the official overshoot; the state COLT's final training starts from is kept."""
     from bench.context import RunContext
 
     out, seen = {}, {}
@@ -196,51 +250,68 @@ def chains(tmp_path_factory):
         for method, targets in TARGETS.items():
             root = tmp_path_factory.mktemp(method)
             made = []
-            for sp in targets:
-                cfg = from_dict(Config, {**ITERATIVE, "grid": {"methods": [method], "sparsities": [sp], "seeds": [0]}})
+            for sp, exact in ((targets[0], True), (targets[1], True), (targets[1], False)):
+                cfg = from_dict(Config, {**ITERATIVE, method: {**ITERATIVE[method], "exact_final_round": exact},
+                                         "grid": {"methods": [method], "sparsities": [sp], "seeds": [0]}})
                 assert run_grid(cfg, root, root, log=quiet)["ok"] == 1
                 made.append(len(list((root / "cache" / KINDS[method]).glob("*.pt"))))
-            out[method] = (sorted(load_runs(root), key=lambda r: r["target_sparsity"]), made)
-            if method == "colt":
-                out["colt-final"] = dict(seen)
+                if method == "colt" and exact and sp == targets[1]:
+                    out["colt-final"] = dict(seen)
+            runs = sorted(load_runs(root), key=lambda r: (r["target_sparsity"], not r["sparsity_on_target"]))
+            out[method] = (runs, made)
     return out
 
 
 @pytest.mark.parametrize("method", ["colt", "egp"])
-def test_chain_serves_two_targets_without_training_a_round_twice(chains, method):
-    (first, second), made = chains[method]
+def test_chain_lands_each_target_and_shares_its_full_rounds(chains, method):
+    (first, second, official), made = chains[method]
     n1, n2 = len(first["rounds"]), len(second["rounds"])
     start = 0 if method == "colt" else 1                     # COLT's round 0: the partition models' dense training
     assert n1 >= 2 and n2 > n1
     assert [x["round"] for x in second["rounds"]] == list(range(start, start + n2))
-    assert [x["reused"] for x in second["rounds"]] == [True] * n1 + [False] * (n2 - n1)
-    assert made == [n1, n2]                                   # cache files: the second target added only its new rounds
+    # Full rounds are shared; each target's truncated last round is its own.
+    assert [x["reused"] for x in second["rounds"]] == [True] * (n1 - 1) + [False] * (n2 - n1 + 1)
+    assert [x["truncated"] for x in second["rounds"]] == [False] * (n2 - 1) + [True]
+    assert made[:2] == [n1, n2 + 1]
     for rec in (first, second):
-        assert rec["sparsity_exact"] is False and rec["prunable_set"] == (colt if method == "colt" else egp).LAYERS
+        assert rec["sparsity_measure"] == "overall" and rec["sparsity_on_target"] is True
+        assert abs(rec["sparsity_realised"] - rec["target_sparsity"]) <= 0.0005
+        assert rec["sparsity_realised"] == pytest.approx(rec["sparsity"]["overall"])
+        assert rec["prunable_set"] == ("conv" if method == "colt" else "conv-noshortcut")
         realised = [x["sparsity"]["prunable"] for x in rec["rounds"]]
         assert realised == sorted(realised)
-        assert realised[-1] >= rec["target_sparsity"] > realised[-2]            # the first round at or beyond it
-        assert rec["sparsity_prunable"] == pytest.approx(realised[-1], abs=1e-9)
         for x in rec["rounds"]:
             assert x["seconds"] > 0 and rec["phases"][x["phase"]]["group"] == "score+prune"
             assert x["phase"] == f"round{x['round']:02d}" and set(x["sparsity"]) >= {"conv", "overall", "conv-noshortcut"}
         assert rec["extra"]["seconds_rounds"] == pytest.approx(sum(x["seconds"] for x in rec["rounds"]))
-    assert second["rounds"][n1 - 1]["seconds"] == pytest.approx(first["rounds"][-1]["seconds"])
+        assert rec["budget"]["student_epochs"] > 0 and rec["budget"]["teacher_epochs"] == 0
+    # The official stopping rule: the first full round at or past the target, marked when off target.
+    assert not any(x["truncated"] for x in official["rounds"])
+    assert official["sparsity_realised"] >= official["target_sparsity"] - 0.0005
+    assert official["sparsity_on_target"] is (abs(official["sparsity_realised"] - official["target_sparsity"]) <= 0.0005)
+    if not official["sparsity_on_target"]:
+        assert "exact_final_round: false" in official["off_target_reason"]
+    assert [x["reused"] for x in official["rounds"][:n2 - 1]] == [True] * (n2 - 1)
     if method == "colt":
         assert all(len(x["pruned_per_model"]) == 2 for x in second["rounds"])
         assert second["phases"]["retrain"]["group"] == "retrain" and not second["phases"]["retrain"]["reused"]
         assert second["extra"]["seconds_rounds_plus_final"] == pytest.approx(
             second["extra"]["seconds_rounds"] + second["phases"]["retrain"]["seconds"])
         assert len(second["history"]) == ITERATIVE["retrain"]["epochs"]
+        # Budget: each round trains two half-data partition models = one full-data epoch per round epoch.
+        b = second["budget"]["phases"]
+        assert b["round00"]["epochs"] == 2 * TINY_ROUND["epochs"]
+        assert b["round00"]["full_data_epochs"] == pytest.approx(TINY_ROUND["epochs"], rel=0.05)
     else:
         assert second["phases"]["pretrain"]["reused"] and second["phases"]["pretrain"]["group"] == "pretrain"
         assert second["top1_final"] == second["rounds"][-1]["top1_final"]
+        assert second["budget"]["phases"]["pretrain"]["epochs"] == 2 and second["budget"]["phases"]["pretrain"]["reused"]
 
 
 def test_colt_ticket_is_theta0_with_the_round_mask(chains):
     """The final model starts from theta0's convs and BatchNorm under the last round's mask, with a
     fresh C-way head, and trains on the full data."""
-    (_, rec), _ = chains["colt"]
+    (_, rec, _), _ = chains["colt"]
     seen = chains["colt-final"]
     torch.manual_seed(0)                                     # theta0: drawn from the run seed
     theta0 = build_model("resnet_small", 2).state_dict()
@@ -268,7 +339,7 @@ def test_rounds_figure_and_csv(chains, tmp_path):
     from bench.report.figures import figure_style
     from bench.report.rounds import write_rounds
 
-    runs = [r for m in ("colt", "egp") for r in chains[m][0]]
+    runs = [r for m in ("colt", "egp") for r in chains[m][0][:2]]
     outs = []
     for name in ("a", "b"):
         with figure_style():

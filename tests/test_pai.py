@@ -133,7 +133,7 @@ def test_budget_and_scoring_switches_enter_the_run_identity():
     base = {**TINY, "grid": {"methods": ["cskd-simple", "cskd"], "sparsities": [0.9], "seeds": [0]}}
 
     def ids(**extra):
-        return {r.method.display: r.run_id for r in expand_grid(from_dict(Config, {**base, **extra}), methods.get, "cpu")}
+        return {r.method.name: r.run_id for r in expand_grid(from_dict(Config, {**base, **extra}), methods.get, "cpu")}
 
     plain = ids()
     official = ids(sd={"budget": "official"})
@@ -147,7 +147,7 @@ def test_all_nine_sd_methods_run_hit_their_sparsity_and_keep_pruned_weights_zero
     cfg = from_dict(Config, {**TINY, "pai": {"batch_size": 32},
                              "grid": {"methods": SD_METHODS, "sparsities": [0.9], "seeds": [0]}})
     counts = run_grid(cfg, tmp_path, tmp_path, log=quiet)
-    recs = {r["method"]: r for r in load_runs(tmp_path)}
+    recs = {r["method_name"]: r for r in load_runs(tmp_path)}
     assert counts["ok"] == 9, {m: r.get("error") for m, r in recs.items() if r["status"] != "ok"}
     for name, r in recs.items():
         assert r["extra"]["sd_budget"] == "matched" and r["history"][0]["epoch"] == 1
@@ -156,17 +156,27 @@ def test_all_nine_sd_methods_run_hit_their_sparsity_and_keep_pruned_weights_zero
             continue
         # The runner fails a run whose mask misses the target or whose masked weights revived;
         # check the record anyway: exactly round(0.9 * N) zeros over conv + linear.
-        assert r["prunable_set"] == "conv+linear" and r["sparsity_exact"] is True
-        n = r["prunable_weights"]
-        assert round(r["sparsity"]["conv+linear"] * n) == round(0.9 * n)
+        # overall: 90% of conv + linear + BN weights, all of them taken from conv + linear.
+        assert r["prunable_set"] == "conv+linear" and r["sparsity_on_target"] is True
+        assert round(r["sparsity"]["overall"] * r["overall_weights"]) == round(0.9 * r["overall_weights"])
         assert r["phases"]["score"]["group"] == "score+prune" and r["phases"]["train"]["group"] == "retrain"
         assert r["extra"]["pai_scoring"] == ("EPSD (reimpl.)" if name.endswith("epsd") else "Simple")
 
 
-def test_sd_official_preset_runs_the_nine_rows_at_the_official_budget():
+def test_paper_presets_run_the_sd_rows_at_the_official_budget_and_others_label_the_matched_variant():
     from bench.config import load_config
 
-    specs = expand_grid(load_config("sd-official"), methods.get, "cuda")
-    assert {s.method.name for s in specs} == set(SD_METHODS)
-    assert all(s.method.display.endswith("-official") and s.config.sd.budget == "official" for s in specs)
-    assert len(specs) == 3 + 6 * 6
+    for preset in ("cifar10-paper", "cifar100-paper", "tinyimagenet-paper"):
+        specs = [s for s in expand_grid(load_config(preset), methods.get, "cuda") if s.method.name in SD_METHODS]
+        assert specs and all(s.config.sd.budget == "official" and s.method.display == s.method.name for s in specs)
+    for preset in ("cifar10-fast", "cifar10-cpu", "smoke"):
+        specs = [s for s in expand_grid(load_config(preset), methods.get, "cpu") if s.method.name in SD_METHODS]
+        assert specs and all(s.config.sd.budget == "matched" and s.method.display == s.method.name + "-matched"
+                             for s in specs)
+    # Both budgets in one grid: two labels, two sets of runs (never one column).
+    cfg = from_dict(Config, {**TINY, "grid": {"methods": ["cskd-simple", {"name": "cskd-simple",
+                                                                         "set": {"sd.budget": "official"}}],
+                                              "sparsities": [0.9], "seeds": [0]}})
+    specs = expand_grid(cfg, methods.get, "cpu")
+    assert sorted(s.method.display for s in specs) == ["cskd-simple", "cskd-simple-matched"]
+    assert len({s.run_id for s in specs}) == 2

@@ -22,8 +22,9 @@ SECTIONS = tgp.SECTIONS
 
 def tgp_mask(ctx, model, scores) -> Masks:
     """The mask ``tgp`` prunes ``model`` with at this run's sparsity (made on a copy: ``model`` is untouched)."""
-    masks = ctx.masks(copy.deepcopy(model))
-    masks.prune_global(scores, ctx.cfg.prune.sparsity)
+    work = copy.deepcopy(model)
+    masks = ctx.masks(work)
+    ctx.prune_global(masks, work, scores)
     return masks
 
 
