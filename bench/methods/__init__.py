@@ -12,9 +12,11 @@ and optionally:
 
 * ``CONFIG = {"section": Dataclass}``: config sections it owns (validated, ``--set``-able, listed
   in docs/config.md), which any method may then list in ``SECTIONS``;
-* ``SPARSITY_TOLERANCE``: how far (as a fraction of the prunable set) the realised sparsity may be
-  from the target (default 0: exact, one weight of slack); iterative methods that cannot hit a
-  target exactly declare it and their records say ``sparsity_exact: false``.
+* ``label_suffix(cfg) -> str``: the suffix of an unlabelled grid entry's label for this run's
+  config (a variant of the method, e.g. ``-matched`` for an SD row at the matched budget).
+
+A run's realised sparsity (on ``grid.sparsity_measure``) must be within ``masks.TOLERANCE`` of its
+target, unless the method's ``Outcome.off_target`` says why not.
 
 Adding a method is adding a file; see docs/adding-a-method.md.
 """
