@@ -352,3 +352,13 @@ def write_figures(results_dir: Path, plots_dir: Path, dataset: str | Sequence[st
                                             references=refs, ref_method=ref_method, formats=formats).values():
             written += paths
     return written
+
+
+def __getattr__(name: str):
+    """``figures.plot_accuracy`` and ``figures.accuracy_points`` live in accuracy_figure.py (which imports
+    this module): loaded on first use."""
+    if name in ("plot_accuracy", "accuracy_points"):
+        from . import accuracy_figure
+
+        return getattr(accuracy_figure, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
