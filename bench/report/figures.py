@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import re
 import sys
+import textwrap
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -201,6 +202,11 @@ def _stack_bar(ax, i: int, row, colour: str) -> float:
     return bottom
 
 
+def _short(device: str) -> str:
+    """A GPU name short enough for a panel title or a tick label."""
+    return device.replace("NVIDIA ", "")
+
+
 def _paper_panel(ax, lt, devices: list[str]) -> bool:
     """The paper's minutes beside ours (the latency table's 'per run'), log scale: 276 min and 0.05 min
     both readable. ° marks ours taken over all our sparsities (none matches the paper's). Returns whether
@@ -210,7 +216,7 @@ def _paper_panel(ax, lt, devices: list[str]) -> bool:
     unmatched = False
 
     def label(pl) -> str:
-        return pl.method + (f"\n{pl.device}" if pl.device and len(devices) > 1 else "")
+        return pl.method + ("\n" + textwrap.fill(_short(pl.device), 12) if pl.device and len(devices) > 1 else "")
 
     for pl in paper:
         if label(pl) not in labels:
@@ -227,14 +233,15 @@ def _paper_panel(ax, lt, devices: list[str]) -> bool:
             ax.bar(i + 0.17, pl.ours, color=colour, alpha=0.85, edgecolor="black", linewidth=0.5, width=0.3)
             ax.annotate(f"{pl.ours:.2g}", (i + 0.17, pl.ours), textcoords="offset points", xytext=(0, 2),
                         ha="center", fontsize=7)
-            if pl.target is None and not ticks[i].endswith("°"):
-                ticks[i] += "°"
+            if pl.target is None and "°" not in ticks[i]:
+                first, *rest = ticks[i].split("\n")
+                ticks[i] = "\n".join([first + "°", *rest])
                 unmatched = True
         elif pl.ours is None:
             ax.annotate("not run", (i + 0.17, pl.ref.minutes), textcoords="offset points", xytext=(0, -14),
                         ha="center", fontsize=7)
     ax.set_yscale("log")
-    ax.set_xticks(range(len(labels)), labels=ticks, rotation=30, ha="right")
+    ax.set_xticks(range(len(labels)), labels=ticks, fontsize=7)
     ax.set_xlim(-0.7, len(labels) - 0.3)
     ax.set_ylabel("minutes per run (log scale)")
     ax.set_title("paper ★ vs ours, log", fontsize=9)
@@ -253,8 +260,13 @@ def plot_latency(runs: Iterable[dict], dataset: str, model: str | None = None, r
         return None
     devices = sorted({r.device for r in rows})
     has_paper = any(pl.ref.minutes is not None for pl in lt.paper)
-    widths = [max(1, len([r for r in rows if r.device == dev])) for dev in devices] + ([4] if has_paper else [])
-    fig = new_figure(figsize=(max(6.5, 0.42 * sum(widths) + 2.5), 4.6))
+    # Panel widths in inches: a bar takes 0.45, a paper-vs-ours pair 1.1 (its label may name the GPU).
+    widths = [max(1.8, 0.45 * len([r for r in rows if r.device == dev])) for dev in devices]
+    if has_paper:
+        pairs = {(pl.method, pl.device) if len(devices) > 1 else pl.method for pl in lt.paper
+                 if pl.ref.minutes is not None}
+        widths.append(max(2.4, 1.1 * len(pairs)))
+    fig = new_figure(figsize=(max(9.0, sum(widths) + 1.6), 4.8))
     axes = fig.subplots(1, len(widths), squeeze=False, width_ratios=widths)[0]
     any_excluded = False
     for ax, dev in zip(axes, devices):
@@ -265,7 +277,7 @@ def plot_latency(runs: Iterable[dict], dataset: str, model: str | None = None, r
         ax.set_xticks(range(len(drow)), labels=[r.method + ("‡" if r.excluded_work else "") for r in drow],
                       rotation=35, ha="right", fontsize=7)
         any_excluded = any_excluded or any(r.excluded_work for r in drow)
-        ax.set_title(f"{dev}: ours by phase", fontsize=9)
+        ax.set_title(f"{_short(dev)}\nours by phase", fontsize=8)
     axes[0].set_ylabel("minutes per run (every timed phase\nbut evaluation; linear scale)")
     unmatched = _paper_panel(axes[-1], lt, devices) if has_paper else False
     present = {k for r in rows for k, *_ in STACK if (getattr(r, k, None) or 0) > 0}
@@ -285,7 +297,7 @@ def plot_latency(runs: Iterable[dict], dataset: str, model: str | None = None, r
     if any_excluded:
         handles.append(Patch(facecolor="none", edgecolor="none",
                              label="‡: leaves out cached phases made on another device"))
-    fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 3), fontsize=7)
+    fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 2), fontsize=7)
     model_txt = f" ({lt.model})" if lt.model else ""
     fig.suptitle(f"{dataset_title(dataset)}{model_txt}: training time per run", fontsize=10)
     return fig
