@@ -14,7 +14,6 @@ import re
 import sys
 import textwrap
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
@@ -29,7 +28,7 @@ from matplotlib.patches import Patch  # noqa: E402
 from matplotlib.ticker import FixedLocator, NullLocator  # noqa: E402
 
 from ..store import atomic_write_bytes, load_runs  # noqa: E402
-from .aggregate import ACCURACY_SHORT, DEFAULT_ACCURACY, datasets_of, models_of, select, sparsity_key  # noqa: E402
+from .aggregate import DEFAULT_ACCURACY, datasets_of, models_of, select, sparsity_key  # noqa: E402
 from .format import pct  # noqa: E402
 from .latency_table import build_latency_table  # noqa: E402
 from .references import Reference, default_reference_dir, load_references  # noqa: E402
