@@ -5,10 +5,12 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DATA_DIR ?= data
 RESULTS ?= results
-PLOTS ?= plots
+# Figures go to <results>/plots unless PLOTS names another folder.
+PLOTS ?=
+PLOTS_ARG = $(if $(PLOTS),--plots $(PLOTS))
 RUN_ARGS ?=
 
-.PHONY: setup smoke test test-slurm figures report bench-speed clean clean-smoke clean-cache \
+.PHONY: setup smoke test test-slurm check-docs figures report bench-speed clean clean-smoke clean-cache \
         table-cifar10 table-cifar100 table-tinyimagenet
 
 setup: $(STAMP)
@@ -24,10 +26,15 @@ $(STAMP): pyproject.toml
 smoke: $(STAMP)
 	$(PY) -m bench run smoke --results $(RESULTS)/smoke $(RUN_ARGS)
 	$(PY) -m bench collect --results $(RESULTS)/smoke
-	$(PY) -m bench report --results $(RESULTS)/smoke --plots $(PLOTS)/smoke
+	$(PY) -m bench report --results $(RESULTS)/smoke $(if $(PLOTS),--plots $(PLOTS)/smoke)
 
 test: $(STAMP)
 	$(PY) -m pytest
+
+# The commands quoted in README.md and docs/*.md that write committed tables, rerun on a copy of the
+# repository: each committed table, claims file and report must come out byte-identical (no training).
+check-docs: $(STAMP)
+	$(PY) scripts/check_docs.py
 
 # --executor slurm against a real single-node SLURM cluster that the tests start and stop (root;
 # installs slurm-wlm, slurmdbd and mariadb-server with apt-get when missing). About 2 minutes.
@@ -39,15 +46,16 @@ table-%: $(STAMP)
 	$(PY) -m bench run $*-paper --results $(RESULTS) --data-dir $(DATA_DIR) $(RUN_ARGS)
 	$(PY) -m bench collect --results $(RESULTS)
 	$(PY) -m bench table --dataset $* --results $(RESULTS)
-	$(PY) -m bench plot --dataset $* --results $(RESULTS) --plots $(PLOTS)
+	$(PY) -m bench plot --dataset $* --results $(RESULTS) $(PLOTS_ARG)
 
-# Rerender every table and figure from stored results (no training).
+# Rerender every table and figure of one results folder from its records (no training), e.g.
+# make figures RESULTS=results/h100-small-cifar10; a folder without records fails, naming those with some.
 figures: $(STAMP)
 	$(PY) -m bench table --results $(RESULTS)
-	$(PY) -m bench plot --results $(RESULTS) --plots $(PLOTS)
+	$(PY) -m bench plot --results $(RESULTS) $(PLOTS_ARG)
 
 report: $(STAMP)
-	$(PY) -m bench report --results $(RESULTS) --plots $(PLOTS)
+	$(PY) -m bench report --results $(RESULTS) $(PLOTS_ARG)
 
 # Training throughput on this machine (python -m bench speed): the engine with compile off and on,
 # the baselines' official DataLoader loop, concurrent cells; appends rows to docs/performance.md.
@@ -60,7 +68,7 @@ bench-speed: $(STAMP)
 	$(PY) -m bench speed --data-dir $(DATA_DIR) $(SPEED_ARGS)
 
 clean-smoke:
-	rm -rf $(RESULTS)/smoke $(PLOTS)/smoke
+	rm -rf $(RESULTS)/smoke plots/smoke $(if $(PLOTS),$(PLOTS)/smoke)
 
 # Removes build leftovers and the smoke grid. Recorded results and trained checkpoints are kept.
 clean: clean-smoke

@@ -101,8 +101,38 @@ def cmd_config(args) -> int:
     return 0
 
 
+def version_text() -> str:
+    """What ``--version`` prints: the harness version the records carry, the git commit (with the dirty
+    flag over the code paths) and the code fingerprint, the same for any copy of the same code."""
+    from .provenance import code_state
+
+    st = code_state()
+    if st["git_commit"]:
+        git = f"git {st['git_commit'][:12]}" + (" (dirty: the code differs from the commit)" if st["git_dirty"] else "")
+    else:
+        git = "git: none (not a git checkout)"
+    return f"prune-kd-bench harness version {st['harness_version']}, {git}, code fingerprint {st['code_fingerprint']}"
+
+
+class _Version(argparse.Action):
+    """--version, computed only when asked (it hashes the code and asks git)."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(version_text())
+        parser.exit()
+
+
+DESCRIPTION = ("Run a grid of pruning runs, collect their records, train teachers, and render tables, figures, "
+               "claims and reports from the records. 'python -m bench COMMAND --help' describes each command.")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m bench", description=DESCRIPTION)
+    parser.add_argument("--version", action=_Version,
+                        help="print the harness version, git commit and code fingerprint, and exit")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("run", help="run (or resume) a grid of runs")

@@ -3,10 +3,14 @@
 Each cell is done, running (by whom, since when, at which epoch), interrupted, failed (with the
 one-line reason) or pending. With a CONFIG the cells are that grid's (pending ones included);
 without one, every stored record and live claim in the results folder. A rich table on a
-terminal, plain text otherwise (logs, CI).
+terminal, plain text otherwise (logs, CI). With a CONFIG, stored records of the grid's datasets
+that are no cell of it here are counted by the device and precision they were made on, with the
+command that shows them (a run id includes both: a CUDA grid's records are no cell of the same grid
+on a CPU machine).
 """
 from __future__ import annotations
 
+import shlex
 import sys
 from pathlib import Path
 
@@ -135,9 +139,69 @@ def cmd_status(args) -> int:
     states = job_states(ids) if ids else {}
     rows = collect_status(args.results, specs, stale_after, states)
     sys.stdout.write(render(rows, sys.stdout.isatty()))
+    if specs is not None:
+        sys.stdout.write(elsewhere_text(args, specs))
     if submission:
         sys.stdout.write(jobs_text(submission, {i: states.get(i, "unknown") for i in submission["jobs"]}))
     return 0
+
+
+def _names(specs) -> set[str]:
+    """The record file names of the cells of ``specs`` (label and run id: what status reads)."""
+    from .store import run_filename
+
+    return {run_filename(s.method.display, s.sparsity, s.seed, s.run_id) for s in specs}
+
+
+def _command(args, extra: list[str]) -> str:
+    sets = [f"--set {shlex.quote(o)}" for o in list(args.overrides) + extra]
+    return " ".join(["python -m bench status", shlex.quote(str(args.config)), "--results",
+                     shlex.quote(str(args.results))] + sets)
+
+
+def elsewhere_text(args, specs) -> str:
+    """Lines on the stored records of the grid's datasets that are no cell of ``specs`` (the grid on this
+    machine): per device type and precision they were made on, how many, and the command that lists them,
+    a status with --set runtime.device/amp when that makes them cells of the grid, else one without a config."""
+    from . import methods
+    from .config import device_type, expand_grid, load_config, precision
+    from .store import iter_run_files
+
+    cfg = load_config(args.config, args.overrides)
+    here = device_type(cfg.runtime), precision(cfg.runtime, device_type(cfg.runtime))
+    groups: dict[tuple[str, str], list[str]] = {}
+    cells = _names(specs)
+    for ds in sorted({s.dataset for s in specs}):
+        for p in iter_run_files(args.results, ds):
+            if p.name not in cells:
+                rec = read_run(p) or {}
+                key = (str(rec.get("device_type") or "unknown"), str(rec.get("precision") or "unknown"))
+                groups.setdefault(key, []).append(p.name)
+    out = []
+    for (dev, prec), rids in sorted(groups.items()):
+        made = f"{len(rids)} stored record(s) of these datasets were made on {dev}/{prec}"
+        extra = []
+        if dev in ("cpu", "cuda") and dev != here[0]:
+            extra.append(f"runtime.device={dev}")
+        if prec in ("bf16", "fp32"):
+            there = load_config(args.config, list(args.overrides) + extra)
+            if precision(there.runtime, dev) != prec:
+                extra.append(f"runtime.amp={'bf16' if prec == 'bf16' else 'off'}")
+        matched = 0
+        if extra and dev in ("cpu", "cuda"):
+            there = load_config(args.config, list(args.overrides) + extra)
+            matched = len(set(rids) & _names(expand_grid(there, methods.get, dev)))
+        every = f"python -m bench status --results {shlex.quote(str(args.results))} lists every stored record"
+        if matched:
+            rest = len(rids) - matched
+            out.append(f"{made}, not {here[0]}/{here[1]} as this grid runs here: {matched} are cells of this grid "
+                       f"there, shown by: {_command(args, extra)}" +
+                       (f"; the other {rest} are no cell of it (another config or an older code version): {every}"
+                        if rest else ""))
+        else:
+            out.append(f"{made} and are no cell of this grid {'there' if (dev, prec) != here else 'here'} (another "
+                       f"config or an older code version): {every}")
+    return "".join(line + "\n" for line in out)
 
 
 def register(sub) -> None:

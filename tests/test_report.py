@@ -361,7 +361,8 @@ def test_cli_register_adds_subcommands():
     parser = argparse.ArgumentParser()
     cli.register(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["plot", "--sparsity", "98.5"])
-    assert (args.results, args.plots, args.sparsity, args.accuracy) == (Path("results"), Path("plots"), 0.985, "final")
+    assert (args.results, args.plots, args.sparsity, args.accuracy) == (Path("results"), None, 0.985, "final")
+    assert cli.plots_dir(args) == Path("results") / "plots"             # the results folder's own plots/
     args = parser.parse_args(["table"])
     assert (args.format, args.dataset, args.transpose, args.paper) == ("all", None, False, "block")
 
@@ -383,7 +384,7 @@ def test_report(tmp_path):
               "- ‡ NVIDIA H100 80GB HBM3, tgp-kd, teacher: this cell excludes 1 phase(s)",
               "| 98.50 | 98.41 | **91.00** ± 0.14 (n=2) | — | 89.00 | 90.00† |",
               "Accuracy: top-1 test accuracy at the final epoch.", "; top-1 at the final epoch.*",
-              "![Accuracy vs sparsity", "(../plots/cifar10_accuracy.png)", "[PDF](../plots/cifar10_density.pdf)",
+              "![Accuracy vs realised sparsity", "(../plots/cifar10_accuracy.png)", "[PDF](../plots/cifar10_density.pdf)",
               "Paper-reported numbers: 7 rows from `extra.csv`, `paper.yaml` in `reference/`."):
         assert s in text, s
     for link in [line.split("](")[1].split(")")[0] for line in text.splitlines() if line.startswith("![")]:
@@ -466,8 +467,13 @@ def test_match_target_rules():
 # --------------------------------------------------------------------------- style
 
 def test_method_styles_fixed_and_distinct():
-    colours = [s.colour for s in METHOD_STYLES.values()]
-    assert len(set(colours)) == len(colours)
+    # every known label looks different from every other of its family (figures: one panel per family)
+    from bench.report.style import family_of
+
+    styles = {}
+    for m, st in METHOD_STYLES.items():
+        styles.setdefault(family_of(m), []).append(st)
+    assert all(len(set(v)) == len(v) for v in styles.values()), styles
     assert style_for("tgp-kd") == METHOD_STYLES["tgp-kd"]
     assert style_for("my-new-method") == style_for("my-new-method")
     assert order_methods(["zeta", "tgp-kd", "alpha", "dense", "magnitude"]) == ["dense", "magnitude", "tgp-kd",
@@ -511,38 +517,6 @@ def test_new_schema_accuracy_table_and_realised_sparsity(tin):
     c10 = build_dataset_tables(load_runs(FIX), "cifar10")
     assert "§" not in c10.markdown() and "false" not in {r["sparsity_exact"] for r in
                                                          csv.DictReader(io.StringIO(c10.csv_accuracy()))}
-
-
-def test_accuracy_points_at_own_measured_sparsity(runs):
-    from bench.report.figures import accuracy_points
-
-    pts = accuracy_points(build_accuracy_table(runs, "tinyimagenet"))
-    (colt,) = pts["colt"]
-    assert (colt.target, colt.exact, colt.measured, colt.n) == (0.9, False, True, 2)
-    assert colt.sparsity == pytest.approx(1 - 0.85 ** 15, abs=1e-6)          # not the target 0.9
-    assert colt.remaining == pytest.approx(100 * 0.85 ** 15, abs=1e-4) and colt.mean == pytest.approx(54.2)
-    (mag,) = pts["magnitude"]
-    assert mag.exact and mag.sparsity == pytest.approx(0.9, abs=1e-7)
-    # x follows the measured sparsity even for an exact method; no measured sparsity: at the target, flagged
-    recs = [dict(status="ok", dataset="d", model="m", method="a", target_sparsity=0.9, seed=s, top1_final=v,
-                 top1_best=v, run_id=f"{s:016x}", sparsity_prunable=sp) for s, (v, sp) in
-            enumerate([(80.0, 0.93), (82.0, 0.95)])]
-    recs.append(dict(status="ok", dataset="d", model="m", method="a", target_sparsity=0.5, seed=0, top1_final=85.0,
-                     top1_best=85.0, run_id="f" * 16))
-    a = accuracy_points(build_accuracy_table(recs, "d"))["a"]
-    assert [(p.target, round(p.sparsity, 6), p.measured) for p in a] == [(0.5, 0.5, False), (0.9, 0.94, True)]
-
-
-def test_accuracy_figure_marks_non_exact(runs):
-    from bench.report.figures import figure_style, plot_accuracy
-
-    with figure_style():
-        fig = plot_accuracy(runs, "tinyimagenet")
-    labels = [t.get_text() for lg in fig.legends for t in lg.get_texts()]
-    assert any(s.startswith("hollow: realised") for s in labels)
-    with figure_style():
-        fig = plot_accuracy(runs, "cifar10")
-    assert not any("hollow" in t.get_text() for lg in fig.legends for t in lg.get_texts())
 
 
 def test_latency_declared_groups_and_other_device(tin):

@@ -10,7 +10,7 @@ Entry points (every one takes the results and plots directories as parameters):
 
 Modules: ``aggregate`` (which runs count, means, phase groups and times), ``format`` (number
 formatting, dialects, Markdown/booktabs/CSV primitives), ``accuracy_table``, ``latency_table``,
-``tables`` (per-dataset files; re-exports the table API), ``figures``, ``claims`` (the paper's claims
+``tables`` (per-dataset files; re-exports the table API), ``figures``, ``accuracy_figure``, ``claims`` (the paper's claims
 tested on paired runs), ``report``, ``references``,
 ``style``, ``cli``.
 

@@ -5,7 +5,11 @@
     python -m bench claims [--dataset cifar10] [--claims FILE]
     python -m bench report [--out results/REPORT.md]
 
-All read ``--results DIR`` (default ``results``) and never train anything.
+All read ``--results DIR`` (default ``results``) and never train anything. Figures go to ``--plots DIR``,
+by default the results folder's own ``plots/`` (two results folders never overwrite each other's
+figures). A folder without run records, or a ``--dataset`` without records, is an error (exit code 2,
+nothing written), never a silent no-op: the message names the datasets, or the folders, that have
+records. Without ``--dataset`` every dataset with records is rendered.
 """
 from __future__ import annotations
 
@@ -13,13 +17,55 @@ import argparse
 import sys
 from pathlib import Path
 
-from .aggregate import ACCURACY_FIELDS, DEFAULT_ACCURACY
+from .aggregate import ACCURACY_FIELDS, DEFAULT_ACCURACY, datasets_of
+
+
+PLOTS_HELP = "figures directory (default: <results>/plots)"
+
+
+def plots_dir(args) -> Path:
+    """Where figures go: ``--plots``, else the results folder's own ``plots/``."""
+    return args.plots if args.plots is not None else Path(args.results) / "plots"
+
+
+def folders_with_records(results: Path) -> list[Path]:
+    """Sub-folders of ``results`` that hold run records (results/<name>/runs/<dataset>/*.json)."""
+    return sorted({p.parents[2] for p in Path(results).glob("*/runs/*/*.json")})
+
+
+def no_records(results: Path) -> str:
+    """The one-line error for a results folder without run records, naming where records are."""
+    results = Path(results)
+    if not results.is_dir():
+        where = f"results folder {results} does not exist"
+    else:
+        where = f"no run records under {results / 'runs'}"
+    found = folders_with_records(results) if results.is_dir() else []
+    if found:
+        return f"{where}; folders with records: {', '.join(str(f) for f in found)} (give one as --results DIR)"
+    return f"{where} (give --results the folder a grid wrote: python -m bench run CONFIG --results DIR)"
+
+
+def records(results: Path, datasets: list[str] | None) -> list[dict]:
+    """The run records of ``results``; FileNotFoundError (exit 2, nothing written) when there are none, or
+    when a dataset asked for has none."""
+    from ..store import load_runs
+
+    runs = load_runs(results) if Path(results).is_dir() else []
+    present = datasets_of(runs)
+    if not present:
+        raise FileNotFoundError(no_records(results))
+    missing = [d for d in datasets or [] if d not in present]
+    if missing:
+        raise FileNotFoundError(f"no run records for dataset {', '.join(repr(d) for d in missing)} under "
+                                f"{Path(results) / 'runs'}; datasets with records: {', '.join(present)}")
+    return runs
 
 
 def _common(p: argparse.ArgumentParser, *, plots: bool, dataset: bool) -> None:
     p.add_argument("--results", type=Path, default=Path("results"), help="results directory (default: results)")
     if plots:
-        p.add_argument("--plots", type=Path, default=Path("plots"), help="figures directory (default: plots)")
+        p.add_argument("--plots", type=Path, default=None, help=PLOTS_HELP)
     if dataset:
         p.add_argument("--dataset", action="append", default=None, metavar="NAME",
                        help="dataset to render (repeatable; default: every dataset with run records)")
@@ -44,10 +90,11 @@ def _sparsity(text: str) -> float:
 def cmd_table(args) -> int:
     from .tables import write_tables
 
+    runs = records(args.results, args.dataset)
     formats = "all" if args.format == "all" else [args.format]
     for p in write_tables(args.results, args.dataset, formats=formats, accuracy=args.accuracy,
                           transpose=args.transpose, paper=args.paper, reference_dir=args.reference,
-                          ref_method=args.ref_method, tables_dir=args.tables):
+                          ref_method=args.ref_method, tables_dir=args.tables, runs=runs):
         print(f"wrote {p}")
     return 0
 
@@ -55,29 +102,66 @@ def cmd_table(args) -> int:
 def cmd_plot(args) -> int:
     from .figures import FIG_FORMATS, write_figures
 
+    runs = records(args.results, args.dataset)
     formats = FIG_FORMATS if args.format == "all" else (args.format,)
-    for p in write_figures(args.results, args.plots, args.dataset, accuracy=args.accuracy, sparsity=args.sparsity,
-                           reference_dir=args.reference, ref_method=args.ref_method, formats=formats):
+    for p in write_figures(args.results, plots_dir(args), args.dataset, accuracy=args.accuracy,
+                           sparsity=args.sparsity, reference_dir=args.reference, ref_method=args.ref_method,
+                           formats=formats, runs=runs):
         print(f"wrote {p}")
     return 0
 
 
 def cmd_claims(args) -> int:
-    from .claims import write_claims
+    from .claims import evaluate_claims, write_claim_figure, write_claim_tables
 
+    runs = records(args.results, args.dataset)
     formats = ("png", "pdf") if args.format == "all" else (args.format,)
-    for p in write_claims(args.results, args.plots, args.dataset, accuracy=args.accuracy, claims_path=args.claims,
-                          reference_dir=args.reference, formats=formats):
+    claims, rows = evaluate_claims(args.results, args.dataset, accuracy=args.accuracy, claims_path=args.claims,
+                                   reference_dir=args.reference, runs=runs)
+    sys.stdout.write(verdict_text(rows, sys.stdout.isatty()))
+    for p in write_claim_tables(args.results, claims, rows, args.accuracy) + \
+            write_claim_figure(plots_dir(args), rows, formats):
         print(f"wrote {p}")
     return 0
+
+
+VERDICT_COLUMNS = ("claim", "dataset", "sparsity", "compared", "claimed", "mean", "95% CI", "n", "verdict")
+
+
+def verdict_text(rows, tty: bool) -> str:
+    """The claims' rows as the terminal shows them: a rich table on a terminal, else one plain line per row;
+    then the number of rows of each verdict."""
+    from .claims import HEADER, VERDICTS, _row_cells
+
+    cells = [dict(zip(HEADER, _row_cells(r))) for r in rows]
+    counts = {v: sum(r.verdict[0] == v for r in rows) for v in list(VERDICTS) + sorted({r.verdict[0] for r in rows}
+                                                                                       - set(VERDICTS))}
+    summary = "verdicts: " + ", ".join(f"{n} {v}" for v, n in counts.items() if n) if rows else \
+        "no claim concerns these datasets"
+    if tty:
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(title="The paper's claims, tested on paired runs", caption=summary)
+        for c in VERDICT_COLUMNS:
+            table.add_column(c, justify="right" if c in ("sparsity", "mean", "n") else "left")
+        for c in cells:
+            table.add_row(*(c[k] for k in VERDICT_COLUMNS))
+        console = Console(record=True, width=200)
+        with console.capture() as cap:
+            console.print(table)
+        return cap.get()
+    lines = ["  ".join(f"{c[k]}" for k in VERDICT_COLUMNS if c[k]) for c in cells]
+    return "\n".join(lines + [summary]) + "\n"
 
 
 def cmd_report(args) -> int:
     from .report import write_report
 
-    out = write_report(args.results, args.plots, args.out, accuracy=args.accuracy, reference_dir=args.reference,
-                       ref_method=args.ref_method, transpose=args.transpose, paper=args.paper,
-                       sparsity=args.sparsity)
+    runs = records(args.results, None)
+    out = write_report(args.results, plots_dir(args), args.out, accuracy=args.accuracy,
+                       reference_dir=args.reference, ref_method=args.ref_method, transpose=args.transpose,
+                       paper=args.paper, sparsity=args.sparsity, runs=runs)
     print(f"wrote {out}")
     return 0
 
@@ -111,7 +195,9 @@ def register(subparsers) -> None:
     p.set_defaults(func=_wrap(cmd_table))
 
     p = subparsers.add_parser("plot", help="figures per dataset (accuracy vs sparsity, layer density, latency)",
-                              description="Render <plots>/<dataset>_{accuracy,density,latency}.{png,pdf}.")
+                              description="Render <plots>/<dataset>_{accuracy,density,latency}.{png,pdf} "
+                                          "(<plots>: --plots, default <results>/plots) for every dataset with "
+                                          "records, or the --dataset ones.")
     _common(p, plots=True, dataset=True)
     p.add_argument("--format", choices=("png", "pdf", "all"), default="all", help="output format (default: all)")
     p.add_argument("--sparsity", type=_sparsity, default=None,
@@ -119,10 +205,11 @@ def register(subparsers) -> None:
     p.set_defaults(func=_wrap(cmd_plot))
 
     p = subparsers.add_parser("claims", help="the paper's claims tested on paired runs, with a verdict",
-                              description="Evaluate results/reference/claims.yaml on the run records: write "
-                                          "<results>/tables/claims.{md,csv} and the forest plot <plots>/claims.{png,pdf}.")
+                              description="Evaluate results/reference/claims.yaml on the run records: print the "
+                                          "verdicts, write <results>/tables/claims.{md,csv} and the forest plot "
+                                          "<plots>/claims.{png,pdf} (<plots>: --plots, default <results>/plots).")
     p.add_argument("--results", type=Path, default=Path("results"), help="results directory (default: results)")
-    p.add_argument("--plots", type=Path, default=Path("plots"), help="figures directory (default: plots)")
+    p.add_argument("--plots", type=Path, default=None, help=PLOTS_HELP)
     p.add_argument("--dataset", action="append", default=None, metavar="NAME",
                    help="test the claims on this dataset only (repeatable; default: every dataset a claim names)")
     p.add_argument("--accuracy", choices=sorted(ACCURACY_FIELDS), default=DEFAULT_ACCURACY,

@@ -1,4 +1,5 @@
-"""Figures from stored results: accuracy vs sparsity, per-layer density, latency bars.
+"""Figures from stored results: accuracy vs sparsity (accuracy_figure.py), per-layer density, latency,
+the rounds of the iterative methods (rounds.py).
 
 Every figure is drawn on a bare ``matplotlib.figure.Figure`` (Agg canvas, no pyplot state), under
 one rc context: seaborn's whitegrid/paper style, DejaVu Sans (shipped with matplotlib, so the
@@ -11,8 +12,8 @@ from __future__ import annotations
 import io
 import re
 import sys
+import textwrap
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
@@ -27,11 +28,10 @@ from matplotlib.patches import Patch  # noqa: E402
 from matplotlib.ticker import FixedLocator, NullLocator  # noqa: E402
 
 from ..store import atomic_write_bytes, load_runs  # noqa: E402
-from .accuracy_table import AccuracyTable, build_accuracy_table  # noqa: E402
-from .aggregate import ACCURACY_SHORT, DEFAULT_ACCURACY, datasets_of, models_of, select, sparsity_key  # noqa: E402
+from .aggregate import DEFAULT_ACCURACY, datasets_of, models_of, select, sparsity_key  # noqa: E402
 from .format import pct  # noqa: E402
 from .latency_table import build_latency_table  # noqa: E402
-from .references import Reference, default_reference_dir, for_dataset, load_references  # noqa: E402
+from .references import Reference, default_reference_dir, load_references  # noqa: E402
 from .style import PAPER_MARKER, dataset_title, order_methods, style_for  # noqa: E402
 
 FIG_FORMATS = ("png", "pdf")
@@ -41,8 +41,6 @@ SAVE_METADATA = {
     "pdf": {"Creator": None, "Producer": None, "CreationDate": None, "ModDate": None},
     "svg": {"Creator": None, "Date": None},
 }
-PHASE_LOOK = (("teacher", "teacher", "//"), ("score_prune", "score+prune", ".."), ("retrain", "retrain", ""),
-              ("other", "other", "xx"))
 
 
 def _rc() -> dict:
@@ -90,12 +88,6 @@ def _natural(name: str) -> list:
     return [int(s) if s.isdigit() else s for s in re.split(r"(\d+)", name)]
 
 
-def _paper_x(ref: Reference) -> float:
-    """Remaining weights (%) of a reference point: over the conv set when known, else its own figure."""
-    sp = ref.sparsity_conv if ref.sparsity_conv is not None else ref.sparsity
-    return 100.0 - sp
-
-
 def _fmt_tick(x: float) -> str:
     return f"{x:.3g}"
 
@@ -113,104 +105,6 @@ def sparsity_axis(axes, ticks: list[float], lo: float, hi: float, top_label: str
     top.set_xticks(ticks, labels=[_fmt_tick(100 - v) for v in ticks])
     top.xaxis.set_minor_locator(NullLocator())
     top.set_xlabel(top_label)
-
-
-# --------------------------------------------------------------------------- accuracy vs sparsity
-
-@dataclass(frozen=True)
-class AccuracyPoint:
-    """One method at one target, placed where its own runs are: x is its measured sparsity, not the target."""
-    method: str
-    target: float                 # the row it belongs to (fraction)
-    sparsity: float               # measured prunable sparsity, mean over the cell's runs (target if none recorded)
-    mean: float
-    std: float                    # 0 when n = 1
-    n: int
-    exact: bool                   # False: realised sparsity differs from the target by design (hollow marker)
-    measured: bool                # False: no measured sparsity in the records, placed at the target
-
-    @property
-    def remaining(self) -> float:
-        """Remaining weights of the prunable set, percent: the figure's x."""
-        return 100.0 * (1.0 - self.sparsity)
-
-
-def accuracy_points(t: AccuracyTable) -> dict[str, list[AccuracyPoint]]:
-    """{method: points in increasing sparsity} of every cell with a value (dense excluded). Each point sits at
-    the method's own mean measured prunable sparsity for that cell (the figure's axis), never at the target."""
-    out: dict[str, list[AccuracyPoint]] = {}
-    for m in t.methods:
-        pts = []
-        for tgt in t.targets:
-            c = t.cell(m, tgt)
-            if c is None or c.n == 0:
-                continue
-            sp = c.prunable_mean
-            pts.append(AccuracyPoint(m, tgt, tgt if sp is None else sp, c.mean, c.std or 0.0, c.n, c.exact,
-                                     sp is not None))
-        if pts:
-            out[m] = sorted(pts, key=lambda p: (p.sparsity, p.target))
-    return out
-
-
-def plot_accuracy(runs: Iterable[dict], dataset: str, model: str | None = None, accuracy: str = DEFAULT_ACCURACY,
-                  references: Sequence[Reference] = ()) -> Figure:
-    """Accuracy vs remaining weights (log x, the high-sparsity end spread out), one line per method
-    (band and error bars = std over seeds), dense as a horizontal line, paper points as stars. Each point
-    sits at its own measured prunable sparsity (``accuracy_points``); hollow markers: the method's
-    realised sparsity differs from its target by design."""
-    t = build_accuracy_table(runs, dataset, model, accuracy, references)
-    fig = new_figure(figsize=(7.2, 4.2))
-    ax = fig.add_subplot()
-    handles, xs, xlim = [], set(), set()
-    any_inexact = False
-    for m, pts in accuracy_points(t).items():
-        st = style_for(m)
-        pts = sorted(pts, key=lambda p: -p.remaining)
-        x, y, s = [p.remaining for p in pts], [p.mean for p in pts], [p.std for p in pts]
-        xs.update(x)
-        ax.fill_between(x, [a - b for a, b in zip(y, s)], [a + b for a, b in zip(y, s)], color=st.colour,
-                        alpha=0.18, linewidth=0)
-        ax.errorbar(x, y, yerr=s, color=st.colour, marker="none", linewidth=1.6, capsize=3)
-        for p in pts:   # filled marker: realised sparsity = target; hollow: it differs by design
-            ax.plot([p.remaining], [p.mean], linestyle="none", marker=st.marker, markersize=6, color=st.colour,
-                    markerfacecolor=st.colour if p.exact else "white", markeredgewidth=1.4, zorder=4)
-        any_inexact = any_inexact or not all(p.exact for p in pts)
-        handles.append(Line2D([], [], color=st.colour, marker=st.marker, linewidth=1.6, label=m,
-                              markerfacecolor=st.colour if all(p.exact for p in pts) else "white"))
-    if t.dense is not None and t.dense.n > 0:
-        st = style_for("dense")
-        mean, std = t.dense.mean, t.dense.std or 0.0
-        ax.axhline(mean, color=st.colour, linestyle="--", linewidth=1.2)
-        if std:
-            ax.axhspan(mean - std, mean + std, color=st.colour, alpha=0.12, linewidth=0)
-        handles.append(Line2D([], [], color=st.colour, linestyle="--", label=f"dense ({mean:.2f})"))
-    # Paper points whose sparsity can be placed on our axis (conv, or overall as an approximation).
-    paper = [r for r in for_dataset(references, dataset, top1=True)
-             if not (r.model and t.model and r.model != t.model)
-             and (r.sparsity_conv is not None or r.sparsity_overall is not None) and _paper_x(r) > 0]
-    for ref in paper:
-        x = _paper_x(ref)
-        xlim.add(x)
-        ax.scatter([x], [ref.top1], marker=PAPER_MARKER, s=150, color=style_for(ref.method).colour,
-                   edgecolors="black", linewidths=0.8, zorder=5)
-    if paper:
-        handles.append(Line2D([], [], marker=PAPER_MARKER, color="#bbbbbb", markeredgecolor="black", markersize=11,
-                              linestyle="none", label="paper-reported"))
-    if any_inexact:
-        handles.append(Line2D([], [], marker="o", color="#777777", markerfacecolor="white", linestyle="none",
-                              label="hollow: realised\nsparsity ≠ target"))
-    if xs or xlim:
-        # Ticks at the targets (points sit at their measured sparsity, on or beside them).
-        ticks = sorted({100 * (1 - tgt) for tgt in t.targets if tgt < 1} or xs or xlim)
-        sparsity_axis([ax], ticks, min(xs | xlim), max(xs | xlim), "sparsity of the prunable set (%)")
-    ax.set_xlabel("remaining weights in the prunable set (%, log scale)")
-    ax.set_ylabel(f"top-1 test accuracy (%),\n{ACCURACY_SHORT[accuracy]}")
-    model_txt = f" ({t.model})" if t.model else ""
-    ax.set_title(f"{dataset_title(dataset)}{model_txt}: accuracy vs sparsity\n(mean ± std over seeds)")
-    if handles:
-        fig.legend(handles=handles, loc="outside right upper", fontsize=8)
-    return fig
 
 
 # --------------------------------------------------------------------------- per-layer density
@@ -263,7 +157,7 @@ def plot_density(runs: Iterable[dict], dataset: str, model: str | None = None,
         # On a log axis a fully pruned layer (density 0) is drawn at the floor with an x.
         plot_y = [(floor if log and y == 0 else y) if y == y else float("nan") for y in ys]
         ax.plot(range(len(layers)), plot_y, color=st.colour, marker=st.marker, markersize=5, linewidth=1.3,
-                label=f"{m} (n={n})")
+                linestyle=st.linestyle, label=f"{m} (n={n})")
         zeros = [i for i, y in enumerate(ys) if y == 0]
         if zeros and log:
             any_zero = True
@@ -275,65 +169,136 @@ def plot_density(runs: Iterable[dict], dataset: str, model: str | None = None,
     ax.set_xticks(range(len(layers)), labels=[re.sub(r"\.weight$", "", n) for n in layers], rotation=90, fontsize=6)
     ax.set_xlabel("prunable tensor (network order)")
     ax.set_ylabel("density (fraction of weights kept)")
-    ov = f" ({pct(sum(overall) / len(overall))}% overall)" if overall else ""
+    ov = f" (realised: {pct(sum(overall) / len(overall))}% overall, mean)" if overall else ""
+    # Records since the sparsity measure was declared say what their target counts; older ones targeted
+    # each method's prunable set.
+    measures = {r.get("sparsity_measure") for r in chosen}
+    on = f"{measures.pop()} sparsity" if len(measures) == 1 and None not in measures else \
+        "sparsity of each method's prunable set"
     model_txt = f" ({sel.model})" if sel.model else ""
     ax.set_title(f"{dataset_title(dataset)}{model_txt}: per-layer density\n"
-                 f"at {pct(target)}% sparsity of the prunable set{ov}")
-    ax.legend(fontsize=8, loc="best")
+                 f"at the target of {pct(target)}% {on}{ov}")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     return fig
 
 
-# --------------------------------------------------------------------------- latency bars
+# --------------------------------------------------------------------------- latency
+
+# Stack order, bottom to top: the student's cost from initialisation, then the teacher (its own column
+# in the cost convention), hatched so that it reads apart.
+STACK = (("pretrain", "pretrain (dense model)", "", 0.55), ("score_prune", "score+prune", "..", 0.85),
+         ("retrain", "retrain", "", 0.85), ("other", "other", "xx", 0.85), ("teacher", "teacher", "//", 0.35))
+
+
+def _stack_bar(ax, i: int, row, colour: str) -> float:
+    bottom = 0.0
+    for key, _, hatch, alpha in STACK:
+        v = getattr(row, key, None) or 0.0
+        if v > 0:
+            ax.bar(i, v, bottom=bottom, color=colour, alpha=alpha, hatch=hatch, edgecolor="black", linewidth=0.5,
+                   width=0.7)
+        bottom += v
+    return bottom
+
+
+def _short(device: str) -> str:
+    """A GPU name short enough for a panel title or a tick label."""
+    return device.replace("NVIDIA ", "")
+
+
+def _paper_panel(ax, lt, devices: list[str]) -> bool:
+    """The paper's minutes beside ours (the latency table's 'per run'), log scale: 276 min and 0.05 min
+    both readable. ° marks ours taken over all our sparsities (none matches the paper's). Returns whether
+    some of ours is not at the paper's sparsity."""
+    paper = [pl for pl in lt.paper if pl.ref.minutes is not None]
+    labels: list[str] = []
+    unmatched = False
+
+    def label(pl) -> str:
+        return pl.method + ("\n" + textwrap.fill(_short(pl.device), 12) if pl.device and len(devices) > 1 else "")
+
+    for pl in paper:
+        if label(pl) not in labels:
+            labels.append(label(pl))
+    ticks = list(labels)
+    for pl in paper:
+        i = labels.index(label(pl))
+        colour = style_for(pl.method).colour
+        ax.scatter([i - 0.17], [pl.ref.minutes], marker=PAPER_MARKER, s=190, color=colour, edgecolors="black",
+                   linewidths=0.8, zorder=5)
+        ax.annotate(f"{pl.ref.minutes:.3g}", (i - 0.17, pl.ref.minutes), textcoords="offset points", xytext=(0, 8),
+                    ha="center", fontsize=7)
+        if pl.ours is not None and pl.ours > 0:
+            ax.bar(i + 0.17, pl.ours, color=colour, alpha=0.85, edgecolor="black", linewidth=0.5, width=0.3)
+            ax.annotate(f"{pl.ours:.2g}", (i + 0.17, pl.ours), textcoords="offset points", xytext=(0, 2),
+                        ha="center", fontsize=7)
+            if pl.target is None and "°" not in ticks[i]:
+                first, *rest = ticks[i].split("\n")
+                ticks[i] = "\n".join([first + "°", *rest])
+                unmatched = True
+        elif pl.ours is None:
+            ax.annotate("not run", (i + 0.17, pl.ref.minutes), textcoords="offset points", xytext=(0, -14),
+                        ha="center", fontsize=7)
+    ax.set_yscale("log")
+    ax.set_xticks(range(len(labels)), labels=ticks, fontsize=7)
+    ax.set_xlim(-0.7, len(labels) - 0.3)
+    ax.set_ylabel("minutes per run (log scale)")
+    ax.set_title("paper ★ vs ours, log", fontsize=9)
+    return unmatched
+
 
 def plot_latency(runs: Iterable[dict], dataset: str, model: str | None = None, references: Sequence[Reference] = (),
                  ref_method: str | Sequence[str] | None = None) -> Figure | None:
-    """Minutes per run per method, stacked by phase group, one panel per GPU model (never pooled); paper
-    minutes as stars; a method marked ‡ leaves out reused phases made on another device. None when no
-    run has timed phases beyond pretrain."""
+    """Minutes per run per method, stacked by phase group, one panel per GPU model (never pooled); then a
+    log-scale panel with the paper's minutes beside ours, so that both are readable (the paper's COLT takes
+    hours, our small grids minutes). A method marked ‡ leaves out reused phases made on another device.
+    None when no run has timed phases."""
     lt = build_latency_table(runs, dataset, model, references, ref_method)
-    rows = [r for r in lt.rows if r.per_run > 0]
+    rows = [r for r in lt.rows if any((getattr(r, k, None) or 0) > 0 for k, *_ in STACK)]
     if not rows:
         return None
     devices = sorted({r.device for r in rows})
-    fig = new_figure(figsize=(max(6.0, 3.6 * len(devices) + 1.5), 4.2))
-    axes = fig.subplots(1, len(devices), squeeze=False)[0]
-    any_paper = any_excluded = False
+    has_paper = any(pl.ref.minutes is not None for pl in lt.paper)
+    # Panel widths in inches: a bar takes 0.45, a paper-vs-ours pair 1.1 (its label may name the GPU).
+    widths = [max(1.8, 0.45 * len([r for r in rows if r.device == dev])) for dev in devices]
+    if has_paper:
+        pairs = {(pl.method, pl.device) if len(devices) > 1 else pl.method for pl in lt.paper
+                 if pl.ref.minutes is not None}
+        widths.append(max(2.4, 1.1 * len(pairs)))
+    fig = new_figure(figsize=(max(9.0, sum(widths) + 1.6), 4.8))
+    axes = fig.subplots(1, len(widths), squeeze=False, width_ratios=widths)[0]
+    any_excluded = False
     for ax, dev in zip(axes, devices):
         drow = [r for r in rows if r.device == dev]
         for i, r in enumerate(drow):
-            st = style_for(r.method)
-            bottom = 0.0
-            for key, _, hatch in PHASE_LOOK:
-                v = getattr(r, key) or 0.0
-                if v > 0:
-                    ax.bar(i, v, bottom=bottom, color=st.colour, alpha=0.85, hatch=hatch, edgecolor="black",
-                           linewidth=0.5, width=0.7)
-                bottom += v
-        for pl in lt.paper:
-            if pl.device == dev and pl.ref.minutes is not None:
-                idx = [r.method for r in drow].index(pl.method) if pl.method in [r.method for r in drow] else None
-                if idx is not None:
-                    any_paper = True
-                    ax.scatter([idx], [pl.ref.minutes], marker=PAPER_MARKER, s=150, color=style_for(pl.method).colour,
-                               edgecolors="black", linewidths=0.8, zorder=5)
+            _stack_bar(ax, i, r, style_for(r.method).colour)
         # ‡: the bar leaves out reused phases made on another device (their cost here is unknown).
         ax.set_xticks(range(len(drow)), labels=[r.method + ("‡" if r.excluded_work else "") for r in drow],
-                      rotation=30, ha="right")
+                      rotation=35, ha="right", fontsize=7)
         any_excluded = any_excluded or any(r.excluded_work for r in drow)
-        ax.set_title(dev, fontsize=9)
-    axes[0].set_ylabel("minutes per run\n(pretrain, eval excluded)")
-    # 'other' appears in the legend only when some bar has it.
-    handles = [Patch(facecolor="#cccccc", edgecolor="black", hatch=h, label=lab) for key, lab, h in PHASE_LOOK
-               if key != "other" or any((r.other or 0) > 0 for r in rows)]
-    if any_paper:
+        ax.set_title(f"{_short(dev)}\nours by phase", fontsize=8)
+    axes[0].set_ylabel("minutes per run (every timed phase\nbut evaluation; linear scale)")
+    unmatched = _paper_panel(axes[-1], lt, devices) if has_paper else False
+    present = {k for r in rows for k, *_ in STACK if (getattr(r, k, None) or 0) > 0}
+    handles = [Patch(facecolor="#999999", alpha=a, edgecolor="black", hatch=h, label=lab)
+               for k, lab, h, a in STACK if k in present]
+    if has_paper:
         handles.append(Line2D([], [], marker=PAPER_MARKER, color="#bbbbbb", markeredgecolor="black", markersize=11,
-                              linestyle="none", label="paper-reported (GPU unknown)"))
+                              linestyle="none", label="paper-reported minutes (GPU and what is timed not stated)"))
+        handles.append(Patch(facecolor="#999999", edgecolor="black",
+                             label="ours beside the paper: the latency table's 'per run'"))
+        if unmatched:
+            handles.append(Patch(facecolor="none", edgecolor="none",
+                                 label="°: ours over all our sparsities (no run at the paper's)"))
+    else:
+        handles.append(Patch(facecolor="none", edgecolor="none",
+                             label=f"no paper-reported minutes for {dataset_title(dataset)}"))
     if any_excluded:
         handles.append(Patch(facecolor="none", edgecolor="none",
-                             label="‡: leaves out cached phases\nmade on another device"))
-    fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 3), fontsize=8)
+                             label="‡: leaves out cached phases made on another device"))
+    fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 2), fontsize=7)
     model_txt = f" ({lt.model})" if lt.model else ""
-    fig.suptitle(f"{dataset_title(dataset)}{model_txt}: training time per run by phase")
+    fig.suptitle(f"{dataset_title(dataset)}{model_txt}: training time per run", fontsize=10)
     return fig
 
 
@@ -360,6 +325,7 @@ def render_dataset_figures(runs: list[dict], dataset: str, plots_dir: Path, *, a
     with figure_style():
         for model in models:
             prefix = f"{model}:" if multi else ""
+            from .accuracy_figure import plot_accuracy
             fig = plot_accuracy(runs, dataset, model, accuracy, references)
             out[prefix + "accuracy"] = save_figure(fig, plots_dir / _stem(dataset, model, multi, "accuracy"), formats)
             try:
@@ -397,3 +363,13 @@ def write_figures(results_dir: Path, plots_dir: Path, dataset: str | Sequence[st
                                             references=refs, ref_method=ref_method, formats=formats).values():
             written += paths
     return written
+
+
+def __getattr__(name: str):
+    """``figures.plot_accuracy`` and ``figures.accuracy_points`` live in accuracy_figure.py (which imports
+    this module): loaded on first use."""
+    if name in ("plot_accuracy", "accuracy_points"):
+        from . import accuracy_figure
+
+        return getattr(accuracy_figure, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

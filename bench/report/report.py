@@ -75,11 +75,14 @@ def _rel(path: Path, start: Path) -> str:
 
 
 FIGURE_CAPTIONS = {
-    "accuracy": "Accuracy vs sparsity (mean ± std over seeds; dense as the dashed line; stars: paper-reported)",
+    "accuracy": ("Accuracy vs realised sparsity, one panel per method family beside the proposed method (mean ± std "
+                 "over seeds; dense as the dashed line; stars: paper-reported; hollow: off target; what is not drawn "
+                 "is named under the panels)"),
     "density": "Per-layer density of the pruned networks",
-    "latency": "Training time per run by phase, per GPU model (stars: paper-reported)",
+    "latency": ("Training time per run by phase, per GPU model, and the paper's minutes beside ours on a log scale "
+                "(stars: paper-reported)"),
     "rounds": ("Iterative methods round by round (COLT, EGP): accuracy and cumulative minutes against the round's "
-               "realised sparsity of all conv weights; markers: final models and the one-shot tgp runs"),
+               "realised overall sparsity; markers: final models and the one-shot tgp runs"),
 }
 
 

@@ -3,10 +3,10 @@ the realised sparsity of each round, with the proposed method's one-shot runs fo
 
 Read from the records' ``rounds`` (design.md, "Result record"): per seed, the record of a method
 with the most rounds gives the chain (every target of a seed shares it); rounds are averaged over
-seeds by round number. The x axis is the sparsity of all conv weights, the one scale every method
-has; a method whose own prunable set is another (EGP: the ReLU-paired convs, ``conv-noshortcut``)
-has each round labelled with its sparsity on that set, and ``<dataset>_rounds.csv`` lists every
-round under every definition. Minutes are cumulative over the rounds, each counted at what it cost
+seeds by round number. The x axis is the overall sparsity (zeros / conv + linear + BN weights), the
+one scale every method has and the accuracy figure's; each method prunes its own set (COLT the
+convs, EGP the ReLU-paired convs), and ``<dataset>_rounds.csv`` lists every round under every
+definition. Minutes are cumulative over the rounds, each counted at what it cost
 when it was made; a round made on another device than the record's stops the minutes line there
 (its cost on this device is unknown). Same conventions as figures.py: the same records give the
 same bytes.
@@ -22,13 +22,13 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from ..store import atomic_write_bytes
-from .aggregate import (ACCURACY_SHORT, DEFAULT_ACCURACY, DEFAULT_REF_METHODS, accuracy_field, record_device,
-                        run_time, select)
+from .aggregate import (ACCURACY_SHORT, DEFAULT_ACCURACY, DEFAULT_REF_METHODS, accuracy_field, measured_sparsity,
+                        record_device, run_time, select)
 from .figures import FIG_FORMATS, new_figure, save_figure, sparsity_axis
 from .format import _csv_text, num
 from .style import dataset_title, order_methods, style_for
 
-COMMON = "conv"                       # the x axis: sparsity of all conv weights
+COMMON = "overall"                    # the x axis: zeros / (conv + linear + BN weights)
 TICKS = (100, 50, 20, 10, 5, 2, 1, 0.5, 0.2, 0.1, 0.05, 0.02, 0.01)     # remaining weights, %
 
 
@@ -36,9 +36,9 @@ TICKS = (100, 50, 20, 10, 5, 2, 1, 0.5, 0.2, 0.1, 0.05, 0.02, 0.01)     # remain
 class RoundPoint:
     round: int
     seeds: int
-    sparsity: float                   # all conv weights (the x axis)
+    sparsity: float | None            # overall (the x axis)
     own: float | None                 # the method's own prunable set
-    overall: float | None
+    conv: float | None                # all conv weights
     top1: float | None
     minutes: float | None             # this round's
     cumulative: float | None          # rounds up to this one; None once a round's cost is unknown here
@@ -99,10 +99,10 @@ def round_series(runs: Iterable[dict], dataset: str, model: str | None = None,
             cums = [c for _, c in xs]
             points.append(RoundPoint(
                 k, len(xs), _mean([_sp(x, COMMON) for x, _ in xs]), _mean([_sp(x, "prunable") for x, _ in xs]),
-                _mean([_sp(x, "overall") for x, _ in xs]), _mean([x.get(fld) for x, _ in xs]),
+                _mean([_sp(x, "conv") for x, _ in xs]), _mean([x.get(fld) for x, _ in xs]),
                 _mean([float(x.get("seconds") or 0.0) / 60 for x, _ in xs]),
                 None if any(c is None for c in cums) else _mean(cums)))
-        prunable_set = next(iter(seeds.values())).get("prunable_set") or COMMON
+        prunable_set = next(iter(seeds.values())).get("prunable_set") or "conv"
         out.append(RoundSeries(method, device, prunable_set, tuple(p for p in points if p.sparsity is not None)))
     order = order_methods(s.method for s in out)
     return sorted(out, key=lambda s: (order.index(s.method), s.device))
@@ -110,14 +110,14 @@ def round_series(runs: Iterable[dict], dataset: str, model: str | None = None,
 
 def run_points(runs: Iterable[dict], dataset: str, methods: Iterable[str], model: str | None = None,
                accuracy: str = DEFAULT_ACCURACY) -> list[RunPoint]:
-    """The runs of ``methods``, averaged per (method, device, target): measured conv sparsity, accuracy,
+    """The runs of ``methods``, averaged per (method, device, target): measured overall sparsity, accuracy,
     minutes per run (as the latency table counts them)."""
     fld, wanted = accuracy_field(accuracy), set(methods)
     cells: dict[tuple[str, str, float], list[dict]] = {}
     for r in select(list(runs), dataset, model).ok:
-        if r["method"] in wanted and r.get(fld) is not None and _sp(r, COMMON) is not None:
+        if r["method"] in wanted and r.get(fld) is not None and measured_sparsity(r, COMMON) is not None:
             cells.setdefault((r["method"], record_device(r), float(r.get("target_sparsity") or 0)), []).append(r)
-    return [RunPoint(m, d, _mean([_sp(r, COMMON) for r in rs]), _mean([float(r[fld]) for r in rs]),
+    return [RunPoint(m, d, _mean([measured_sparsity(r, COMMON) for r in rs]), _mean([float(r[fld]) for r in rs]),
                      _mean([run_time(r).per_run for r in rs]))
             for (m, d, _), rs in sorted(cells.items(), key=lambda kv: (order_methods(wanted).index(kv[0][0]),
                                                                        kv[0][1], kv[0][2]))]
@@ -145,23 +145,19 @@ def plot_rounds(runs: Iterable[dict], dataset: str, model: str | None = None,
 
     fig = new_figure(figsize=(7.2, 7.2))
     acc, mins = fig.subplots(2, 1, sharex=True)
-    handles, xs, own_note = [], set(), []
+    handles, xs = [], set()
     for s in series:
         st = style_for(s.method)
         x = [_remaining(p.sparsity) for p in s.points]
         xs.update(x)
-        acc.plot(x, [p.top1 for p in s.points], color=st.colour, marker=st.marker, markersize=4, linewidth=1.3)
+        acc.plot(x, [p.top1 for p in s.points], color=st.colour, marker=st.marker, markersize=4, linewidth=1.3,
+                 linestyle=st.linestyle)
         timed = [(xx, p.cumulative) for xx, p in zip(x, s.points) if p.cumulative is not None]
         mins.plot([a for a, _ in timed], [b for _, b in timed], color=st.colour, marker=st.marker, markersize=4,
-                  linewidth=1.3)
-        if s.prunable_set != COMMON:      # the method's own scale beside each round
-            own_note.append(f"{s.method}: {s.prunable_set}")
-            for xx, p in zip(x, s.points):
-                if p.own is not None and p.top1 is not None:
-                    acc.annotate(f"{100 * p.own:.1f}", (xx, p.top1), textcoords="offset points", xytext=(3, 4),
-                                 fontsize=6, color=st.colour)
+                  linewidth=1.3, linestyle=st.linestyle)
         handles.append(Line2D([], [], color=st.colour, marker=st.marker, markersize=4, linewidth=1.3,
-                              label=f"{tag(s.method, s.device)}: rounds"))
+                              linestyle=st.linestyle, label=f"{tag(s.method, s.device)}: rounds (prunes "
+                                                            f"{s.prunable_set})"))
     for pts, label, face in ((finals, "runs (final model)", None), (one_shot, "one-shot runs", "white")):
         for m in order_methods(p.method for p in pts):
             st = style_for(m)
@@ -179,13 +175,10 @@ def plot_rounds(runs: Iterable[dict], dataset: str, model: str | None = None,
     if not xs:
         return None
     ticks = sorted((t for t in TICKS if min(xs) / 1.5 <= t <= max(xs) * 1.5), reverse=True) or sorted(xs)
-    sparsity_axis([acc, mins], ticks, min(xs), max(xs), "sparsity of all conv weights (%)")
-    mins.set_xlabel("remaining conv weights (%, log scale)")
+    sparsity_axis([acc, mins], ticks, min(xs), max(xs), "realised sparsity, overall (%)")
+    mins.set_xlabel("remaining weights (% of conv + linear + BN weights, log scale)")
     acc.set_ylabel(f"top-1 test accuracy (%),\n{ACCURACY_SHORT[accuracy]}")
-    mins.set_ylabel("minutes (rounds: cumulative;\nruns: per run, pretrain excluded)")
-    if own_note:
-        handles.append(Line2D([], [], linestyle="none", label="numbers by a round: its sparsity (%) on the\n"
-                                                              "method's own set (" + "; ".join(own_note) + ")"))
+    mins.set_ylabel("minutes (rounds: cumulative;\nruns: per run, as the latency table)")
     model_txt = f" ({model})" if model else ""
     fig.suptitle(f"{dataset_title(dataset)}{model_txt}: rounds of the iterative methods (mean over seeds)\n"
                  "a round's accuracy: its models on their own test data (COLT: each on its class partition)",
@@ -199,8 +192,8 @@ ROUNDS_CSV_COLUMNS = ["dataset", "model", "device", "method", "round", "seeds", 
 
 
 def rounds_csv(runs: Iterable[dict], dataset: str, model: str | None = None, accuracy: str = DEFAULT_ACCURACY) -> str:
-    rows = [[dataset, model or "", s.device, s.method, str(p.round), str(p.seeds), num(p.sparsity), s.prunable_set,
-             num(p.own), num(p.overall), accuracy, num(p.top1), num(p.minutes), num(p.cumulative)]
+    rows = [[dataset, model or "", s.device, s.method, str(p.round), str(p.seeds), num(p.conv), s.prunable_set,
+             num(p.own), num(p.sparsity), accuracy, num(p.top1), num(p.minutes), num(p.cumulative)]
             for s in round_series(runs, dataset, model, accuracy) for p in s.points]
     return _csv_text(ROUNDS_CSV_COLUMNS, rows)
 

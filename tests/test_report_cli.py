@@ -1,0 +1,144 @@
+"""No silent no-ops in the report commands, figures under the results folder, claims on the terminal,
+the status hint for records of another device, --version and a clean --help."""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from bench.cli import main
+
+FIX = Path(__file__).parent / "fixtures" / "report"
+REF = FIX / "reference"
+
+
+def results_copy(tmp_path: Path, name: str = "results") -> Path:
+    dst = tmp_path / name
+    shutil.copytree(FIX / "runs", dst / "runs")
+    return dst
+
+
+def tree(root: Path) -> list[str]:
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*"))
+
+
+@pytest.mark.parametrize("command", ["table", "plot", "claims", "report"])
+def test_a_folder_without_records_is_an_error_and_nothing_is_created(tmp_path, capsys, command):
+    results_copy(tmp_path / "results", "grid-a")               # records elsewhere: named in the message
+    before = tree(tmp_path)
+    assert main([command, "--results", str(tmp_path / "results")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"error: no run records under {tmp_path / 'results' / 'runs'}; folders with records: "
+                   f"{tmp_path / 'results' / 'grid-a'} (give one as --results DIR)")
+    assert main([command, "--results", str(tmp_path / "typo")]) == 2          # a typo: no folder created
+    assert capsys.readouterr().err.startswith(f"error: results folder {tmp_path / 'typo'} does not exist")
+    assert tree(tmp_path) == before
+    (tmp_path / "empty" / "runs").mkdir(parents=True)
+    before = tree(tmp_path)
+    assert main([command, "--results", str(tmp_path / "empty")]) == 2
+    assert "error: no run records under" in capsys.readouterr().err
+    assert tree(tmp_path) == before
+
+
+def test_a_dataset_without_records_is_named_with_those_that_have_some(tmp_path, capsys):
+    res = results_copy(tmp_path)
+    assert main(["plot", "--results", str(res), "--dataset", "imagenet"]) == 2
+    assert capsys.readouterr().err.strip() == (f"error: no run records for dataset 'imagenet' under {res / 'runs'}; "
+                                               "datasets with records: cifar10, cifar100, tinyimagenet")
+    assert not (res / "plots").exists()
+
+
+def test_table_and_plot_render_every_dataset_and_figures_go_under_the_results_folder(tmp_path, monkeypatch, capsys):
+    res = results_copy(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    assert main(["table", "--results", str(res), "--format", "md", "--reference", str(REF)]) == 0
+    assert tree(res / "tables") == ["cifar10.md", "cifar100.md", "tinyimagenet.md"]
+    assert main(["plot", "--results", str(res), "--format", "png", "--reference", str(REF)]) == 0
+    assert {p.split("_")[0] for p in tree(res / "plots")} == {"cifar10", "cifar100", "tinyimagenet"}
+    assert not (tmp_path / "plots").exists()                                  # never the current directory
+    assert main(["plot", "--results", str(res), "--format", "png", "--dataset", "cifar100",
+                 "--plots", str(tmp_path / "elsewhere"), "--reference", str(REF)]) == 0
+    assert tree(tmp_path / "elsewhere") == ["cifar100_accuracy.png", "cifar100_density.png", "cifar100_latency.png"]
+
+
+def pairs(a, b, diffs, target=0.9):
+    out = []
+    for seed, d in enumerate(diffs):
+        for method, top1 in ((a, 60.0 + d), (b, 60.0)):
+            out.append({"run_id": f"{method}-{seed}-{target}", "status": "ok", "dataset": "cifar10", "model": "m",
+                        "method": method, "target_sparsity": target, "seed": seed, "top1_final": top1,
+                        "top1_best": top1, "sparsity_overall": target, "device_name": "cpu"})
+    return out
+
+
+def test_claims_print_their_verdicts_and_write_the_forest_plot_under_the_results_folder(tmp_path, capsys):
+    res = tmp_path / "results"
+    for r in pairs("tgp", "magnitude", [2, 3, 4]) + pairs("tgp-kd", "tgp", [-2, -3, -4], 0.98):
+        p = res / "runs" / r["dataset"] / f"{r['run_id']}.json"
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(json.dumps(r))
+    assert main(["claims", "--results", str(res), "--format", "png"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert re.match(r"harness-tgp-vs-magnitude  cifar10  90\.00%  tgp − magnitude, top-1 \(pp\)  > 0  \+3\.00  "
+                    r"\[\+0\.52, \+5\.48\]  3  holds$", next(x for x in out if x.startswith("harness-tgp-vs-magnitude "))), out
+    assert any(x.startswith("retrain-with-kd  cifar10  98.00%") and x.endswith("3  contradicted") for x in out)
+    summary = next(x for x in out if x.startswith("verdicts: "))
+    counts = dict((v, int(n)) for n, v in re.findall(r"(\d+) ([a-z ]+?)(?:,|$)", summary[len("verdicts: "):]))
+    assert counts["holds"] == 1 and counts["contradicted"] == 1
+    rows = out[:out.index(summary)]
+    assert len(rows) == sum(counts.values())                      # one line per row of the claims table
+    assert (res / "plots" / "claims.png").is_file() and (res / "tables" / "claims.md").is_file()
+
+
+def test_verdicts_on_a_terminal_are_a_rich_table():
+    from bench.report.claims import evaluate_claims
+    from bench.report.cli import verdict_text
+
+    _, rows = evaluate_claims(FIX, reference_dir=REF)
+    text = verdict_text(rows, tty=True)
+    assert "The paper's claims, tested on paired runs" in text and "┃ claim" in text and "verdicts: " in text
+
+
+def test_status_names_records_made_on_another_device_and_how_to_see_them(tmp_path, capsys):
+    from bench import methods
+    from bench.config import expand_grid, load_config
+    from bench.store import atomic_write_json, run_path
+    from tiny import write_config
+
+    cfg_path = write_config(tmp_path / "tiny.yaml")
+    res = tmp_path / "r"
+    # The same grid run on a GPU: run ids include the device type and precision (cuda, bf16).
+    for s in expand_grid(load_config(str(cfg_path), ["runtime.device=cuda"]), methods.get, "cuda"):
+        atomic_write_json(run_path(res, s.dataset, s.method.display, s.sparsity, s.seed, s.run_id),
+                          {"run_id": s.run_id, "status": "ok", "dataset": s.dataset, "method": s.method.display,
+                           "target_sparsity": s.sparsity, "seed": s.seed, "top1_final": 50.0, "device_type": "cuda",
+                           "precision": "bf16", "device_name": "NVIDIA H100"})
+    assert main(["status", str(cfg_path), "--results", str(res)]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0] == "5 pending"
+    cmd = f"python -m bench status {cfg_path} --results {res} --set runtime.device=cuda"
+    assert out.splitlines()[-1] == ("5 stored record(s) of these datasets were made on cuda/bf16, not cpu/fp32 as "
+                                    f"this grid runs here: 5 are cells of this grid there, shown by: {cmd}")
+    # ... and that command shows them
+    assert main(cmd.split()[3:]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0] == "5 done" and "made on" not in out
+
+
+def test_version_and_help(capsys):
+    from bench.provenance import code_fingerprint
+    from bench.config import HARNESS_VERSION
+
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out.strip()
+    assert out.startswith(f"prune-kd-bench harness version {HARNESS_VERSION}, git ")
+    assert out.endswith(f", code fingerprint {code_fingerprint()}")
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = capsys.readouterr().out
+    assert "--version" in text and "`" not in text
