@@ -409,6 +409,8 @@ def _side_records(recs: Iterable[dict], side: Side) -> dict[Key, dict]:
         cands.sort(key=lambda c: c[0])
         pick = cands[0][2]
         if side.fallback == "unreachable":
+            if cands[0][0] != 0:
+                continue            # the first label has no record here: nothing is unreachable, no stand-in
             for _, _, r in cands:
                 pick = r
                 if r.get("status") != "unreachable":
