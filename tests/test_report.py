@@ -654,7 +654,7 @@ def test_bold_only_on_target_and_on_the_tables_scale():
     t = build_accuracy_table(old, "d")
     assert (t.scale, t.best) == ("conv+linear", {("x", 0.9)})
     md = accuracy_markdown(t)
-    assert "whose target is over conv+linear, the set most runs count their target over" in md
+    assert "Bold also requires the cell's target to be over conv+linear, the set most runs count their target over" in md
     cells = dict(zip(md_row(md, "prunable %"), md_row(md, "90.00")))
     assert (cells["colt"], cells["tgp"], cells["x"]) == ("76.00 ± 0.00 (n=2)§", "75.00 ± 0.00 (n=2)", "**70.00** ± 0.00 (n=2)")
 
@@ -667,6 +667,12 @@ def test_unreachable_is_never_failed_or_bold(runs):
     assert {r["method"] for r in s.unreachable} == {"egp"} and not s.failed and "egp" in s.methods
     lt = build_latency_table(tin_runs, "tinyimagenet")
     assert lt.failed == 0 and lt.unreachable == 2
+    # an unreachable record and a later ok one of the same cell and seed (the config changed): the newer is kept
+    old = next(r for r in tin_runs if r["status"] == "unreachable" and r["seed"] == 0)
+    newer = dict(next(r for r in tin_runs if r["method"] == "tgp-kd" and r["target_sparsity"] == 0.98),
+                 method="egp", seed=0, run_id="f" * 16, ended_at="2030-01-01T00:00:00Z")
+    s = sel_(tin_runs + [newer], "tinyimagenet")
+    assert old in s.superseded and newer in s.ok and [r["seed"] for r in s.unreachable] == [1]
     assert "Failed runs excluded: 0. Unreachable cells (not trained, no time): 2." in latency_markdown(lt)
 
 

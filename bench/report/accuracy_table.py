@@ -119,7 +119,6 @@ class AccuracyTable:
         return [c for tgt in self.targets for m in self.methods
                 if (c := self.cell(m, tgt)) is not None and not c.on_target]
 
-    inexact_cells = off_target_cells          # older name
 
     def unreachable_cells(self) -> list[CellStats]:
         return [c for tgt in self.targets for m in self.methods
@@ -254,22 +253,23 @@ def _caption(t: AccuracyTable) -> str:
         rows = (f"Rows: target sparsities, {OLD_ACCOUNTING}: a row holds networks of different sizes. prunable % = "
                 f"measured zeros / the run's own prunable set (a range when methods differ; cells marked § are left "
                 f"out); overall % = zeros / (conv + linear + BN weights), the COLT-style figure: compare cells by it. "
-                f"Bold compares only cells whose runs are on target and whose target is over {t.scale or 'conv'}, "
-                f"the set most runs count their target over. ")
+                f"Bold also requires the cell's target to be over {t.scale or 'conv'}, the set most runs count their "
+                f"target over. ")
     else:
         rows = (f"Rows: the grid's target sparsities on the {t.measure} measure ({MEASURE_WORDS.get(t.measure, '')}); "
                 f"each method prunes its own set and lands the network within {tol} percentage points of the target, "
                 f"or its cell is marked. 'at X%': the mean realised {t.measure} sparsity of the cell's runs, shown "
                 f"where it differs from the target at the shown precision. measured overall % = zeros / (conv + "
                 f"linear + BN weights), mean over the row's on-target cells. ")
+    off = (f" §: off target (the realised sparsity misses the target by more than {tol} points; given below): never "
+           f"bold, never paired in claims." if t.off_target_cells() else "")
+    unreachable = (" ¶: unreachable: the method's own prunable set, pruned whole, cannot reach the target (its maximum "
+                   "shown); never bold or paired, not a failure." if t.unreachable_cells() else "")
     return (f"{METRIC_WORDS[t.metric]} test accuracy (%), {ACCURACY_WORDS[t.accuracy]}. {rows}Each cell: mean ± sample "
             f"std (ddof = 1) over seeds, with n when n > 1. Bold: the best mean in the row (at the shown precision) "
             f"among the cells whose runs are all on target, only when two or more such cells have a value. "
-            f"{DASH_MD}: not run. †: the cell has failed runs (listed below, never averaged in). §: off target (the "
-            f"realised sparsity misses the target by more than {tol} points; given below): never bold, never "
-            f"paired in claims. ¶: unreachable: the method's own prunable set, pruned whole, cannot reach the "
-            f"target (its maximum shown); never bold or paired, not a failure. student / teacher epochs: each "
-            f"method's budget (below the table). Dense reference: {dense}.{data_note}")
+            f"{DASH_MD}: not run. †: the cell has failed runs (listed below, never averaged in).{off}{unreachable} "
+            f"student / teacher epochs: each method's budget (below the table). Dense reference: {dense}.{data_note}")
 
 
 def realised_notes(t: AccuracyTable) -> list[str]:
