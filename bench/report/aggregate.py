@@ -116,13 +116,11 @@ def target_scale(r: dict) -> str:
 
 
 def realised_sparsity(r: dict) -> float | None:
-    """The sparsity the run reached on its target's scale: ``sparsity_realised``, else ``sparsity[scale]``;
-    old records: the measured sparsity of their prunable set."""
+    """The sparsity the run reached on its target's scale: ``sparsity_realised``, else the measured sparsity on
+    its measure (``sparsity_<measure>``, ``sparsity[measure]``); old records: that of their prunable set."""
     v = r.get("sparsity_realised")
-    if v is None and record_measure(r) and isinstance(r.get("sparsity"), dict):
-        v = r["sparsity"].get(record_measure(r))
     if v is None:
-        return measured_sparsity(r, "prunable")
+        return measured_sparsity(r, record_measure(r) or "prunable")
     try:
         return float(v)
     except (TypeError, ValueError):
