@@ -22,14 +22,27 @@ KNOWN = {"tgp", "tgp-kd", "magnitude", "magnitude-ft", "dense", "colt"}
 
 
 def rec(method, target, seed, top1, *, dataset="cifar10", minutes=None, device="cpu", config=None, overall=None,
-        prunable_set="conv", exact=True, label=None):
-    """A minimal ok run record; ``minutes`` become one retrain phase on ``device``."""
-    r = {"status": "ok", "dataset": dataset, "model": "resnet18", "method": label or method, "method_name": method,
-         "target_sparsity": target, "seed": seed, "top1_final": top1, "top1_best": top1 + 1,
-         "run_id": f"{label or method}-{target}-{seed}", "ended_at": "2025-01-01T00:00:00+00:00",
-         "device_name": device, "prunable_set": prunable_set, "sparsity_exact": exact,
-         "sparsity": {"prunable": target, "conv": target, "overall": target if overall is None else overall},
+        prunable_set="conv", exact=True, label=None, measure=None, realised=None, status="ok", max_sparsity=None):
+    """A minimal run record; ``minutes`` become one retrain phase on ``device``. Old format (target over the
+    method's own ``prunable_set``, ``sparsity_exact``) unless ``measure`` is given: then the new format, the
+    target on that measure, ``realised`` where it landed (on target within 0.05 points), and ``status``
+    ``unreachable`` (with ``max_sparsity``, no accuracy) available."""
+    r = {"status": status, "dataset": dataset, "model": "resnet18", "method": label or method, "method_name": method,
+         "target_sparsity": target, "seed": seed, "run_id": f"{label or method}-{target}-{seed}",
+         "ended_at": "2025-01-01T00:00:00+00:00", "device_name": device, "prunable_set": prunable_set,
          "config": config or {}}
+    if measure is None:
+        r["sparsity_exact"] = exact
+    else:
+        r["sparsity_measure"] = measure
+    if status == "unreachable":
+        return dict(r, max_sparsity=max_sparsity, reason=f"{prunable_set} pruned whole reaches {max_sparsity}")
+    real = target if realised is None else realised
+    r.update({"top1_final": top1, "top1_best": top1 + 1,
+              "sparsity": {"prunable": real, "conv": real, "overall": real if overall is None else overall}})
+    if measure is not None:
+        r.update({"sparsity_realised": real, "sparsity_on_target": abs(real - target) <= 0.0005,
+                  "off_target_reason": None if abs(real - target) <= 0.0005 else "exact_final_round: false"})
     if minutes is not None:
         r["phases"] = {"retrain": {"seconds": 60.0 * minutes, "reused": False, "group": "retrain", "device": device}}
     return r
@@ -46,8 +59,8 @@ def claim(**kw):
     return C.make_claim(raw, "test")
 
 
-def rows_of(cl, runs, refs=(), **kw):
-    return C.evaluate([cl], runs, refs, known=KNOWN, **kw)
+def rows_of(cl, runs, refs=(), known=KNOWN, **kw):
+    return C.evaluate([cl], runs, refs, known=known, **kw)
 
 
 # --------------------------------------------------------------------------- statistics
@@ -161,12 +174,159 @@ def test_sides_select_by_label_and_config():
     assert reverse.diffs == [-1.0, -2.0, -3.0]
 
 
-def test_notes_flag_different_prunable_sets_and_inexact_sparsity():
+def test_old_records_on_different_sets_are_not_paired():
+    """Old records: each target was over the method's own prunable set; targets over different sets are not
+    like for like, so no pair is formed and the row says why (the old 'targets over different prunable sets'
+    note is gone with the pairing it warned about)."""
     runs = [r for s, d in enumerate([2, 3, 4]) for r in
-            (rec("tgp-kd", 0.9, s, 60 + d), rec("colt", 0.9, s, 60, prunable_set="conv+linear", exact=False))]
+            (rec("tgp-kd", 0.9, s, 60 + d), rec("cskd-simple", 0.9, s, 60, prunable_set="conv+linear"))]
+    (row,) = rows_of(claim(a="tgp-kd", b="cskd-simple"), runs, known=KNOWN | {"cskd-simple"})
+    assert (row.target, row.verdict_text, row.stats.n) == (0.9, "no data", 0)
+    assert row.notes == ["no pair: targets on different measures (tgp-kd: conv, cskd-simple: conv+linear; old "
+                         "accounting) (3 seeds)"]
+    # old records off target (sparsity_exact: false) are not paired either
+    runs = [r for s, d in enumerate([2, 3, 4]) for r in (rec("tgp-kd", 0.9, s, 60 + d), rec("colt", 0.9, s, 60, exact=False))]
     (row,) = rows_of(claim(a="tgp-kd", b="colt"), runs)
-    assert "targets over different prunable sets (conv, conv+linear)" in row.notes
-    assert "§ colt's realised sparsity differs from the target" in row.notes
+    assert row.verdict_text == "no data" and row.notes == ["no pair: colt off target (realised 90.00% conv) (3 seeds)"]
+
+
+def test_pairs_only_ok_on_target_runs_and_says_why_not():
+    ov = dict(measure="overall")
+    runs = []
+    for s in range(3):
+        runs += [rec("tgp-kd", 0.9, s, 60 + s, **ov), rec("tgp-kd", 0.98, s, 50 + s, **ov)]
+        # colt at 0.9: seed 1 overshoots; at 0.98 every seed does
+        runs += [rec("colt", 0.9, s, 58, realised=0.9042 if s == 1 else 0.9, **ov),
+                 rec("colt", 0.98, s, 48, realised=0.9821, **ov)]
+        runs += [rec("egp", 0.9, s, 57, prunable_set="conv-noshortcut", **ov),
+                 rec("egp", 0.98, s, None, status="unreachable", max_sparsity=0.9791, prunable_set="conv-noshortcut",
+                     **ov)]
+    colt = {r.target: r for r in rows_of(claim(a="tgp-kd", b="colt"), runs)}
+    assert (colt[0.9].seeds, colt[0.9].diffs) == ([0, 2], [2.0, 4.0])
+    assert colt[0.9].notes == ["1 pair(s) not formed: colt off target (realised 90.42% overall)"]
+    assert (colt[0.98].verdict_text, colt[0.98].notes) == (
+        "no data", ["no pair: colt off target (realised 98.21% overall) (3 seeds)"])
+    egp = {r.target: r for r in rows_of(claim(a="tgp-kd", b="egp"), runs, known=KNOWN | {"egp"})}
+    assert egp[0.9].diffs == [3.0, 4.0, 5.0] and egp[0.9].verdict_text == "holds"
+    assert (egp[0.98].verdict_text, egp[0.98].notes) == (
+        "no data", ["no pair: egp unreachable at 98.00% overall (max 97.91%) (3 seeds)"])
+    md = C.claims_markdown(list(egp.values()), [])
+    assert "| c | cifar10 | resnet18 | 98.00% | tgp-kd − egp, top-1 (pp) | > 0 |  |  |  | no data | no pair: egp " \
+           "unreachable at 98.00% overall (max 97.91%) (3 seeds) |" in md
+
+
+def test_sd_sides_fall_back_to_the_matched_label_and_say_so():
+    sd = {"method": "cskd-simple", "labels": ["cskd-simple", "cskd-simple-matched"]}
+    known = KNOWN | {"cskd-simple"}
+    ov = dict(measure="overall", prunable_set="conv+linear")
+    runs = [r for s, d in enumerate([2, 3, 4]) for r in
+            (rec("tgp-kd", 0.9, s, 60 + d, measure="overall"), rec("cskd-simple", 0.9, s, 60, label="cskd-simple-matched", **ov))]
+    (row,) = rows_of(claim(a="tgp-kd", b=sd), runs, known=known)
+    assert row.diffs == [2.0, 3.0, 4.0] and row.notes == ["b runs: cskd-simple-matched (3 pairs)"]
+    # the official-budget runs win where present; no note then
+    runs += [rec("cskd-simple", 0.9, s, 61, **ov) for s in range(3)]
+    (row,) = rows_of(claim(a="tgp-kd", b=sd), runs, known=known)
+    assert row.diffs == [1.0, 2.0, 3.0] and row.notes == []
+
+
+def test_egp_shortcut_stands_in_only_where_egp_is_unreachable():
+    egp = {"method": "egp", "labels": ["egp", "egp-shortcut"], "fallback": "unreachable"}
+    known = KNOWN | {"egp"}
+    ov = dict(measure="overall")
+    runs = []
+    for s in range(3):
+        runs += [rec("tgp-kd", t, s, 60 + s, **ov) for t in (0.9, 0.98, 0.9841)]
+        runs += [rec("egp", t, s, 55, label="egp-shortcut", **ov) for t in (0.9, 0.98, 0.9841)]
+        runs += [rec("egp", 0.9841, s, None, status="unreachable", max_sparsity=0.9831, **ov),   # egp cannot reach it
+                 rec("egp", 0.98, s, 57, realised=0.9812, **ov)]                              # egp off target
+    rows = {r.target: r for r in rows_of(claim(a="tgp-kd", b=egp), runs, known=known)}
+    assert rows[0.9841].diffs == [5.0, 6.0, 7.0]
+    assert rows[0.9841].notes == ["b runs: egp-shortcut (3 pairs; egp unreachable there)"]
+    # off target is not unreachable: the variant does not replace it, the row says why there is no pair
+    assert rows[0.98].notes == ["no pair: egp off target (realised 98.12% overall) (3 seeds)"]
+    # egp not run at 0.9: nothing is unreachable there, the variant alone does not stand for egp
+    assert 0.9 not in rows
+    bad = {"id": "x", "statement": "s", "a": "tgp", "b": dict(egp, fallback="always"), "direction": "greater",
+           "datasets": ["d"]}
+    with pytest.raises(C.ClaimError, match="'fallback' is 'always'; allowed: absent, unreachable"):
+        C.make_claim(bad, "f.yaml: claim 1")
+
+
+def test_ranges_are_read_on_the_overall_measure_with_the_tolerance():
+    """The engine lands 0.9 overall at 0.8999987: in a 'min 90' range. A grid that targets 0.977 overall is at
+    the paper's latency point (97.7%, range 97.6-97.8); a grid on another measure is read on the measured overall
+    sparsity of side a's runs."""
+    runs = pairs("tgp", "magnitude", [1, 1, 1], 0.9, measure="overall", realised=0.8999987)
+    (row,) = rows_of(claim(sparsity={"min": 90, "definition": "overall"}), runs)
+    assert row.target == 0.9 and row.stats.n == 3
+    conv = pairs("tgp", "magnitude", [1, 1, 1], 0.9, measure="conv", overall=0.8942)
+    (row,) = rows_of(claim(sparsity={"min": 90, "definition": "overall"}), conv)
+    assert row.target is None and row.verdict_text == "no data"
+    conv = pairs("tgp", "magnitude", [1, 1, 1], 0.9, measure="conv", overall=0.8999987)   # within the tolerance
+    assert [r.target for r in rows_of(claim(sparsity={"min": 90, "definition": "overall"}), conv)] == [0.9]
+    claims = {c.id: c for c in C.load_claims(REPO_REF / "claims.yaml")}
+    lat = claims["cheaper-than-colt-cifar10"]
+    at = lambda t: [rec(m, t, s, 90, measure="overall", minutes=mins) for s in range(3)  # noqa: E731
+                    for m, mins in (("tgp-kd", 10), ("colt", 100))]
+    assert [r.target for r in C.evaluate([lat], at(0.977), known=KNOWN)] == [0.977]
+    assert [r.target for r in C.evaluate([lat], at(0.98), known=KNOWN)] == [None]
+
+
+def test_cost_convention_tgp_kd_against_colt_by_hand():
+    """tgp-kd reuses a dense model (10 min when it was made, one per seed) and a teacher (20 min, shared by the
+    seeds); COLT trains its own dense partition models (round00) and prunes in rounds. By hand, per seed s:
+
+      tgp-kd  per run = pretrain 10 + score+prune (2 + 0.5 + 0.5) + retrain (10, 11, 9) = 23, 24, 22
+              per run + teacher = 43, 44, 42
+      colt    per run = round00 20 + round01..05 5 x 10 + final (10, 12, 8) = 80, 82, 78 (no teacher)
+
+    The claim tests (per run + teacher) of tgp-kd / per run of COLT: 43/80, 44/82, 42/78; the note gives the
+    ratio without the teacher: 23/80, 24/82, 22/78 (geometric mean 0.29). Grid total: each dense model and the
+    teacher once: 3 x 10 + 20 + (3 + 10) + (3 + 11) + (3 + 9) + 80 + 82 + 78 = 329 GPU-minutes; run by run
+    3 x 10 + 3 x 20 + 39 + 240 = 369."""
+    from bench.report.aggregate import grid_totals
+    from bench.report.latency_table import build_latency_table, latency_markdown
+
+    def ph(seconds, group, reused=False):
+        return {"seconds": seconds, "group": group, "reused": reused, "device": "GPU"}
+
+    runs = []
+    for s, (kd_retrain, colt_final) in enumerate([(600, 600), (660, 720), (540, 480)]):
+        kd = rec("tgp-kd", 0.977, s, 90.0, measure="overall", realised=0.97699, device="GPU")
+        kd["phases"] = {"pretrain": ph(600, "pretrain", True), "teacher": ph(1200, "teacher", True),
+                        "finetune": ph(120, "score+prune"), "score": ph(30, "score+prune"), "prune": ph(30, "score+prune"),
+                        "retrain": ph(kd_retrain, "retrain"), "eval": ph(60, "eval")}
+        kd["artifacts"] = [{"kind": "dense", "key": f"d{s}", "phases": ["pretrain"], "reused": True},
+                           {"kind": "teachers", "key": "t", "phases": ["teacher"], "reused": True}]
+        colt = rec("colt", 0.977, s, 89.0, measure="overall", realised=0.97702, device="GPU")
+        colt["phases"] = {"round00": ph(1200, "score+prune"), "final": ph(colt_final, "retrain"), "eval": ph(60, "eval"),
+                          **{f"round0{i}": ph(600, "score+prune") for i in range(1, 6)}}
+        colt["artifacts"] = []
+        runs += [kd, colt]
+    lt = build_latency_table(runs, "cifar10")
+    rows = {r.method: r for r in lt.rows}
+    kd, colt = rows["tgp-kd"], rows["colt"]
+    assert (kd.pretrain, kd.teacher, kd.score_prune, kd.retrain) == pytest.approx((10, 20, 3, 10))
+    assert (kd.per_run, kd.per_run_teacher) == pytest.approx((23, 43))
+    assert (colt.pretrain, colt.teacher, colt.per_run, colt.per_run_teacher) == (None, None, pytest.approx(80),
+                                                                                 pytest.approx(80))
+    assert (colt.ratio, colt.ratio_student) == (pytest.approx(80 / 43), pytest.approx(80 / 23))
+    md = latency_markdown(lt)
+    assert "| GPU | tgp-kd | 3 | 10.00 | 20.00 | 3.00 | 10.00 | n/a | 23.00 | 43.00 | 129.00 | 1.00× | 1.00× |" in md
+    assert "| GPU | colt | 3 | n/a | n/a | 70.00 | 10.00 | n/a | 80.00 | 80.00 | 240.00 | 1.86× | 3.48× |" in md
+    (total,) = grid_totals(runs)
+    assert (total.minutes, total.per_run_sum) == (pytest.approx(329), pytest.approx(369))
+    claims = {c.id: c for c in C.load_claims(REPO_REF / "claims.yaml")}
+    (row,) = C.evaluate([claims["cheaper-than-colt-cifar10"]], runs, known=KNOWN)
+    assert row.target == 0.977 and row.device == "GPU"
+    assert row.diffs == pytest.approx([math.log(43 / 80), math.log(44 / 82), math.log(42 / 78)])
+    assert row.verdict_text == "holds"
+    student = math.exp((math.log(23 / 80) + math.log(24 / 82) + math.log(22 / 78)) / 3)
+    assert f"{student:.2f}" == "0.29"
+    assert "without the teacher: 0.29× (per run / per run, geometric mean over 3 pairs)" in row.notes
+    cells = C._row_cells(row)
+    assert cells[4] == "tgp-kd / colt, minutes per run + teacher"
+    assert cells[6] == f"{math.exp(sum(row.diffs) / 3):.2f}×" == "0.54×"
 
 
 def test_published_number_stands_in_for_a_method_without_runs():
@@ -192,8 +352,17 @@ def test_shipped_claims_cover_the_papers_statements_and_the_harness_questions():
     sd = {"cskd-simple", "cskd-epsd", "pskd-simple", "pskd-epsd", "dlb-simple", "dlb-epsd"}
     assert {c.b.method for c in claims.values() if c.a.method == "tgp-kd" and c.direction == "greater"} >= sd | {"egp", "tgp"}
     assert all(claims[f"beats-{m}"].sparsity_min == 90 for m in sd)
+    # ranges on the overall measure; SD sides: the official-budget label, else the matched variant
+    assert all(claims[f"beats-{m}"].sparsity_definition == "overall" for m in sd | {"egp-high"})
+    assert all(claims[f"beats-{m}"].b.labels == (m, f"{m}-matched") and claims[f"beats-{m}"].b.fallback == "absent"
+               for m in sd)
     egp = claims["trails-egp-above-98-cifar10"]
     assert (egp.direction, egp.datasets, egp.sparsity_min, egp.sparsity_definition) == ("less", ("cifar10",), 98, "overall")
+    assert egp.b == claims["beats-egp-high"].b and (egp.b.labels, egp.b.fallback) == (("egp", "egp-shortcut"),
+                                                                                     "unreachable")
+    lat = claims["cheaper-than-colt-cifar10"]
+    assert (lat.sparsity_min, lat.sparsity_max, lat.sparsity_definition) == (97.6, 97.8, "overall")
+    assert "per run + teacher" in lat.note
     assert claims["cheaper-than-colt-cifar10"].metric == "minutes"
     assert claims["cheaper-than-colt-cifar100"].sparsity_definition == "unstated"
     assert {claims["temperature-3-on-cifar"].a.config, claims["temperature-5-on-tinyimagenet"].b.config} == {

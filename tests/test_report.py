@@ -12,6 +12,15 @@ cifar10 / resnet18           0.5 (50.00% prunable, 49.96% overall)   0.985 (98.5
 cifar100 / resnet18, cpu     dense 77.00; magnitude 70, 71 at 0.9; tgp 72.25 at 0.9
 
 std is the sample std (ddof = 1). Final-epoch values make magnitude best at 0.985 (91.00 vs 90.00).
+cifar10 and cifar100 are OLD records (targets over each method's own prunable set, no budget);
+tinyimagenet holds NEW-format records (targets on the overall measure, an off-target colt, an
+unreachable egp at 0.98, budgets, top-5; final epoch, see make_runs.py):
+
+tinyimagenet / resnet18      0.9                                     0.98
+  magnitude                  55.20 +- 0.28                           44.30 +- 0.42
+  tgp-kd                     56.10 +- 0.14                           46.10 +- 0.14 (best)
+  colt                       57.20 +- 0.28 at 90.42% (off target)    (not run)
+  egp                        56.70 +- 0.28 (best)                    unreachable (max 97.91%)
 """
 from __future__ import annotations
 
@@ -76,8 +85,9 @@ def results_copy(tmp_path: Path) -> Path:
 # --------------------------------------------------------------------------- fixtures and statistics
 
 def test_fixture_records_load(runs):
-    assert len(runs) == 25
+    assert len(runs) == 33
     assert sum(r["status"] == "failed" for r in runs) == 1
+    assert sum(r["status"] == "unreachable" for r in runs) == 2
     assert {r["dataset"] for r in runs} == {"cifar10", "cifar100", "tinyimagenet"}
 
 
@@ -219,11 +229,13 @@ def test_paper_csv(runs, refs):
 
 def test_paper_inline_and_transpose(c10):
     md = accuracy_markdown(c10, transpose=True, paper="inline")
-    assert md_row(md, "method") == ["method", "50.00 (49.96 overall)", "98.50 (98.41 overall)"]
-    assert md_row(md, "dense") == ["dense", "95.10 ± 0.14 (n=2)", ""]
-    assert md_row(md, "tgp-kd") == ["tgp-kd", "**94.70** ± 0.20 (n=3)", "**90.50**†; paper 90.79 (-0.29)"]
-    assert md_row(md, "magnitude") == ["magnitude", "94.20 ± 0.20 (n=3); paper 93.50 (+0.70)", "88.30 ± 0.42 (n=2)"]
-    assert md_row(md, "random") == ["random", "90.00", "—"]
+    assert md_row(md, "method") == ["method", "50.00 (49.96 overall)", "98.50 (98.41 overall)", "student epochs",
+                                    "teacher epochs"]
+    assert md_row(md, "dense") == ["dense", "95.10 ± 0.14 (n=2)", "", "—", "—"]      # old records: no budget
+    assert md_row(md, "tgp-kd") == ["tgp-kd", "**94.70** ± 0.20 (n=3)", "**90.50**†; paper 90.79 (-0.29)", "—", "—"]
+    assert md_row(md, "magnitude") == ["magnitude", "94.20 ± 0.20 (n=3); paper 93.50 (+0.70)", "88.30 ± 0.42 (n=2)",
+                                       "—", "—"]
+    assert md_row(md, "random") == ["random", "90.00", "—", "—", "—"]
 
 
 def test_superseded_duplicates_are_not_averaged(runs):
@@ -250,14 +262,15 @@ def test_latex_booktabs(c10):
     tex = accuracy_latex(c10)
     for token in (r"\toprule", r"\midrule", r"\bottomrule", r"\begin{tabular}{llrrrr}",
                   r"\textbf{94.70} $\pm$ 0.20 ($n{=}3$)", r"\multicolumn{4}{c}{95.10 $\pm$ 0.14 ($n{=}2$)}",
-                  r"prunable \% & overall \%", r"\caption{CIFAR-10, resnet18: top-1 accuracy (\%), best epoch (selected on the test set).", "selected on the test set: optimistic"):
+                  r"prunable \% & overall \%", r"\caption{CIFAR-10, resnet18: top-1 accuracy (\%), best epoch (selected on the test set), old accounting.",
+                  "selected on the test set: optimistic", r"\midrule" + "\n" + r"student epochs &  & --- & --- & --- & --- \\"):
         assert token in tex, token
     assert r"98.50 & 98.41 & 88.30 $\pm$ 0.42 ($n{=}2$) & --- & 89.90 & \textbf{90.50}$^\dagger$ \\" in tex
     assert "—" not in tex and "±" not in tex and "†" not in tex and "n > 1" not in tex
     tex_t = accuracy_latex(c10, transpose=True)
-    assert r"method & 50.00 (49.96 overall) & 98.50 (98.41 overall) \\" in tex_t
-    assert r"dense & \multicolumn{2}{c}{95.10 $\pm$ 0.14 ($n{=}2$)} \\" in tex_t
-    assert r"tgp-kd & \textbf{94.70} $\pm$ 0.20 ($n{=}3$) & \textbf{90.50}$^\dagger$ \\" in tex_t
+    assert r"method & 50.00 (49.96 overall) & 98.50 (98.41 overall) & student epochs & teacher epochs \\" in tex_t
+    assert r"dense & \multicolumn{2}{c}{95.10 $\pm$ 0.14 ($n{=}2$)} & --- & --- \\" in tex_t
+    assert r"tgp-kd & \textbf{94.70} $\pm$ 0.20 ($n{=}3$) & \textbf{90.50}$^\dagger$ & --- & --- \\" in tex_t
 
 
 # --------------------------------------------------------------------------- latency table
@@ -267,26 +280,35 @@ def test_latency_table(runs, refs):
     assert lt.ref_method == "tgp-kd"
     md = latency_markdown(lt)
     rows = {(r[0], r[1]): r for r in md_rows(md, H100) + md_rows(md, A100)}
-    # GPU, method, runs, pretrain, teacher, score+prune, retrain, other, per run, grid GPU-min, ratio.
-    # Old records (no group, no device): groups inferred from the phase names, the same numbers as before.
-    assert rows[(H100, "tgp-kd")][2:] == ["3", "10.00", "30.00", "4.60", "25.00", "n/a", "59.60", "178.80", "1.00×"]
-    assert rows[(H100, "magnitude")][2:] == ["4", "10.00", "n/a", "0.20", "20.00", "n/a", "20.20", "80.80", "0.34×"]
-    assert rows[(A100, "magnitude")][2:] == ["1", "15.00", "n/a", "0.30", "30.00", "n/a", "30.30", "30.30", "0.37×"]
-    assert rows[(A100, "tgp-kd")][8:] == ["80.90", "80.90", "1.00×"]
-    assert rows[(H100, "dense")][8:] == ["n/a", "n/a", "n/a"]
+    # GPU, method, runs, pretrain, teacher, score+prune, retrain, other, per run (pretrain + score+prune +
+    # retrain + other), per run + teacher, grid GPU-min (runs x per run + teacher), x tgp-kd (per run + teacher),
+    # x tgp-kd (no teacher). Old records (no group, no device): groups inferred from the phase names.
+    # H100 tgp-kd: 10 + 4.6 + 25 = 39.6, + 30 = 69.6; magnitude: 10 + 0.2 + 20 = 30.2 (no teacher):
+    # 30.2 / 69.6 = 0.43, 30.2 / 39.6 = 0.76.
+    assert rows[(H100, "tgp-kd")][2:] == ["3", "10.00", "30.00", "4.60", "25.00", "n/a", "39.60", "69.60", "208.80",
+                                          "1.00×", "1.00×"]
+    assert rows[(H100, "magnitude")][2:] == ["4", "10.00", "n/a", "0.20", "20.00", "n/a", "30.20", "30.20", "120.80",
+                                             "0.43×", "0.76×"]
+    # A100 tgp-kd: 15 + 5.9 + 35 = 55.9, + 40 = 95.9; magnitude 15 + 0.3 + 30 = 45.3
+    assert rows[(A100, "magnitude")][2:] == ["1", "15.00", "n/a", "0.30", "30.00", "n/a", "45.30", "45.30", "45.30",
+                                             "0.47×", "0.81×"]
+    assert rows[(A100, "tgp-kd")][8:] == ["55.90", "95.90", "95.90", "1.00×", "1.00×"]
+    # dense: its pretraining is its whole run
+    assert rows[(H100, "dense")][8:] == ["10.00", "10.00", "20.00", "0.14×", "0.25×"]
     assert "‡" not in md and "counted in other" not in md and "Evaluation (group eval) is excluded" in md
     assert "Failed runs excluded: 1." in md
     assert "counted at what it cost when it was made" in md
     colt = md_row(md, "colt")
     assert colt[4:6] == ["276.00", "9.92×"] and colt[9] == "not run"
     kd = [r for r in md_rows(md, "tgp-kd") if r[6] == H100][0]
-    assert kd[4:9] == ["27.82", "1.00×", H100, "59.60", "1.00×"]
+    assert kd[4:9] == ["27.82", "1.00×", H100, "69.60", "1.00×"]       # ours: per run + teacher
 
 
 def test_latency_ratio_reference_is_a_parameter(runs):
     lt = build_latency_table(runs, "cifar10", ref_method="magnitude")
     h100 = {r.method: r for r in lt.rows if r.device == H100}
-    assert h100["tgp-kd"].ratio == pytest.approx(59.6 / 20.2)
+    assert h100["tgp-kd"].ratio == pytest.approx(69.6 / 30.2)
+    assert h100["tgp-kd"].ratio_student == pytest.approx(39.6 / 30.2)
     lt = build_latency_table(runs, "cifar100")
     assert lt.ref_method == "tgp"    # no tgp-kd run: falls back to tgp
 
@@ -341,7 +363,8 @@ def test_cli_table_plot_and_errors(tmp_path, capsys):
     assert cli.main(["table", "--results", str(res), "--dataset", "cifar10", "--format", "md",
                      "--reference", str(REF)]) == 0
     md = (res / "tables" / "cifar10.md").read_text()
-    assert "top-1 accuracy (%), final epoch\n" in md and "Top-1 test accuracy (%), final epoch (test accuracy after" in md
+    assert "top-1 accuracy (%), final epoch, old accounting\n" in md
+    assert "Top-1 test accuracy (%), final epoch (test accuracy after" in md
     assert md_row(md, "98.50")[2] == "**91.00** ± 0.14 (n=2)" and "best epoch" not in md
     assert cli.main(["table", "--results", str(res), "--dataset", "cifar100", "--format", "md", "--accuracy",
                      "final", "--transpose", "--reference", str(REF)]) == 0
@@ -377,10 +400,11 @@ def test_report(tmp_path):
     assert (tmp_path / "plots" / "cifar100_latency.pdf").is_file()
     text = out.read_text()
     first = out.read_bytes()
-    for s in ("## Environment", f"| device | {A100} (2), {H100} (19), cpu (4) |", "| torch | 2.5.1+cu124 (25) |",
-              "| git commit | 0123456789ab (25) |", "## CIFAR-10 (cifar10)", "## CIFAR-100 (cifar100)",
-              "| precision, device type | bf16, cuda (6), fp32, cuda (1) |", "| method version | colt v2 (2), dense v1 (1), "
-              "magnitude v1 (2), tgp-kd v1 (2) |", "## Tiny-ImageNet (tinyimagenet)", "- § colt: realised 91.26%",
+    for s in ("## Environment", f"| device | {A100} (2), {H100} (27), cpu (4) |", "| torch | 2.5.1+cu124 (33) |",
+              "| git commit | 0123456789ab (33) |", "## CIFAR-10 (cifar10)", "## CIFAR-100 (cifar100)",
+              "| precision, device type | bf16, cuda (12), fp32, cuda (1) |", "| method version | colt v2 (2), dense v1 (1), "
+              "egp v1 (2), magnitude v1 (4), tgp-kd v1 (4) |", "## Tiny-ImageNet (tinyimagenet)",
+              "- § colt: off target: realised 90.42% overall", "- ¶ egp at 98.00%: unreachable",
               "- ‡ NVIDIA H100 80GB HBM3, tgp-kd, teacher: this cell excludes 1 phase(s)",
               "| 98.50 | 98.41 | **91.00** ± 0.14 (n=2) | — | 89.00 | 90.00† |",
               "Accuracy: top-1 test accuracy at the final epoch.", "; top-1 at the final epoch.*",
@@ -486,63 +510,237 @@ def test_selection_splits_status(runs):
     assert json.dumps(sel.methods) == json.dumps(["dense", "magnitude", "random", "tgp", "tgp-kd"])
 
 
-# --------------------------------------------------------------------------- newer record schema (tinyimagenet)
-# phases with group and device, sparsity dict, sparsity_exact, rounds, precision (see make_runs.py)
+# --------------------------------------------------------------------------- new record format (tinyimagenet)
+# Targets on the overall measure, sparsity_on_target, an off-target COLT, an unreachable EGP, budgets,
+# top-5, phases with group and device, rounds, precision (values: make_runs.py).
 
 @pytest.fixture(scope="module")
 def tin(runs):
     return build_dataset_tables(runs, "tinyimagenet")      # default accuracy: final epoch
 
 
-def test_new_schema_accuracy_table_and_realised_sparsity(tin):
+def test_new_format_accuracy_table_at_realised_sparsity(tin):
     t = tin.accuracy[0]
-    assert t.accuracy == "final"
+    assert (t.accuracy, t.measure, t.metric, t.old_accounting) == ("final", "overall", "top1", False)
     md = accuracy_markdown(t)
-    assert md_row(md, "prunable %") == ["prunable %", "overall %", "magnitude", "tgp-kd", "colt"]
-    # The row stays keyed by the target; its sparsity columns are those of the exact methods (colt left out).
-    assert md_row(md, "90.00") == ["90.00", "89.17", "55.20 ± 0.28 (n=2)", "**56.10** ± 0.14 (n=2)",
-                                   "54.20 ± 0.28 (n=2)§"]
-    assert "- § colt: realised 91.26% prunable (90.42% overall) at target 90.00% (mean over 2 runs)." in md
-    assert "§: the method cannot hit the target sparsity exactly" in md
-    assert md_row(accuracy_markdown(t, transpose=True), "colt") == ["colt", "54.20 ± 0.28 (n=2)§"]
+    assert "## Tiny-ImageNet, resnet18: top-1 accuracy (%), final epoch, overall sparsity\n" in md
+    assert "Rows: the grid's target sparsities on the overall measure" in md and "old accounting" not in md.lower()
+    assert md_row(md, "target overall %") == ["target overall %", "measured overall %", "magnitude", "tgp-kd", "colt",
+                                              "egp"]
+    # colt is the highest at 90% but off target (realised 90.42% overall): shown with its realised sparsity and §,
+    # never bold; egp, on target, is the best of the cells that compete.
+    assert md_row(md, "90.00") == ["90.00", "90.00", "55.20 ± 0.28 (n=2)", "56.10 ± 0.14 (n=2)",
+                                   "57.20 ± 0.28 (n=2) at 90.42%§", "**56.70** ± 0.28 (n=2)"]
+    # egp cannot reach 98% overall: shown as such with its maximum, marked ¶, never bold
+    assert md_row(md, "98.00") == ["98.00", "98.00", "44.30 ± 0.42 (n=2)", "**46.10** ± 0.14 (n=2)", "—",
+                                   "unreachable (max 97.91%)¶"]
+    assert t.best == {("egp", 0.9), ("tgp-kd", 0.98)}
+    assert ("- § colt: off target: realised 90.42% overall at target 90.00% (mean over 2 runs); "
+            "colt.exact_final_round: false (the official schedule): the last round overshoots the target.") in md
+    assert ("- ¶ egp at 98.00%: unreachable, at most 97.91% overall (2 runs; not trained, not a failure): the "
+            "prunable set 'conv-noshortcut' holds") in md
+    # unreachable records are not failures
+    assert "Failed runs: 0 (counted here, never averaged in)." in md and "Unreachable cells: 2 record(s)" in md
+    assert (len(t.selection.failed), len(t.selection.unreachable)) == (0, 2)
+    assert md_row(accuracy_markdown(t, transpose=True), "colt") == ["colt", "57.20 ± 0.28 (n=2) at 90.42%§", "—",
+                                                                    "40", "0"]
     tex = accuracy_latex(t)
-    assert r"54.20 $\pm$ 0.28 ($n{=}2$)$^\S$ \\" in tex and r"\S{} colt: realised 91.26\% prunable" in tex
-    rows = {r["method"]: r for r in csv.DictReader(io.StringIO(tin.csv_accuracy()))}
-    # the cell's own runs: colt's realised sparsity, not the target or the other methods'
-    assert (rows["colt"]["sparsity_exact"], rows["colt"]["target_sparsity"]) == ("false", "0.900000")
-    assert float(rows["colt"]["sparsity_prunable"]) == pytest.approx(1 - 0.85 ** 15, abs=1e-6)
-    assert rows["colt"]["sparsity_overall"] == "0.904244" and rows["colt"]["display"] == "54.20 ± 0.28 (n=2)§"
-    assert (rows["magnitude"]["sparsity_exact"], rows["magnitude"]["sparsity_prunable"]) == ("true", "0.900000")
-    # old records: no § anywhere, every cell exact
-    c10 = build_dataset_tables(load_runs(FIX), "cifar10")
-    assert "§" not in c10.markdown() and "false" not in {r["sparsity_exact"] for r in
-                                                         csv.DictReader(io.StringIO(c10.csv_accuracy()))}
+    assert r"57.20 $\pm$ 0.28 ($n{=}2$) at 90.42\%$^\S$" in tex and r"unreachable (max 97.91\%)$^\P$" in tex
+    assert r"\P{} egp at 98.00\%: unreachable" in tex and "¶" not in tex and "§" not in tex
+
+
+def test_budget_rows_and_augmentation_note(tin, runs):
+    t = tin.accuracy[0]
+    md = accuracy_markdown(t)
+    # student epochs in full-data-epoch equivalents (COLT's half-data round 0 counts half); a range over targets
+    assert md_row(md, "student epochs") == ["student epochs", "", "20", "22–24", "40", "28"]
+    assert md_row(md, "teacher epochs") == ["teacher epochs", "", "0", "30", "0", "0"]
+    assert "Dense reference: 60.00 (10 epochs)." in md
+    assert ("- Augmentation: most runs train with crop 4, flip, rotate 15°; differs: egp (crop 4, flip, no rotation: "
+            "pretrain, round01, round02, round03).") in md
+    tex = accuracy_latex(t)
+    assert "\\midrule\nstudent epochs &  & 20 & 22--24 & 40 & 28 \\\\" in tex
+    # old records carry no budget: dashes, and the note says why
+    c10 = accuracy_markdown(build_accuracy_table(runs, "cifar10"))
+    assert md_row(c10, "student epochs")[2:] == ["—"] * 4
+    assert "- — in the budget rows: no record of this table carries a budget (made before budgets were recorded)." in c10
+    # a table where only some methods have a budget names the others
+    recs = [r for r in runs if r["dataset"] == "tinyimagenet"]
+    recs.append({k: v for k, v in recs[1].items() if k != "budget"} | {"method": "legacy", "run_id": "e" * 16})
+    md = accuracy_markdown(build_accuracy_table(recs, "tinyimagenet"))
+    assert "no budget recorded (records made before budgets were): legacy." in md
+
+
+def test_accuracy_csv_columns(tin):
+    rows = {(r["metric"], r["method"], r["target_sparsity"]): r for r in csv.DictReader(io.StringIO(tin.csv_accuracy()))}
+    colt = rows[("top1", "colt", "0.900000")]
+    assert (colt["sparsity_measure"], colt["cell_status"], colt["on_target"], colt["sparsity_realised"],
+            colt["best"]) == ("overall", "off-target", "false", "0.904200", "false")
+    assert (colt["student_epochs_min"], colt["student_epochs_max"], colt["teacher_epochs_max"]) == (
+        "40.000000", "40.000000", "0.000000")
+    assert colt["display"] == "57.20 ± 0.28 (n=2) at 90.42%§"
+    egp = rows[("top1", "egp", "0.980000")]
+    assert (egp["cell_status"], egp["max_sparsity"], egp["n"], egp["n_unreachable"], egp["n_failed"], egp["mean"]) == (
+        "unreachable", "0.979100", "0", "2", "0", "")
+    assert rows[("top1", "egp", "0.900000")]["augment"] == "crop 4, flip, no rotation"
+    kd = rows[("top1", "tgp-kd", "0.980000")]
+    assert (kd["cell_status"], kd["on_target"], kd["best"], kd["student_epochs_min"], kd["teacher_epochs_min"]) == (
+        "ok", "true", "true", "24.000000", "30.000000")
+    assert rows[("top1", "colt", "0.980000")]["cell_status"] == "not run"
+    old = {(r["method"], r["target_sparsity"]): r for r in
+           csv.DictReader(io.StringIO(build_dataset_tables(load_runs(FIX), "cifar10").csv_accuracy()))}
+    assert old[("tgp-kd", "0.985000")]["sparsity_measure"] == "" and old[("tgp-kd", "0.985000")]["cell_status"] == "ok"
+    assert old[("random", "0.985000")]["cell_status"] == "not run"
+    assert old[("tgp-kd", "0.985000")]["student_epochs_min"] == ""
+
+
+def test_top5_table_for_a_200_class_dataset(tin, runs):
+    (top5,) = tin.top5
+    assert top5.metric == "top5" and top5.paper == []
+    md = accuracy_markdown(top5)
+    assert "## Tiny-ImageNet, resnet18: top-5 accuracy (%), final epoch, overall sparsity" in md
+    assert "Top-5 test accuracy (%)" in md
+    assert md_row(md, "98.00")[2:4] == ["**69.30** ± 0.42 (n=2)", "66.10 ± 0.14 (n=2)"]   # magnitude best in top-5
+    assert "top-5 accuracy" in tin.markdown() and tin.markdown().index("top-1 accuracy") < tin.markdown().index("top-5")
+    assert {r["metric"] for r in csv.DictReader(io.StringIO(tin.csv_accuracy()))} == {"top1", "top5"}
+    # CIFAR-10 has 10 classes: no top-5 table, although its records carry top-5
+    c10 = build_dataset_tables(runs, "cifar10")
+    assert c10.top5 == [None] and "top-5" not in c10.markdown()
+
+
+def test_old_accounting_is_marked_and_new_tables_are_not(runs):
+    c10 = build_dataset_tables(runs, "cifar10")
+    assert c10.accuracy[0].old_accounting
+    md = c10.markdown()
+    assert "**Old accounting: targets over each method's own prunable set (records made before " \
+           "grid.sparsity_measure existed).**" in md
+    assert "top-1 accuracy (%), final epoch, old accounting" in md
+    assert "Records: old accounting" in latency_markdown(c10.latency[0])
+    assert "old accounting" not in build_dataset_tables(runs, "tinyimagenet").markdown().lower()
+
+
+def test_tables_never_mix_measures(runs):
+    """Old and new records of one dataset and model: one table per measure, each with its own rows."""
+    old = [dict(r, dataset="tinyimagenet", run_id="o" + r["run_id"][1:]) for r in runs
+           if r["dataset"] == "cifar10" and r["method"] in ("magnitude", "tgp-kd")]
+    new = [r for r in runs if r["dataset"] == "tinyimagenet"]
+    tabs = build_dataset_tables(old + new, "tinyimagenet")
+    assert [(t.measure, t.targets) for t in tabs.accuracy] == [("overall", [0.9, 0.98]), (None, [0.5, 0.985])]
+    assert [lt.measure for lt in tabs.latency] == ["overall", None]
+    assert tabs.accuracy[1].cell("magnitude", 0.985).n == 2 and tabs.accuracy[0].cell("magnitude", 0.985) is None
+    assert len(tabs.top5) == 2
+    # the default (no measure given): the declared measure, old records left out
+    assert build_accuracy_table(old + new, "tinyimagenet").measure == "overall"
+    assert build_accuracy_table(old + new, "tinyimagenet", measure=None).targets == [0.5, 0.985]
+    md = tabs.markdown()
+    assert md.count("## Tiny-ImageNet, resnet18: top-1 accuracy") == 2
+
+
+def _acc(method, target, seed, top1, **kw):
+    r = dict(status="ok", dataset="d", model="m", method=method, target_sparsity=target, seed=seed, top1_final=top1,
+             top1_best=top1, run_id=f"{method}-{target}-{seed}")
+    r.update(kw)
+    return r
+
+
+def test_bold_only_on_target_and_on_the_tables_scale():
+    # new records: realised 0.9004 is on target (within 0.05 points) but shown; 0.9010 is off target
+    recs = [_acc("a", 0.9, 0, 80.0, sparsity_measure="overall", sparsity_realised=0.9004, sparsity_on_target=True),
+            _acc("b", 0.9, 0, 81.0, sparsity_measure="overall", sparsity_realised=0.9010, sparsity_on_target=False),
+            _acc("c", 0.9, 0, 79.0, sparsity_measure="overall", sparsity_realised=0.9, sparsity_on_target=True)]
+    t = build_accuracy_table(recs, "d")
+    md = accuracy_markdown(t)
+    assert md_row(md, "90.00")[2:] == ["**80.00** at 90.04%", "81.00 at 90.10%§", "79.00"]
+    # old records: sparsity_exact false is off target; bold compares only the set most runs count their target on
+    old = [_acc("x", 0.9, s, 70.0, prunable_set="conv+linear") for s in (0, 1)] + \
+          [_acc("y", 0.9, s, 69.0, prunable_set="conv+linear") for s in (0, 1)] + \
+          [_acc("z", 0.9, s, 68.0, prunable_set="conv+linear") for s in (0, 1)] + \
+          [_acc("tgp", 0.9, s, 75.0, prunable_set="conv") for s in (0, 1)] + \
+          [_acc("colt", 0.9, s, 76.0, prunable_set="conv", sparsity_exact=False) for s in (0, 1)]
+    t = build_accuracy_table(old, "d")
+    assert (t.scale, t.best) == ("conv+linear", {("x", 0.9)})
+    md = accuracy_markdown(t)
+    assert "Bold also requires the cell's target to be over conv+linear, the set most runs count their target over" in md
+    cells = dict(zip(md_row(md, "prunable %"), md_row(md, "90.00")))
+    assert (cells["colt"], cells["tgp"], cells["x"]) == ("76.00 ± 0.00 (n=2)§", "75.00 ± 0.00 (n=2)", "**70.00** ± 0.00 (n=2)")
+
+
+def test_unreachable_is_never_failed_or_bold(runs):
+    tin_runs = [r for r in runs if r["dataset"] == "tinyimagenet"]
+    from bench.report.aggregate import select as sel_
+
+    s = sel_(tin_runs, "tinyimagenet")
+    assert {r["method"] for r in s.unreachable} == {"egp"} and not s.failed and "egp" in s.methods
+    lt = build_latency_table(tin_runs, "tinyimagenet")
+    assert lt.failed == 0 and lt.unreachable == 2
+    # an unreachable record and a later ok one of the same cell and seed (the config changed): the newer is kept
+    old = next(r for r in tin_runs if r["status"] == "unreachable" and r["seed"] == 0)
+    newer = dict(next(r for r in tin_runs if r["method"] == "tgp-kd" and r["target_sparsity"] == 0.98),
+                 method="egp", seed=0, run_id="f" * 16, ended_at="2030-01-01T00:00:00Z")
+    s = sel_(tin_runs + [newer], "tinyimagenet")
+    assert old in s.superseded and newer in s.ok and [r["seed"] for r in s.unreachable] == [1]
+    assert "Failed runs excluded: 0. Unreachable cells (not trained, no time): 2." in latency_markdown(lt)
+
+
+def test_on_target_and_tolerance():
+    from bench.masks import TOLERANCE as ENGINE_TOLERANCE
+    from bench.report.aggregate import TOLERANCE, on_target, realised_sparsity, target_scale
+
+    assert TOLERANCE == ENGINE_TOLERANCE
+    assert on_target({"sparsity_on_target": False, "sparsity_exact": True}) is False        # the flag wins
+    assert on_target({"sparsity_exact": False}) is False and on_target({}) is True          # old records
+    new = {"sparsity_measure": "overall", "target_sparsity": 0.9, "sparsity": {"overall": 0.9006}}
+    assert realised_sparsity(new) == 0.9006 and on_target(new) is False
+    assert on_target(dict(new, sparsity={"overall": 0.9004})) is True
+    assert (target_scale(new), target_scale({"prunable_set": "conv+linear"}), target_scale({})) == (
+        "overall", "conv+linear", "conv")
+    assert realised_sparsity({"sparsity_prunable": 0.93}) == 0.93     # old: the method's own set
+
+
+def test_paper_matched_on_the_measure_of_our_targets():
+    from bench.report.aggregate import match_reference
+
+    ref = make_reference({"dataset": "d", "method": "tgp-kd", "sparsity": 98.41, "sparsity_conv": 98.5,
+                          "sparsity_definition": "overall", "top1": 90.79, "source": "s"})
+    # targets on the overall measure: 0.9841 is the paper's point, not 0.985 (a conv target)
+    assert match_reference(ref, "overall", {0.9841: 0.9841, 0.985: 0.985}) == 0.9841
+    # old records (targets on conv): the conv sparsity the source implies
+    assert match_reference(ref, None, {0.9841: 0.9780, 0.985: 0.9841}) == 0.985
+    recs = [_acc("tgp-kd", t, 0, 90.0, sparsity_measure="overall", sparsity_overall=t) for t in (0.9841, 0.985)]
+    (pm,) = [p for p in build_accuracy_table(recs, "d", references=[ref]).paper]
+    assert (pm.target, pm.note) == (0.9841, "matched on nearest overall sparsity")
 
 
 def test_latency_declared_groups_and_other_device(tin):
     lt = tin.latency[0]
     md = latency_markdown(lt)
     rows = {r[1]: r for r in md_rows(md, H100)}
-    # GPU, method, runs, pretrain, teacher, score+prune, retrain, other, per run, grid GPU-min, ratio
-    # tgp-kd: seed 0's teacher was made on the CPU (120 min): not in this H100 row; seed 1's (30 min) is.
-    assert rows["tgp-kd"][2:] == ["2", "20.00", "15.00‡", "4.60", "25.00", "n/a", "44.60‡", "89.20‡", "1.00×‡"]
-    # other = calibrate (2 min, both runs) + warmup (unknown group 'warm-up', 1 min, one run) = 2.50 per run
-    assert rows["magnitude"][2:] == ["2", "20.00", "n/a", "0.60", "30.00", "2.50", "33.10", "66.20", "0.74×‡"]
-    # colt: round01 + round02 (group score+prune), final (group retrain)
-    assert rows["colt"][2:] == ["2", "20.00", "n/a", "20.00", "30.00", "n/a", "50.00", "100.00", "1.12×‡"]
-    assert rows["dense"][2:] == ["1", "20.00", "n/a", "n/a", "n/a", "n/a", "n/a", "n/a", "n/a"]
+    # GPU, method, runs, pretrain, teacher, score+prune, retrain, other, per run, per run + teacher, grid GPU-min,
+    # x tgp-kd, x tgp-kd (no teacher). tgp-kd: seed 0 at 0.9 has a teacher made on the CPU (120 min): not in this
+    # H100 row (0 + 30 + 30 + 30) / 4 = 22.50; per run = 20 + 4.6 + 25 = 49.60, + teacher = 72.10.
+    assert rows["tgp-kd"][2:] == ["4", "20.00", "22.50‡", "4.60", "25.00", "n/a", "49.60", "72.10‡", "288.40‡", "1.00×‡",
+                                  "1.00×"]
+    # other = calibrate (2 min, every run) + warmup (unknown group 'warm-up', 1 min, seed 1) = 2.50 per run
+    assert rows["magnitude"][2:] == ["4", "20.00", "n/a", "0.60", "30.00", "2.50", "53.10", "53.10", "212.40", "0.74×‡",
+                                     "1.07×"]
+    # colt: round01 + round02 (group score+prune), final (group retrain); egp: its dense model is group pretrain
+    assert rows["colt"][2:] == ["2", "20.00", "n/a", "20.00", "30.00", "n/a", "70.00", "70.00", "140.00", "0.97×‡", "1.41×"]
+    assert rows["egp"][2:] == ["2", "10.00", "n/a", "15.00", "n/a", "n/a", "25.00", "25.00", "50.00", "0.35×‡", "0.50×"]
+    assert rows["dense"][2:] == ["1", "20.00", "n/a", "n/a", "n/a", "n/a", "20.00", "20.00", "20.00", "0.28×‡", "0.40×"]
     assert ("- ‡ NVIDIA H100 80GB HBM3, tgp-kd, teacher: this cell excludes 1 phase(s) whose cached artifact was "
             "made on another device (teacher made on cpu); its cost on this device is unknown.") in md
     assert md.count("- ‡ ") == 1 and "120.00" not in md
     assert "Phases counted in other: calibrate, warmup (group 'warm-up')." in md
-    assert "Evaluation (group eval) is excluded" in md
+    assert "Evaluation (group eval) is excluded" in md and "dense pre-training included" in md
     tex = latency_latex(lt)
-    assert r"& 15.00$^\ddagger$ &" in tex and r"\ddag{} NVIDIA H100 80GB HBM3, tgp-kd, teacher: this cell" in tex
+    assert r"& 22.50$^\ddagger$ &" in tex and r"\ddag{} NVIDIA H100 80GB HBM3, tgp-kd, teacher: this cell" in tex
     rows = {r["method"]: r for r in csv.DictReader(io.StringIO(tin.csv_latency()))}
-    assert (rows["tgp-kd"]["teacher_min"], rows["tgp-kd"]["excluded_other_device"]) == ("15.000000",
-                                                                                       "teacher:teacher@cpu(1)")
+    kd = rows["tgp-kd"]
+    assert (kd["sparsity_measure"], kd["teacher_min"], kd["per_run_min"], kd["per_run_teacher_min"],
+            kd["excluded_other_device"]) == ("overall", "22.500000", "49.600000", "72.100000", "teacher:teacher@cpu(1)")
     assert (rows["magnitude"]["other_min"], rows["magnitude"]["other_phases"]) == (
         "2.500000", "calibrate; warmup (group 'warm-up')")
+    assert (rows["colt"]["ratio_to_ref"], rows["colt"]["ratio_to_ref_no_teacher"]) == ("0.970874", "1.411290")
     assert rows["colt"]["excluded_other_device"] == "" and rows["colt"]["score_prune_min"] == "20.000000"
 
 
@@ -560,7 +758,7 @@ def test_phase_groups_inferred_for_old_records():
         "eval": ("eval", H100), "mystery": ("other", H100), "teacher": ("teacher", H100)}
     rt = run_time(old)
     assert rt.minutes == {"pretrain": None, "teacher": 1.0, "score+prune": None, "retrain": None, "other": 2.0}
-    assert rt.per_run == 3.0 and not any(rt.excluded.values())
+    assert (rt.per_run, rt.with_teacher) == (2.0, 3.0) and not any(rt.excluded.values())
     # A phase that was not reused ran in the run itself: counted whatever device it names.
     new = {"device_name": H100, "phases": {"teacher": {"seconds": 60, "reused": False, "device": "cpu",
                                                        "group": "teacher"}}}
@@ -574,7 +772,7 @@ def test_latency_cell_with_every_phase_from_another_device():
                          "retrain": {"seconds": 60, "reused": False, "device": H100, "group": "retrain"}})
             for s in (0, 1)]
     md = latency_markdown(build_latency_table(recs, "d"))
-    assert md_row(md, H100)[3:9] == ["n/a", "—‡", "n/a", "1.00", "n/a", "1.00‡"]
+    assert md_row(md, H100)[3:11] == ["n/a", "—‡", "n/a", "1.00", "n/a", "1.00", "1.00‡", "2.00‡"]
     assert "this cell excludes 2 phase(s) whose cached artifact was made on another device (teacher made on cpu ×2)" in md
 
 
@@ -634,7 +832,8 @@ def test_grid_total_counts_each_shared_artifact_once():
     assert (b.device, b.runs, b.artifacts, b.shared) == ("GPU-B", 1, 1, 0)
     assert b.minutes == pytest.approx((3 + 2) * 2)
     md = latency_markdown(build_latency_table(runs, "cifar10"))
-    assert "Grid total on GPU-A: 60.00 GPU-minutes for 4 runs" in md and "summed run by run it would be 100.00" in md
+    assert "Grid total on GPU-A: 60.00 GPU-minutes for 4 runs" in md
+    assert "summed run by run (the grid GPU-min column) it would be 100.00" in md
     assert "1 run(s) recorded before artifacts listed their phases are counted in full" in md
     assert "Grid total on GPU-B: 10.00 GPU-minutes for 1 runs" in md
 

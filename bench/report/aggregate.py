@@ -3,11 +3,22 @@
 Everything the tables and the figures show is computed here once, so that a table and a figure
 of the same results cannot disagree.
 
-* Only records with status ``ok`` are averaged. Failed records are counted and listed.
-* Two ok records of the same (dataset, model, method, target sparsity, seed) with different run
-  ids (the config changed between them) are not both averaged: the one that ended last is kept,
-  the others are listed as superseded. Timing (``select(..., per_device=True)``) keeps one per
-  device instead: a CPU and a GPU run of one cell are two measurements, not a rerun.
+* Only records with status ``ok`` are averaged. Records with status ``unreachable`` (the method's
+  own prunable set cannot reach the target on the grid's measure) are finished cells without an
+  accuracy: kept apart, shown as such, never counted as failed. Other records (failed,
+  interrupted) are counted and listed as failed.
+* Two finished records (ok or unreachable) of the same (dataset, model, method, measure, target
+  sparsity, seed) with different run ids (the config changed between them) are not both used: the
+  one that ended last is kept, the others are listed as superseded. Timing
+  (``select(..., per_device=True)``) keeps one per device instead: a CPU and a GPU run of one cell
+  are two measurements, not a rerun.
+* A target is a fraction of the record's ``sparsity_measure`` (``overall`` in every preset).
+  Records made before that field existed (old accounting) counted each method's target over its
+  own prunable set: their measure is ``None`` (``record_measure``) and their scale, what the target
+  is a fraction of, is that set (``target_scale``). Tables never mix measures; claims pair only runs
+  whose targets are on the same scale.
+* A run is on target when its realised sparsity on the measure is within ``TOLERANCE`` of the
+  target (``sparsity_on_target``; old records: ``sparsity_exact: false`` is off target).
 * std is the sample standard deviation (ddof = 1) over seeds; it is undefined for n = 1.
 * Fields the helpers do not know (``rounds``, ``precision``, ``method_version``, extra keys inside
   ``phases`` or ``sparsity``) are ignored.
@@ -21,6 +32,24 @@ from typing import Iterable
 from .style import order_methods
 
 ACCURACY_FIELDS = {"best": "top1_best", "final": "top1_final"}
+METRICS = ("top1", "top5")
+# A dataset with at least this many classes gets a top-5 table beside the top-1 one (Tiny-ImageNet).
+TOP5_MIN_CLASSES = 200
+KNOWN_CLASSES = {"cifar10": 10, "cifar100": 100, "tinyimagenet": 200}   # records without data.num_classes
+
+# Realised sparsity within this distance of the target (a fraction: 0.05 percentage points) is on
+# target. The same number as bench.masks.TOLERANCE (tests/test_report.py checks it); not imported,
+# so that rendering tables does not load torch.
+TOLERANCE = 0.0005
+MEASURE_WORDS = {
+    "overall": "zeros / (conv + linear + BatchNorm weights), COLT's and the paper's figure",
+    "prunable": "zeros / each method's own prunable set",
+    "conv": "zeros / all conv weights",
+    "conv+linear": "zeros / (conv + linear weights)",
+    "conv-noshortcut": "zeros / the convs without the shortcut convs (EGP's set)",
+}
+OLD_ACCOUNTING = ("old accounting: targets over each method's own prunable set (records made before "
+                  "grid.sparsity_measure existed)")
 # Final epoch by default: the best epoch is chosen by looking at the test set (model selection on
 # the test set), so it is optimistic. It stays available, and is always named as such.
 DEFAULT_ACCURACY = "final"
@@ -35,26 +64,136 @@ ACCURACY_SHORT = {"best": "best epoch, selected on the test set (optimistic)", "
 DEFAULT_REF_METHODS = ("tgp-kd", "tgp")
 
 # Latency: every phase of a record belongs to one group, declared by the method in the phase's
-# "group" (records written before groups existed: inferred from the phase name). The table shows
-# pretrain apart, sums teacher + score+prune + retrain + other into 'per run', and excludes eval.
+# "group" (records written before groups existed: inferred from the phase name). The cost of a run
+# (docs/reporting.md, "The cost convention") is the time from a randomly initialised student to the
+# final pruned model: 'per run' sums pretrain + score+prune + retrain + other (dense pre-training
+# included, a reused cached artifact at what it cost when it was made); the teacher is its own group,
+# and 'per run + teacher' adds it. eval is excluded.
 PHASE_GROUPS = ("pretrain", "teacher", "score+prune", "retrain", "other", "eval")
-WORK_GROUPS = ("teacher", "score+prune", "retrain", "other")        # summed into 'per run'
-TIMED_GROUPS = ("pretrain",) + WORK_GROUPS                         # every group the table shows
+STUDENT_GROUPS = ("pretrain", "score+prune", "retrain", "other")   # summed into 'per run'
+TIMED_GROUPS = ("pretrain", "teacher", "score+prune", "retrain", "other")   # every group the table shows
 GROUP_ATTR = {"pretrain": "pretrain", "teacher": "teacher", "score+prune": "score_prune", "retrain": "retrain",
               "other": "other"}                                    # LatencyRow attribute of each shown group
 LEGACY_PHASE_GROUPS = {"pretrain": "pretrain", "teacher": "teacher", "finetune": "score+prune",
                        "score": "score+prune", "prune": "score+prune", "retrain": "retrain", "eval": "eval"}
-PRETRAIN = "pretrain"
 
 
 def sparsity_key(x) -> float:
     return round(float(x), 6)
 
 
-def accuracy_field(accuracy: str) -> str:
+def accuracy_field(accuracy: str, metric: str = "top1") -> str:
+    """The record key of ``metric`` (top1, top5) at the ``accuracy`` epoch (final, best)."""
     if accuracy not in ACCURACY_FIELDS:
         raise ValueError(f"accuracy must be one of {', '.join(ACCURACY_FIELDS)}, got {accuracy!r}")
-    return ACCURACY_FIELDS[accuracy]
+    if metric not in METRICS:
+        raise ValueError(f"metric must be one of {', '.join(METRICS)}, got {metric!r}")
+    return f"{metric}_{accuracy}"
+
+
+def dataset_classes(runs: Iterable[dict], dataset: str) -> int | None:
+    """The number of classes of ``dataset``: from the records' ``data.num_classes``, else the known ones."""
+    for r in runs:
+        if r.get("dataset") == dataset and isinstance(r.get("data"), dict) and r["data"].get("num_classes"):
+            return int(r["data"]["num_classes"])
+    return KNOWN_CLASSES.get(dataset)
+
+
+# --------------------------------------------------------------------------- sparsity measure, target
+
+def record_measure(r: dict) -> str | None:
+    """The measure the record's target is on (``sparsity_measure``); None for an old record (its target
+    was over the method's own prunable set)."""
+    m = r.get("sparsity_measure")
+    return str(m) if m else None
+
+
+def target_scale(r: dict) -> str:
+    """What the record's target is a fraction of: its measure, or for an old record its own prunable set
+    (``conv`` when the record does not say: the only set before others existed). Two targets are
+    comparable only on the same scale."""
+    return record_measure(r) or str(r.get("prunable_set") or "conv")
+
+
+def realised_sparsity(r: dict) -> float | None:
+    """The sparsity the run reached on its target's scale: ``sparsity_realised``, else the measured sparsity on
+    its measure (``sparsity_<measure>``, ``sparsity[measure]``); old records: that of their prunable set."""
+    v = r.get("sparsity_realised")
+    if v is None:
+        return measured_sparsity(r, record_measure(r) or "prunable")
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return None
+
+
+def on_target(r: dict) -> bool:
+    """Whether an ok run's realised sparsity is within TOLERANCE of its target: ``sparsity_on_target``
+    when recorded; old records: ``sparsity_exact: false`` is off target, anything else on target."""
+    flag = r.get("sparsity_on_target")
+    if flag is not None:
+        return bool(flag)
+    if r.get("sparsity_exact") is False:
+        return False
+    real = realised_sparsity(r) if record_measure(r) else None
+    if real is not None:
+        return abs(real - float(r.get("target_sparsity") or 0)) <= TOLERANCE + 1e-12
+    return True
+
+
+# --------------------------------------------------------------------------- budgets
+
+def _number(x) -> float | None:
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None
+
+
+def record_budget(r: dict) -> tuple[float | None, float | None]:
+    """(student epochs, teacher epochs) in full-data-epoch equivalents; (None, None) for records without
+    a budget (made before budgets were recorded)."""
+    b = r.get("budget")
+    if not isinstance(b, dict):
+        return None, None
+    return _number(b.get("student_epochs")), _number(b.get("teacher_epochs"))
+
+
+def augment_text(aug: dict) -> str:
+    """'crop 4, flip, rotate 15°' / 'crop 4, flip, no rotation'."""
+    crop = int(_number(aug.get("crop_padding")) or 0)
+    rot = _number(aug.get("rotate_deg")) or 0.0
+    parts = [f"crop {crop}" if crop else "no crop", "flip" if aug.get("flip") else "no flip",
+             f"rotate {rot:g}°" if rot else "no rotation"]
+    return ", ".join(parts)
+
+
+def run_augments(r: dict) -> dict[str, list[str]]:
+    """{augmentation text: the student phases trained with it} of one run (the teacher's phase is left out:
+    the teacher is a shared artifact, not the method's training); empty without a budget."""
+    phases = (r.get("budget") or {}).get("phases") if isinstance(r.get("budget"), dict) else None
+    out: dict[str, list[str]] = {}
+    for name in sorted(phases or {}, key=str):
+        info = phases[name]
+        if name == "teacher" or not isinstance(info, dict) or not isinstance(info.get("augment"), dict):
+            continue
+        out.setdefault(augment_text(info["augment"]), []).append(str(name))
+    return out
+
+
+def fmt_epochs(x: float) -> str:
+    """'8', '26.5', '8.25': full-data epochs without trailing zeros."""
+    return f"{x:.2f}".rstrip("0").rstrip(".")
+
+
+def epochs_range(values: Iterable[float]) -> str | None:
+    """'11' or '16–27' (min–max); None when there is no value."""
+    vals = sorted(set(values))
+    if not vals:
+        return None
+    lo, hi = fmt_epochs(vals[0]), fmt_epochs(vals[-1])
+    return lo if lo == hi else f"{lo}–{hi}"
 
 
 def mean_std(values: Iterable[float]) -> tuple[float | None, float | None, int]:
@@ -79,39 +218,56 @@ class Selection:
     dataset: str
     model: str
     ok: list[dict] = field(default_factory=list)
-    failed: list[dict] = field(default_factory=list)
+    failed: list[dict] = field(default_factory=list)          # failed or interrupted: listed, never averaged
     superseded: list[dict] = field(default_factory=list)
+    unreachable: list[dict] = field(default_factory=list)     # finished cells without a network: not failures
 
     @property
     def methods(self) -> list[str]:
-        return order_methods(r["method"] for r in self.ok + self.failed)
+        return order_methods(r["method"] for r in self.ok + self.failed + self.unreachable)
 
 
 def _run_order(r: dict) -> tuple:
-    return (str(r.get("method")), sparsity_key(r.get("target_sparsity") or 0), int(r.get("seed") or 0),
-            str(r.get("run_id")))
+    return (str(r.get("method")), str(record_measure(r) or ""), sparsity_key(r.get("target_sparsity") or 0),
+            int(r.get("seed") or 0), str(r.get("run_id")))
 
 
 def models_of(runs: Iterable[dict], dataset: str) -> list[str]:
     return sorted({str(r.get("model") or "") for r in runs if r.get("dataset") == dataset})
 
 
+def measures_of(runs: Iterable[dict], dataset: str, model: str | None = None) -> list[str | None]:
+    """The measures of the records of ``dataset`` (and ``model``): the declared ones A-Z, then None (old
+    accounting) when some record has none."""
+    found = {record_measure(r) for r in runs
+             if r.get("dataset") == dataset and (model is None or str(r.get("model") or "") == model)}
+    return sorted(m for m in found if m) + ([None] if None in found else [])
+
+
 def datasets_of(runs: Iterable[dict]) -> list[str]:
     return sorted({str(r["dataset"]) for r in runs if r.get("dataset")})
 
 
-def select(runs: Iterable[dict], dataset: str, model: str | None = None, per_device: bool = False) -> Selection:
-    """Split the records of ``dataset`` (and ``model``, when given) into ok / failed / superseded;
-    ``per_device``: the newest ok record per cell *and device* is kept (latency), not per cell."""
+FINISHED = ("ok", "unreachable")
+ANY_MEASURE = "any"
+
+
+def select(runs: Iterable[dict], dataset: str, model: str | None = None, per_device: bool = False,
+           measure: str | None = ANY_MEASURE) -> Selection:
+    """Split the records of ``dataset`` (and ``model``, when given; and ``measure``, when not ANY_MEASURE:
+    None selects the old-accounting records) into ok / unreachable / failed / superseded;
+    ``per_device``: the newest finished record per cell *and device* is kept (latency), not per cell."""
     sel = Selection(dataset, model or "")
     latest: dict[tuple, dict] = {}
     for r in sorted(runs, key=_run_order):
         if r.get("dataset") != dataset or (model is not None and str(r.get("model") or "") != model):
             continue
-        if r.get("status") != "ok":
+        if measure != ANY_MEASURE and record_measure(r) != measure:
+            continue
+        if r.get("status") not in FINISHED:
             sel.failed.append(r)
             continue
-        key = (r["method"], sparsity_key(r.get("target_sparsity") or 0), r.get("seed"),
+        key = (r["method"], record_measure(r), sparsity_key(r.get("target_sparsity") or 0), r.get("seed"),
                record_device(r) if per_device else None)
         prev = latest.get(key)
         if prev is None:
@@ -122,27 +278,57 @@ def select(runs: Iterable[dict], dataset: str, model: str | None = None, per_dev
             latest[key] = r
         else:
             sel.superseded.append(r)
-    sel.ok = sorted(latest.values(), key=_run_order)
+    kept = sorted(latest.values(), key=_run_order)
+    sel.ok = [r for r in kept if r.get("status") == "ok"]
+    sel.unreachable = [r for r in kept if r.get("status") == "unreachable"]
     sel.superseded.sort(key=_run_order)
     return sel
 
 
 @dataclass
 class CellStats:
-    """One method at one target sparsity: accuracy over seeds, measured sparsities, failures."""
+    """One method at one target sparsity: accuracy over seeds, realised sparsities, budgets, failures."""
     method: str
     target: float
     values: list[float] = field(default_factory=list)
     seeds: list = field(default_factory=list)
     sparsity_prunable: list[float] = field(default_factory=list)
     sparsity_overall: list[float] = field(default_factory=list)
+    realised: list[float] = field(default_factory=list)      # on the target's scale (the measure; old: own set)
+    scales: set = field(default_factory=set)                 # target_scale of the ok runs
     failed: list[dict] = field(default_factory=list)
-    inexact: int = 0           # ok runs with sparsity_exact false (realised sparsity != target)
+    unreachable: list[dict] = field(default_factory=list)
+    off_target: list[dict] = field(default_factory=list)     # ok runs whose realised sparsity misses the target
+    student_epochs: list[float] = field(default_factory=list)
+    teacher_epochs: list[float] = field(default_factory=list)
+    no_budget: int = 0                                       # ok runs without a recorded budget
+    runs: list[dict] = field(default_factory=list)           # the ok runs
+
+    @property
+    def on_target(self) -> bool:
+        """True unless one of the cell's ok runs missed the target (its realised sparsity is off by more than
+        the tolerance, or an old record says ``sparsity_exact: false``)."""
+        return not self.off_target
 
     @property
     def exact(self) -> bool:
-        """True unless one of the cell's runs says its realised sparsity cannot equal the target."""
-        return self.inexact == 0
+        """Older name of ``on_target``."""
+        return self.on_target
+
+    @property
+    def is_unreachable(self) -> bool:
+        return bool(self.unreachable)
+
+    @property
+    def comparable(self) -> bool:
+        """A value, every run on target, none unreachable: the only cells bolded or paired."""
+        return self.n > 0 and self.on_target and not self.unreachable
+
+    @property
+    def max_sparsity(self) -> float | None:
+        """The highest sparsity the method's set allows on the measure (unreachable records)."""
+        vals = [v for r in self.unreachable if (v := _number(r.get("max_sparsity"))) is not None]
+        return max(vals) if vals else None
 
     @property
     def stats(self) -> tuple[float | None, float | None, int]:
@@ -168,10 +354,14 @@ class CellStats:
     def prunable_mean(self) -> float | None:
         return _mean(self.sparsity_prunable)
 
+    @property
+    def realised_mean(self) -> float | None:
+        """Mean realised sparsity of the cell's ok runs on the target's scale."""
+        return _mean(self.realised)
+
 
 def measured_sparsity(r: dict, key: str = "prunable") -> float | None:
-    """A record's measured sparsity: top-level ``sparsity_<key>``, else ``sparsity[key]`` (newer records carry
-    both; other keys of ``sparsity``, like conv or conv+linear, are not used here)."""
+    """A record's measured sparsity: top-level ``sparsity_<key>``, else ``sparsity[key]``."""
     v = r.get(f"sparsity_{key}")
     if v is None and isinstance(r.get("sparsity"), dict):
         v = r["sparsity"].get(key)
@@ -181,9 +371,10 @@ def measured_sparsity(r: dict, key: str = "prunable") -> float | None:
         return None
 
 
-def accuracy_cells(sel: Selection, accuracy: str = DEFAULT_ACCURACY) -> dict[tuple[str, float], CellStats]:
-    """{(method, target): CellStats} over the ok runs (with a value) and the failed runs of ``sel``."""
-    fld = accuracy_field(accuracy)
+def accuracy_cells(sel: Selection, accuracy: str = DEFAULT_ACCURACY, metric: str = "top1"
+                   ) -> dict[tuple[str, float], CellStats]:
+    """{(method, target): CellStats} over the ok, unreachable and failed runs of ``sel``."""
+    fld = accuracy_field(accuracy, metric)
     cells: dict[tuple[str, float], CellStats] = {}
 
     def cell(r):
@@ -192,6 +383,7 @@ def accuracy_cells(sel: Selection, accuracy: str = DEFAULT_ACCURACY) -> dict[tup
 
     for r in sel.ok:
         c = cell(r)
+        c.runs.append(r)
         v = r.get(fld)
         if v is not None:
             c.values.append(float(v))
@@ -200,8 +392,21 @@ def accuracy_cells(sel: Selection, accuracy: str = DEFAULT_ACCURACY) -> dict[tup
             v = measured_sparsity(r, key)
             if v is not None:
                 dest.append(v)
-        if r.get("sparsity_exact") is False:
-            c.inexact += 1
+        real = realised_sparsity(r)
+        if real is not None:
+            c.realised.append(real)
+        c.scales.add(target_scale(r))
+        if not on_target(r):
+            c.off_target.append(r)
+        student, teacher = record_budget(r)
+        if student is None:
+            c.no_budget += 1
+        else:
+            c.student_epochs.append(student)
+            if teacher is not None:
+                c.teacher_epochs.append(teacher)
+    for r in sel.unreachable:
+        cell(r).unreachable.append(r)
     for r in sel.failed:
         cell(r).failed.append(r)
     return cells
@@ -216,6 +421,20 @@ def overall_by_target(cells: dict[tuple[str, float], CellStats], method: str | N
         if m == method:
             own.setdefault(t, []).extend(c.sparsity_overall)
     return {t: _mean(own.get(t) or pooled[t]) for t in sorted(pooled)}
+
+
+def match_reference(ref, measure: str | None, overall: dict[float, float | None]) -> float | None:
+    """Our target that the published number ``ref`` compares with (``references.match_target``), given the
+    measure our targets are on. A conv sparsity the source gives equals one of our targets only when our
+    targets are on conv (or old records: conv for most methods); on any other measure the reference is
+    matched by its overall sparsity against ``overall`` (our measured overall sparsity per target)."""
+    from dataclasses import replace
+
+    from .references import match_target
+
+    if measure not in (None, "conv") and ref.sparsity_conv is not None:
+        ref = replace(ref, sparsity_conv=None)
+    return match_target(ref, overall)
 
 
 def resolve_ref_method(methods: Iterable[str], preferred: str | Iterable[str] | None = None) -> str | None:
@@ -302,7 +521,22 @@ class RunTime:
 
     @property
     def per_run(self) -> float:
-        return math.fsum(self.minutes[g] or 0.0 for g in WORK_GROUPS)
+        """The student's cost: pretrain + score+prune + retrain + other (teacher excluded), minutes."""
+        return math.fsum(self.minutes[g] or 0.0 for g in STUDENT_GROUPS)
+
+    @property
+    def teacher(self) -> float:
+        return self.minutes["teacher"] or 0.0
+
+    @property
+    def with_teacher(self) -> float:
+        """per run + teacher, minutes."""
+        return self.per_run + self.teacher
+
+    def left_out(self, with_teacher: bool = True) -> bool:
+        """Whether a reused phase made on another device is missing from the sum."""
+        groups = TIMED_GROUPS if with_teacher else STUDENT_GROUPS
+        return any(self.excluded[g] for g in groups)
 
 
 def run_time(r: dict) -> RunTime:
@@ -336,9 +570,11 @@ class LatencyRow:
     teacher: float | None
     score_prune: float | None
     retrain: float | None
-    per_run: float             # teacher + score+prune + retrain + other, minutes (mean over runs)
-    grid_total: float          # sum over runs of per_run x device_count: GPU-minutes
-    ratio: float | None = None  # per_run / per_run of the reference method on the same device
+    per_run: float             # the student: pretrain + score+prune + retrain + other, minutes (mean over runs)
+    per_run_teacher: float     # per run + teacher, minutes (mean over runs)
+    grid_total: float          # sum over runs of (per run + teacher) x device_count: GPU-minutes
+    ratio: float | None = None          # per_run_teacher / per_run_teacher of the reference method, same device
+    ratio_student: float | None = None  # per_run / per_run of the reference method, same device
     other: float | None = None
     # attribute -> reused phases made on another device, left out of this row's minutes (all runs)
     excluded: dict[str, list[Phase]] = field(default_factory=dict)
@@ -348,14 +584,19 @@ class LatencyRow:
         return self.excluded.get(attr, [])
 
     @property
-    def excluded_work(self) -> list[Phase]:
+    def excluded_student(self) -> list[Phase]:
         """Excluded phases that would have been part of 'per run'."""
-        return [p for g in WORK_GROUPS for p in self.excluded_in(GROUP_ATTR[g])]
+        return [p for g in STUDENT_GROUPS for p in self.excluded_in(GROUP_ATTR[g])]
+
+    @property
+    def excluded_work(self) -> list[Phase]:
+        """Excluded phases that would have been part of 'per run + teacher'."""
+        return [p for g in TIMED_GROUPS for p in self.excluded_in(GROUP_ATTR[g])]
 
     @property
     def has_work(self) -> bool:
-        """False for runs that only have a pretrain phase (dense): 'per run' does not apply to them."""
-        return (any(getattr(self, GROUP_ATTR[g]) is not None for g in WORK_GROUPS)
+        """False for runs without a single timed phase: 'per run' does not apply to them."""
+        return (any(getattr(self, GROUP_ATTR[g]) is not None for g in TIMED_GROUPS)
                 or bool(self.excluded_work))
 
 
@@ -375,19 +616,23 @@ def latency_rows(runs: Iterable[dict], ref_method: str | None = None) -> list[La
             present = [p.minutes[group] for p in per if p.minutes[group] is not None]
             return math.fsum(present) / len(per) if present else None   # absent in a run counts as 0
 
-        totals = [p.per_run for p in per]
-        grid = math.fsum(t * max(1, int(r.get("device_count") or 1)) for t, r in zip(totals, rs))
+        grid = math.fsum(p.with_teacher * max(1, int(r.get("device_count") or 1)) for p, r in zip(per, rs))
         excluded = {GROUP_ATTR[g]: [ph for p in per for ph in p.excluded[g]] for g in TIMED_GROUPS}
         other = sorted({ph.other_label() for p in per for ph in p.other})
         rows.append(LatencyRow(device, method, len(rs), avg("pretrain"), avg("teacher"), avg("score+prune"),
-                               avg("retrain"), math.fsum(totals) / len(totals), grid, other=avg("other"),
-                               excluded={k: v for k, v in excluded.items() if v}, other_phases=other))
+                               avg("retrain"), _mean([p.per_run for p in per]), _mean([p.with_teacher for p in per]),
+                               grid, other=avg("other"), excluded={k: v for k, v in excluded.items() if v},
+                               other_phases=other))
     order = order_methods(m for _, m in groups)
     rows.sort(key=lambda x: (x.device, order.index(x.method)))
     for row in rows:
         ref = next((x for x in rows if x.device == row.device and x.method == ref_method), None)
-        if ref is not None and ref.per_run > 0 and row.has_work and row.method != "dense":
-            row.ratio = row.per_run / ref.per_run
+        if ref is None or not row.has_work:
+            continue
+        if ref.per_run_teacher > 0:
+            row.ratio = row.per_run_teacher / ref.per_run_teacher
+        if ref.per_run > 0:
+            row.ratio_student = row.per_run / ref.per_run
     return rows
 
 

@@ -5,8 +5,10 @@ A claim (``results/reference/claims.yaml``, format in docs/reporting.md, "Claims
 datasets, over a sparsity range under a stated sparsity definition, in a direction.
 
 For each claim, dataset, model and target sparsity in the range, the runs of ``a`` and ``b`` with the
-same seed form a pair (same seed: the same dense model, teacher and data order). The pairs give
-differences ``a - b`` (top-1, percentage points) or ``ln(minutes a / minutes b)`` (per-run minutes,
+same seed form a pair (same seed: the same dense model, teacher and data order) when both are ok and
+on target, with their targets on the same measure; an unreachable or off-target run is never paired,
+and the row says why. The pairs give differences ``a - b`` (top-1, percentage points) or
+``ln(minutes a / minutes b)`` (minutes per run + teacher, the cost convention of docs/reporting.md,
 both runs on the same device), their mean and a 95% Student-t interval, and a verdict:
 
 * ``holds``: at least ``MIN_PAIRS`` pairs and the interval lies entirely on the claimed side of 0;
@@ -36,23 +38,30 @@ from typing import Any, Iterable, Sequence
 import yaml
 
 from ..store import atomic_write_bytes, load_runs
-from .aggregate import (ACCURACY_SHORT, DEFAULT_ACCURACY, accuracy_field, datasets_of, measured_sparsity,
-                        models_of, record_device, run_time, select, sparsity_key)
+from .aggregate import (ACCURACY_SHORT, DEFAULT_ACCURACY, TOLERANCE, accuracy_field, datasets_of, match_reference,
+                        measured_sparsity, models_of, on_target, realised_sparsity, record_device, record_measure,
+                        run_time, select, sparsity_key, target_scale)
 from .format import _csv_text, _md_table, fmt, fmt_signed, md_escape, num, pct
-from .references import CLAIMS_FILE, Reference, for_dataset, match_target
+from .references import CLAIMS_FILE, Reference, for_dataset
 
 METRICS = ("top1", "minutes")
 DIRECTIONS = ("greater", "less")
-# How a claim's sparsity range is read. "target": the grid's target sparsity, over each method's own
-# prunable set; the record keys: that measured sparsity of side a's runs; "unstated": every target.
+# How a claim's sparsity range is read. "target": the grid's target on the records' measure (overall in
+# every preset; old records: over each method's own prunable set). A measure name: the target itself
+# when the records' targets are on that measure, else that measured sparsity of side a's runs (mean over
+# the seeds at a target). "unstated": every target. Bounds are inclusive, widened by the tolerance.
 RANGE_DEFINITIONS = {
-    "target": "the grid's target sparsity, over each method's own prunable set",
-    "conv": "measured zeros / all conv weights, on side a's runs",
-    "overall": "measured zeros / (conv + linear + BN weights), COLT-style, on side a's runs",
-    "conv+linear": "measured zeros / (conv + linear weights), on side a's runs",
-    "conv-noshortcut": "measured zeros / convs followed by a ReLU (EGP's set), on side a's runs",
+    "target": "the grid's target, on the records' sparsity measure (overall in every preset)",
+    "overall": "zeros / (conv + linear + BN weights), COLT's and the paper's figure",
+    "conv": "zeros / all conv weights",
+    "conv+linear": "zeros / (conv + linear weights)",
+    "conv-noshortcut": "zeros / the convs without the shortcut convs (EGP's set)",
     "unstated": "the source states no sparsity: every target is tested",
 }
+# A later label of a side stands in for an earlier one where the earlier has no record at that target
+# and seed ("absent": a budget variant such as <method>-matched), or only where the earlier's record is
+# unreachable ("unreachable": a variant that prunes another set, such as egp-shortcut).
+FALLBACKS = ("absent", "unreachable")
 EVIDENCE = ("stated", "press", "inferred", "harness")
 VERDICTS = ("holds", "contradicted", "inconclusive", "not testable yet", "no data")
 MIN_PAIRS = 3
@@ -60,9 +69,12 @@ LEVEL = 0.95
 
 VERDICT_RULE = (
     "Each row pairs the runs of a and b with the same dataset, model, target sparsity and seed (hence the same dense "
-    "model, teacher and data order) and takes the differences a − b of top-1 (percentage points; {accuracy}), or "
-    "for latency claims ln(minutes a / minutes b) of the per-run minutes (teacher + score+prune + retrain + other, "
-    "as in the latency table; both runs on the same device, never across devices), shown as the ratio a / b. "
+    "model, teacher and data order), only where both runs are ok and on target with their targets on the same "
+    "measure (an unreachable or off-target run is never paired; the note says why a row has no pair), and takes the "
+    "differences a − b of top-1 (percentage points; {accuracy}), or for latency claims ln(minutes a / minutes b) of "
+    "the minutes per run + teacher (the cost convention of docs/reporting.md: from a randomly initialised student "
+    "to the final pruned model, dense pre-training included, plus the teacher's training; both runs on the same "
+    "device, never across devices), shown as the ratio a / b, the ratio without the teacher in the note. "
     "mean: the mean difference (latency: the geometric-mean ratio). 95% CI: mean ± t(0.975, n − 1) · s / √n, a "
     "Student-t interval (s: sample std of the differences); a bootstrap is not used, because with so few seeds it "
     "has too few distinct resamples to reach 95% coverage. Verdict: **holds** when n ≥ {k} and the interval lies "
@@ -186,6 +198,7 @@ class Side:
     labels: tuple[str, ...]
     config: tuple[tuple[str, Any], ...] = ()  # (dotted key, value) the run's config must have
     name: str = ""
+    fallback: str = "absent"                  # when a later label stands in for an earlier one (FALLBACKS)
 
     @property
     def display(self) -> str:
@@ -240,7 +253,7 @@ class Claim:
 
     def compared(self) -> str:
         if self.metric == "minutes":
-            return f"{self.a.display} / {self.b.display}, minutes per run"
+            return f"{self.a.display} / {self.b.display}, minutes per run + teacher"
         return f"{self.a.display} − {self.b.display}, top-1 (pp)"
 
     def claimed(self) -> str:
@@ -260,17 +273,21 @@ def _side(raw: Any, where: str) -> Side:
         return Side(raw.strip(), (raw.strip(),))
     if not isinstance(raw, dict) or not isinstance(raw.get("method"), str):
         raise ClaimError(f"{where}: a side is a method label or a mapping with 'method' (and optional 'labels', "
-                         f"'config', 'name'), got {raw!r}")
-    unknown = sorted(set(raw) - {"method", "labels", "config", "name"})
+                         f"'config', 'name', 'fallback'), got {raw!r}")
+    unknown = sorted(set(raw) - {"method", "labels", "config", "name", "fallback"})
     if unknown:
-        raise ClaimError(f"{where}: unknown key(s) {', '.join(unknown)}; allowed: method, labels, config, name")
+        raise ClaimError(f"{where}: unknown key(s) {', '.join(unknown)}; allowed: method, labels, config, name, "
+                         f"fallback")
+    fallback = raw.get("fallback", "absent")
+    if fallback not in FALLBACKS:
+        raise ClaimError(f"{where}: 'fallback' is {fallback!r}; allowed: {', '.join(FALLBACKS)}")
     labels = raw.get("labels") or [raw["method"]]
     if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
         raise ClaimError(f"{where}: 'labels' must be a list of grid labels, got {labels!r}")
     config = raw.get("config") or {}
     if not isinstance(config, dict):
         raise ClaimError(f"{where}: 'config' must map dotted config keys to values, got {config!r}")
-    return Side(raw["method"], tuple(labels), tuple(sorted(config.items())), str(raw.get("name") or ""))
+    return Side(raw["method"], tuple(labels), tuple(sorted(config.items())), str(raw.get("name") or ""), fallback)
 
 
 def make_claim(raw: Any, origin: str) -> Claim:
@@ -373,32 +390,61 @@ class ClaimRow:
         return f"{v} ({why})" if why else v
 
 
-def _side_records(ok: Iterable[dict], side: Side) -> dict[tuple[float, Any], dict]:
-    """{(target, seed): record} of ``side``; where two labels have a record, the first listed wins."""
-    out: dict[tuple[float, Any], tuple[int, dict]] = {}
-    for r in ok:
-        if not side.matches(r):
-            continue
-        key = (sparsity_key(r.get("target_sparsity") or 0), r.get("seed"))
-        rank = side.labels.index(r["method"])
-        if key not in out or rank < out[key][0]:
-            out[key] = (rank, r)
-    return {k: v for k, (_, v) in out.items()}
+Key = tuple[str, float, Any]     # (target scale, target, seed)
 
 
-def _in_range(claim: Claim, target: float, a_recs: list[dict]) -> bool | None:
-    """Whether ``target`` lies in the claim's range (None: the records lack the measured sparsity)."""
+def _side_records(recs: Iterable[dict], side: Side) -> dict[Key, dict]:
+    """{(scale, target, seed): record} of ``side`` over ok and unreachable records. The first label listed
+    wins; a later one stands in where the earlier has no record (``fallback: absent``) or only where the
+    earlier's record is unreachable (``fallback: unreachable``). Two records of one label and key: the
+    newer."""
+    found: dict[Key, list[tuple[int, str, dict]]] = {}
+    for r in recs:
+        if side.matches(r):
+            key = (target_scale(r), sparsity_key(r.get("target_sparsity") or 0), r.get("seed"))
+            found.setdefault(key, []).append((side.labels.index(r["method"]), str(r.get("ended_at") or ""), r))
+    out = {}
+    for key, cands in found.items():
+        cands.sort(key=lambda c: c[1], reverse=True)      # the newest first, then (stable) by label rank
+        cands.sort(key=lambda c: c[0])
+        pick = cands[0][2]
+        if side.fallback == "unreachable":
+            if cands[0][0] != 0:
+                continue            # the first label has no record here: nothing is unreachable, no stand-in
+            for _, _, r in cands:
+                pick = r
+                if r.get("status") != "unreachable":
+                    break
+        out[key] = pick
+    return out
+
+
+def _range_value(claim: Claim, target: float, a_recs: list[dict], b_recs: list[dict]) -> float | None:
+    """Where ``target`` sits on the claim's range definition, percent (None: the records lack it): the target
+    itself when the records' targets are on that measure, else the mean measured sparsity of side a's ok runs
+    (b's when a has none, as when a is unreachable)."""
+    recs = a_recs or b_recs
+    if claim.sparsity_definition == "target" or (recs and all(record_measure(r) == claim.sparsity_definition
+                                                               for r in recs)):
+        return 100 * target
+    for side in (a_recs, b_recs):
+        vals = [_measured(r, claim.sparsity_definition) for r in side if r.get("status") == "ok"]
+        if vals and all(v is not None for v in vals):
+            return 100 * math.fsum(vals) / len(vals)
+    return None
+
+
+def _in_range(claim: Claim, target: float, a_recs: list[dict], b_recs: list[dict] = ()) -> bool | None:
+    """Whether ``target`` lies in the claim's range, bounds widened by the tolerance (None: the records lack
+    the sparsity the range is on)."""
     if claim.sparsity_definition == "unstated":
         return True
-    if claim.sparsity_definition == "target":
-        x = 100 * target
-    else:
-        vals = [_measured(r, claim.sparsity_definition) for r in a_recs]
-        if not vals or any(v is None for v in vals):
-            return None
-        x = 100 * math.fsum(vals) / len(vals)
+    x = _range_value(claim, target, a_recs, list(b_recs))
+    if x is None:
+        return None
     lo, hi = claim.sparsity_min, claim.sparsity_max
-    return (lo is None or x >= lo - 1e-9) and (hi is None or x <= hi + 1e-9)
+    tol = 100 * TOLERANCE + 1e-9
+    return (lo is None or x >= lo - tol) and (hi is None or x <= hi + tol)
 
 
 def _measured(r: dict, definition: str) -> float | None:
@@ -408,29 +454,82 @@ def _measured(r: dict, definition: str) -> float | None:
     return measured_sparsity(r, definition) if definition == "overall" else None
 
 
-def _minutes(r: dict) -> tuple[float | None, bool]:
-    """(per-run minutes on the record's own device, whether reused phases made elsewhere were left out)."""
+def _minutes(r: dict) -> tuple[float | None, float | None, bool]:
+    """(minutes per run + teacher, minutes per run without the teacher, whether reused phases made on another
+    device were left out), on the record's own device."""
     rt = run_time(r)
-    left_out = any(rt.excluded[g] for g in ("teacher", "score+prune", "retrain", "other"))
-    return (rt.per_run if rt.per_run > 0 else None), left_out
+    with_teacher, student = rt.with_teacher, rt.per_run
+    return (with_teacher if with_teacher > 0 else None), (student if student > 0 else None), rt.left_out()
 
 
-def _run_rows(claim: Claim, dataset: str, model: str, a: dict, b: dict, fld: str) -> tuple[list[ClaimRow], list[str]]:
-    """The rows of targets where a and b have pairs, and notes about targets left out."""
+def _why_unpaired(ra: dict, rb: dict, target: float) -> str | None:
+    """Why two runs of one seed are not a pair (None: they are): targets on different scales, a side
+    unreachable, a side off target. Names the run's label."""
+    sa, sb = target_scale(ra), target_scale(rb)
+    if sa != sb:
+        old = "" if record_measure(ra) and record_measure(rb) else "; old accounting"
+        return f"targets on different measures ({ra['method']}: {sa}, {rb['method']}: {sb}{old})"
+    for r in (ra, rb):
+        if r.get("status") == "unreachable":
+            top = r.get("max_sparsity")
+            return f"{r['method']} unreachable at {pct(target)}% {sa}" + (f" (max {pct(float(top))}%)" if top is not None else "")
+    for r in (ra, rb):
+        if not on_target(r):
+            real = realised_sparsity(r)
+            return f"{r['method']} off target" + (f" (realised {pct(real)}% {sa})" if real is not None else "")
+    return None
+
+
+def _by_seed(recs: dict[Key, dict], target: float, other: dict[Key, dict]) -> dict[Any, dict]:
+    """{seed: record} at ``target``; where a seed has records on several scales, the one ``other`` shares."""
+    out: dict[Any, dict] = {}
+    for (sc, t, s), r in sorted(recs.items(), key=lambda kv: str(kv[0])):
+        if t != target:
+            continue
+        if s not in out or ((sc, t, s) in other and (target_scale(out[s]), t, s) not in other):
+            out[s] = r
+    return out
+
+
+def _label_notes(side: Side, role: str, used: list[str]) -> list[str]:
+    """'b runs: cskd-simple-matched (3 pairs)' when a later label stood in for the first."""
+    if len(side.labels) < 2 or not used:
+        return []
+    counts = Counter(used)
+    if set(counts) == {side.labels[0]}:
+        return []
+    why = f"; {side.labels[0]} unreachable there" if side.fallback == "unreachable" else ""
+    parts = ", ".join(f"{lab} ({k} pair{'s' if k > 1 else ''}{why if lab != side.labels[0] else ''})"
+                      for lab, k in sorted(counts.items()))
+    return [f"{role} runs: {parts}"]
+
+
+def _run_rows(claim: Claim, dataset: str, model: str, a: dict[Key, dict], b: dict[Key, dict], fld: str
+              ) -> tuple[list[ClaimRow], list[str]]:
+    """One row per target in the claim's range where both sides have records: with pairs, or (status
+    'no data') with the reason none could be paired; and notes about targets left out."""
     rows, skipped = [], []
-    for target in sorted({t for t, _ in a} & {t for t, _ in b}):
-        seeds = sorted({s for t, s in a if t == target} & {s for t, s in b if t == target})
-        a_at = [a[(target, s)] for s in seeds]
-        ok = _in_range(claim, target, a_at)
+    for target in sorted({t for _, t, _ in a} & {t for _, t, _ in b}):
+        a_at, b_at = _by_seed(a, target, b), _by_seed(b, target, a)
+        seeds = sorted(set(a_at) & set(b_at), key=str)
+        if not seeds:
+            continue
+        ok = _in_range(claim, target, [a_at[s] for s in seeds], [b_at[s] for s in seeds])
         if ok is None:
-            skipped.append(f"{pct(target)}%: {claim.a.display}'s records lack the {claim.sparsity_definition} "
-                           f"sparsity")
+            skipped.append(f"{pct(target)}%: the records lack the {claim.sparsity_definition} sparsity")
         if not ok:
             continue
         row = ClaimRow(claim, dataset, model, target)
         dropped: Counter = Counter()
+        unpaired: Counter = Counter()
+        student: list[float] = []
+        used_a, used_b = [], []
         for s in seeds:
-            ra, rb = a[(target, s)], b[(target, s)]
+            ra, rb = a_at[s], b_at[s]
+            why = _why_unpaired(ra, rb, target)
+            if why:
+                unpaired[why] += 1
+                continue
             if claim.metric == "top1":
                 va, vb = ra.get(fld), rb.get(fld)
                 if va is None or vb is None:
@@ -438,7 +537,7 @@ def _run_rows(claim: Claim, dataset: str, model: str, a: dict, b: dict, fld: str
                     continue
                 d = float(va) - float(vb)
             else:
-                (ma, xa), (mb, xb) = _minutes(ra), _minutes(rb)
+                (ma, sa, xa), (mb, sb, xb) = _minutes(ra), _minutes(rb)
                 if record_device(ra) != record_device(rb):
                     dropped["on different devices"] += 1
                     continue
@@ -449,28 +548,38 @@ def _run_rows(claim: Claim, dataset: str, model: str, a: dict, b: dict, fld: str
                     dropped["no timed phases"] += 1
                     continue
                 d = math.log(ma / mb)
+                if sa is not None and sb is not None:
+                    student.append(math.log(sa / sb))
                 row.device = record_device(ra) if not row.device or row.device == record_device(ra) else "several"
             row.diffs.append(d)
             row.seeds.append(s)
+            used_a.append(ra["method"])
+            used_b.append(rb["method"])
+        if not row.diffs:
+            row.status = "no data"
+        for why, k in sorted(unpaired.items()):
+            row.notes.append(f"{'no pair' if not row.diffs else f'{k} pair(s) not formed'}: {why}"
+                             + (f" ({k} seed{'s' if k > 1 else ''})" if not row.diffs else ""))
         for why, k in sorted(dropped.items()):
             row.notes.append(f"{k} pair(s) dropped: {why}")
-        sets = {str(r.get("prunable_set") or "") for r in a_at} | {str(b[(target, s)].get("prunable_set") or "")
-                                                                  for s in seeds}
-        sets.discard("")
-        if len(sets) > 1:
-            row.notes.append(f"targets over different prunable sets ({', '.join(sorted(sets))})")
-        if any(b[(target, s)].get("sparsity_exact") is False for s in seeds):
-            row.notes.append(f"§ {claim.b.display}'s realised sparsity differs from the target")
+        if student and claim.metric == "minutes":
+            row.notes.append(f"without the teacher: {fmt(math.exp(math.fsum(student) / len(student)))}× "
+                             f"(per run / per run, geometric mean over {len(student)} pairs)")
+        row.notes += _label_notes(claim.a, "a", used_a) + _label_notes(claim.b, "b", used_b)
         rows.append(row)
     return rows, skipped
 
 
-def _published_rows(claim: Claim, dataset: str, model: str, a: dict, refs: Sequence[Reference],
+def _published_rows(claim: Claim, dataset: str, model: str, a: dict[Key, dict], refs: Sequence[Reference],
                     fld: str) -> list[ClaimRow]:
-    """b's published top-1 against a's runs, at the target each published number matches (or flagged)."""
+    """b's published top-1 against a's ok, on-target runs, at the target each published number matches (or
+    flagged)."""
+    a = {k: r for k, r in a.items() if r.get("status") == "ok" and on_target(r)}
+    measures = {record_measure(r) for r in a.values()}
+    measure = measures.pop() if len(measures) == 1 else None
     overall: dict[float, float | None] = {}
-    for t in sorted({t for t, _ in a}):
-        vals = [_measured(r, "overall") for (tt, _), r in a.items() if tt == t]
+    for t in sorted({t for _, t, _ in a}):
+        vals = [_measured(r, "overall") for (_, tt, _), r in a.items() if tt == t]
         vals = [v for v in vals if v is not None]
         overall[t] = math.fsum(vals) / len(vals) if vals else None
     rows = []
@@ -478,7 +587,7 @@ def _published_rows(claim: Claim, dataset: str, model: str, a: dict, refs: Seque
         basis = f"published ({ref.source_text()})"
         if ref.model and model and ref.model != model:
             continue
-        target = match_target(ref, overall)
+        target = match_reference(ref, measure, overall)
         if target is None:
             why = ("the source states no sparsity" if not ref.sparsity_stated else
                    f"counted over '{ref.sparsity_definition}', not matchable to our targets"
@@ -486,15 +595,15 @@ def _published_rows(claim: Claim, dataset: str, model: str, a: dict, refs: Seque
             rows.append(ClaimRow(claim, dataset, model, None, basis, status="no data",
                                  notes=[f"published {fmt(ref.top1)}% at {ref.sparsity_text()}: not compared, {why}"]))
             continue
-        seeds = sorted(s for t, s in a if t == target)
-        a_at = [a[(target, s)] for s in seeds]
-        if not _in_range(claim, target, a_at):
+        at = {s: r for (_, t, s), r in sorted(a.items(), key=lambda kv: str(kv[0])) if t == target}
+        seeds = sorted(at, key=str)
+        if not _in_range(claim, target, [at[s] for s in seeds]):
             continue
         row = ClaimRow(claim, dataset, model, target, basis,
                        notes=[f"b = published {fmt(ref.top1)}% at {ref.sparsity_text()} (not a run: the differences "
                               f"vary only with our seeds)"])
         for s in seeds:
-            v = a[(target, s)].get(fld)
+            v = at[s].get(fld)
             if v is not None:
                 row.diffs.append(float(v) - ref.top1)
                 row.seeds.append(s)
@@ -553,7 +662,7 @@ def _claim_rows(claim: Claim, dataset: str, runs: list[dict], references: Sequen
     out: list[ClaimRow] = []
     for model in models_of(runs, dataset):
         sel = select(runs, dataset, model)
-        a, b = _side_records(sel.ok, claim.a), _side_records(sel.ok, claim.b)
+        a, b = _side_records(sel.ok + sel.unreachable, claim.a), _side_records(sel.ok + sel.unreachable, claim.b)
         if not a and not b:
             continue
         if a and not b and published and not claim.b.config:

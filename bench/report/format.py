@@ -50,7 +50,7 @@ _TEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "
 def tex_escape(s: str) -> str:
     out = "".join(_TEX_ESCAPES.get(ch, ch) for ch in str(s))
     for a, b in (("±", r"$\pm$"), ("—", "---"), ("–", "--"), ("×", r"$\times$"), ("−", "-"), ("†", r"\dag{}"),
-                 ("‡", r"\ddag{}"), ("§", r"\S{}"), (">", r"$>$"), ("<", r"$<$")):
+                 ("‡", r"\ddag{}"), ("§", r"\S{}"), ("¶", r"\P{}"), (">", r"$>$"), ("<", r"$<$")):
         out = out.replace(a, b)
     return out
 
@@ -66,7 +66,9 @@ class Dialect:
     pm = " ± "
     dagger = "†"       # the cell has failed runs
     ddagger = "‡"      # the cell leaves out reused phases made on another device
-    section = "§"      # the cell's realised sparsity differs from its target
+    section = "§"      # the cell is off target: its realised sparsity misses the target
+    pilcrow = "¶"      # the cell is unreachable: the method's set cannot reach the target
+    percent = "%"
 
     def bold(self, s: str) -> str:
         return s
@@ -95,6 +97,8 @@ class TexDialect(Dialect):
     dagger = r"$^\dagger$"
     ddagger = r"$^\ddagger$"
     section = r"$^\S$"
+    pilcrow = r"$^\P$"
+    percent = r"\%"
 
     def bold(self, s):
         return rf"\textbf{{{s}}}"
@@ -119,13 +123,18 @@ def _md_table(header: list[str], rows: list[list[str]], align: list[str]) -> str
 
 
 def _tex_tabular(header: list[str], rows: list[list[str]], spec: str, dense_row: int | None = None,
-                 label_cols: int = 2) -> list[str]:
+                 label_cols: int = 2, rule_before: int | None = None, span: int | None = None) -> list[str]:
+    """A booktabs tabular; ``dense_row``: a row whose first value spans ``span`` data columns (default all),
+    ruled below; ``rule_before``: a row with a rule above it (the budget rows)."""
     ncols = len(header)
+    span = ncols - label_cols if span is None else span
     out = [rf"\begin{{tabular}}{{{spec}}}", r"\toprule", " & ".join(header) + r" \\", r"\midrule"]
     for i, r in enumerate(rows):
-        if i == dense_row and ncols - label_cols > 1:
-            span = ncols - label_cols
-            out.append(" & ".join(r[:label_cols]) + rf" & \multicolumn{{{span}}}{{c}}{{{r[label_cols]}}} \\")
+        if i == rule_before and i > 0 and i - 1 != dense_row:
+            out.append(r"\midrule")
+        if i == dense_row and span > 1:
+            rest = "".join(f" & {c}" for c in r[label_cols + span:])
+            out.append(" & ".join(r[:label_cols]) + rf" & \multicolumn{{{span}}}{{c}}{{{r[label_cols]}}}{rest} \\")
             out.append(r"\midrule")
         else:
             out.append(" & ".join(r) + r" \\")
