@@ -69,12 +69,18 @@ def test_points_at_realised_sparsity_on_the_records_measure(records):
 
 
 def test_old_records_are_placed_at_their_overall_sparsity():
-    d = accuracy_points(load_runs(FIX), "tinyimagenet")
+    """Records made before targets had a measure (targets over each method's own set, sparsity_exact)."""
+    def old(method, overall, exact, seed):
+        return {"run_id": f"{method}{seed}", "status": "ok", "dataset": "d", "model": "m", "method": method,
+                "target_sparsity": 0.9, "seed": seed, "top1_final": 50.0, "top1_best": 50.0,
+                "sparsity_prunable": 0.9 if exact else 0.912, "sparsity_overall": overall, "sparsity_exact": exact}
+
+    d = accuracy_points([old("colt", 0.904244, False, 0), old("magnitude", 0.898, True, 0)], "d")
     assert d.measure == "overall" and not d.on_measure
     (colt,) = d.points["colt"]                       # sparsity_exact false: off target, at its realised overall
     assert not colt.on_target and colt.sparsity == pytest.approx(0.904244, abs=1e-6) and colt.target == 0.9
     (mag,) = d.points["magnitude"]
-    assert mag.on_target and mag.sparsity != 0.9     # overall, not the (conv) target
+    assert mag.on_target and mag.sparsity == pytest.approx(0.898)     # overall, not the (conv) target
 
 
 def test_mixed_measures_fall_back_to_overall(records):

@@ -109,8 +109,8 @@ def accuracy_points(runs: Iterable[dict], dataset: str, model: str | None = None
         model = models[0] if len(models) == 1 else None
     sel = select(runs, dataset, model)
     fld = accuracy_field(accuracy)
-    measure = axis_measure(sel.ok + sel.failed)
-    pruned = [r for r in sel.ok + sel.failed if float(r.get("target_sparsity") or 0) > 0]
+    measure = axis_measure(sel.ok + sel.failed + sel.unreachable)
+    pruned = [r for r in sel.ok + sel.failed + sel.unreachable if float(r.get("target_sparsity") or 0) > 0]
     groups: dict[tuple[str, float, bool], list[dict]] = {}
     for r in sel.ok:
         if r.get(fld) is not None:
@@ -131,9 +131,9 @@ def accuracy_points(runs: Iterable[dict], dataset: str, model: str | None = None
     for m in data.points:
         data.points[m].sort(key=lambda p: (p.sparsity, p.target))
     seen = set()
-    for r in sel.failed:
+    for r in sel.unreachable:
         key = (r.get("method"), sparsity_key(r.get("target_sparsity") or 0))
-        if r.get("status") == "unreachable" and key not in seen:
+        if key not in seen:
             seen.add(key)
             mx = r.get("max_sparsity")
             data.unreachable.append(Unreachable(str(key[0]), key[1], None if mx is None else float(mx),
