@@ -270,7 +270,8 @@ def unreachable_summary(results_dir: Path, specs: list[RunSpec]) -> list[str]:
         return []
     lines = ["unreachable cells (the method's own prunable set, pruned whole, stays below the target; recorded as "
              "unreachable, not failed):"]
-    for (ds, target, measure), whys in groups.items():
+    order = list(dict.fromkeys(s.dataset for s in specs))
+    for (ds, target, measure), whys in sorted(groups.items(), key=lambda g: (order.index(g[0][0]), g[0][1])):
         parts = [f"{', '.join(ms)} (set '{layers}': at most "
                  f"{'?' if top is None else f'{100 * top:.2f}'}%)" for (layers, top), ms in whys.items()]
         lines.append(f"  {ds} at {100 * target:g}% {measure}: " + "; ".join(parts))

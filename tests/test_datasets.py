@@ -198,3 +198,30 @@ def test_smoke_real_without_shared_data_says_why_in_one_line_and_passes(tmp_path
     assert out.stdout.splitlines() == [f"smoke-real skipped: no real data at {tmp_path}/absent (the project's CI "
                                        "keeps it beside the clone)"] and not out.stderr
     assert not (tmp_path / "r").exists()
+
+
+# --------------------------------------------------------------------------- SD rows on sparse slices
+
+def test_sd_objectives_on_a_slice_with_one_image_per_class_and_classes_missing():
+    """Tiny ImageNet's smoke slice: 200 classes, at most one train image each, most absent. CS-KD's
+    partner of a singleton class is the anchor itself (re-augmented: 'itself allowed', as the
+    official sampler); PS-KD's memory is N x C (the whole Tiny train split on a GPU: 100,000 x 200
+    float32 = 80 MB)."""
+    from baselines import selfdistill as sd
+    from bench.config import AugmentConfig
+    from bench.data import make_generator
+
+    data = load_dataset(DatasetConfig(name="synthetic", train_limit=50, synthetic=SyntheticConfig(
+        num_classes=200, image_size=8, train_size=200, test_size=200)), "/x")
+    assert data.info["classes_present"]["train"] == 50                    # 1 image per class, 150 classes absent
+    aug = AugmentConfig(crop_padding=1)
+    cskd = sd.CSKD(data, aug, sd.CSKDConfig(), seed=0)
+    anchors = torch.arange(50).repeat(4)
+    assert torch.equal(cskd.partners(data.train_y[anchors], cskd.gen), anchors)
+    pskd = sd.PSKD(data, sd.PSKDConfig())
+    assert pskd.memory.shape == (50, 200) and pskd.memory.dtype == torch.float32
+    model = build_model("resnet_small", 200)
+    for obj in (cskd, pskd, sd.DLB(data, aug, sd.DLBConfig(), seed=0)):
+        for batch in data.train_batches(16, aug, make_generator(0)):
+            loss, logits = obj(model, batch)
+            assert torch.isfinite(loss) and logits.shape == (len(batch.y), 200)
