@@ -72,7 +72,13 @@ def partitions(data, parts: int) -> list:
         raise ValueError(f"COLT splits the classes into equal contiguous ranges: {c} classes cannot be split "
                          f"into colt.partitions={parts}")
     n = c // parts
-    return [data.subset_classes(list(range(j * n, (j + 1) * n))) for j in range(parts)]
+    out = [data.subset_classes(list(range(j * n, (j + 1) * n))) for j in range(parts)]
+    for j, part in enumerate(out):       # a small slice of a many-class dataset can leave a range empty
+        if not len(part.train_y) or not len(part.test_y):
+            raise ValueError(f"COLT partition {j} (classes {j * n}..{(j + 1) * n - 1}) has {len(part.train_y)} train "
+                             f"and {len(part.test_y)} test images in this data; it needs both (raise "
+                             "dataset.train_limit / dataset.test_limit)")
+    return out
 
 
 def magnitudes(mk: Masks) -> list[torch.Tensor]:

@@ -76,11 +76,16 @@ class DatasetConfig:
     classes: Optional[list[int]] = None   # keep only these class ids, relabelled 0..k-1
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+    # resize every image to this many pixels a side at load time (antialiased bilinear, e.g. Tiny
+    # ImageNet at 32 px); null: the dataset's own size. Recorded in the record's data info.
+    image_size: Optional[int] = None
 
     def validate(self, key):
         for k in ("train_limit", "test_limit"):
             v = getattr(self, k)
             _check(v is None or v >= 1, f"{key}.{k}", v, "null or an integer >= 1")
+        _check(self.image_size is None or self.image_size >= 8, f"{key}.image_size", self.image_size,
+               "null or an integer >= 8")
         if self.classes is not None:
             _check(len(self.classes) >= 2 and len(set(self.classes)) == len(self.classes)
                    and min(self.classes) >= 0, f"{key}.classes", self.classes,
@@ -452,10 +457,16 @@ def from_dict(cls, data: dict, key: str = ""):
 
 
 def to_dict(obj) -> dict:
-    """A plain mapping of ``obj``; a Config's method-owned sections sit at the top level, as in YAML."""
+    """A plain mapping of ``obj``; a Config's method-owned sections sit at the top level, as in YAML.
+
+    ``dataset.image_size`` is left out while it is null: run ids and cache keys are hashed from these
+    mappings, and the configs made before that key existed must keep theirs."""
     d = dataclasses.asdict(obj)
     if isinstance(obj, Config):
         d.update(d.pop("sections"))
+    dataset = d.get("dataset") if isinstance(obj, Config) else d if isinstance(obj, DatasetConfig) else None
+    if dataset is not None and dataset.get("image_size", 0) is None:
+        del dataset["image_size"]
     return d
 
 

@@ -53,7 +53,7 @@ def _section_lines(cls, value, indent: int, only: tuple = ()) -> list[str]:
     lines = []
     pad = " " * indent
     for name, tp in fields.items():
-        v = value[name]
+        v = value.get(name)          # to_dict leaves out a few keys while they are null
         note = comments.get(name, "")
         if tp is TrainConfig:        # recipes: one line each; their keys are listed once, below
             lines.append(f"{pad}{name}: {_scalar(v)}" + (f"  # <recipe>: {note}" if note else "  # <recipe>"))

@@ -165,6 +165,7 @@ class DeviceData:
         info = dict(self.info, classes=[(self.info.get("classes") or list(range(self.num_classes)))[c]
                                         for c in classes],
                     num_classes=len(classes), n_train=len(tr_y), n_test=len(te_y), complete=False,
+                    classes_present={"train": int(tr_y.unique().numel()), "test": int(te_y.unique().numel())},
                     fingerprint=hashlib.sha256(f"{self.info['fingerprint']}/classes{list(classes)}".encode())
                     .hexdigest()[:16])
         return DeviceData(self.name, len(classes), self.image_size, self.mean, self.std, tr_x, tr_y, te_x, te_y,
@@ -220,6 +221,7 @@ def load_dataset(cfg: DatasetConfig, data_dir: Path | str, device: torch.device 
         mean, std = SYNTHETIC_MEAN, SYNTHETIC_STD
         official, detail = False, {"synthetic": "generated data, not a real dataset"}
         source, full = f"synthetic (generated, seed {sc.seed})", (sc.train_size, sc.test_size)
+        note = None
     elif cfg.name in SPECS:
         spec = SPECS[cfg.name]
         root = data_dir / spec.folder
@@ -238,6 +240,7 @@ def load_dataset(cfg: DatasetConfig, data_dir: Path | str, device: torch.device 
         else:
             official, detail = _tiny_official(root)
         source, full = str(root), spec.full_sizes
+        note = _provenance_note(root)
     else:
         raise ConfigError(f"config key 'dataset.name' has value {cfg.name!r}; "
                           f"allowed: {', '.join([*SPECS, 'synthetic'])}")
@@ -252,17 +255,35 @@ def load_dataset(cfg: DatasetConfig, data_dir: Path | str, device: torch.device 
         num_classes = len(cfg.classes)
     tr_x, tr_y = _limit(tr_x, tr_y, cfg.train_limit)
     te_x, te_y = _limit(te_x, te_y, cfg.test_limit)
+    native = image_size
+    if cfg.image_size is not None and cfg.image_size != image_size:
+        tr_x, te_x, image_size = resize(tr_x, cfg.image_size), resize(te_x, cfg.image_size), cfg.image_size
 
     info = {"name": cfg.name, "official": bool(official), "official_detail": detail,
             "fingerprint": fingerprint(tr_x, tr_y, te_x, te_y), "source": source,
             "n_train": len(tr_y), "n_test": len(te_y), "num_classes": num_classes,
             "classes": list(cfg.classes) if cfg.classes is not None else None,
-            "complete": (len(tr_y), len(te_y)) == tuple(full)}
+            "complete": (len(tr_y), len(te_y)) == tuple(full),
+            # classes with at least one image (a slice or a limit can leave some out)
+            "classes_present": {"train": int(tr_y.unique().numel()), "test": int(te_y.unique().numel())},
+            "image_size": image_size, "resized_from": native if image_size != native else None,
+            "provenance_note": note}
 
     def stat(v):
         return torch.tensor(v, dtype=torch.float32, device=device).view(1, 3, 1, 1)
     return DeviceData(cfg.name, num_classes, image_size, stat(mean), stat(std),
                       tr_x.to(device), tr_y.to(device), te_x.to(device), te_y.to(device), info)
+
+
+def resize(x: torch.Tensor, size: int) -> torch.Tensor:
+    """uint8 NCHW images at ``size`` x ``size``: antialiased bilinear (what PIL's resize does, as in the
+    official CS-KD and DLB code that runs Tiny ImageNet at 32 px), rounded back to uint8."""
+    out = torch.empty(len(x), x.shape[1], size, size, dtype=torch.uint8)
+    for s in range(0, len(x), 4096):                       # chunks bound the float copy
+        part = F.interpolate(x[s:s + 4096].float(), size=(size, size), mode="bilinear", antialias=True,
+                             align_corners=False)
+        out[s:s + 4096] = part.round_().clamp_(0, 255).to(torch.uint8)
+    return out
 
 
 def check_dataset(cfg: DatasetConfig, data_dir: Path | str, download: bool = False) -> None:
@@ -332,6 +353,15 @@ def _download(name: str, data_dir: Path) -> None:
     except Exception as e:
         raise DatasetNotFoundError(f"downloading {name} failed ({type(e).__name__}: {e})\n"
                                    + _not_found(name, data_dir / SPECS[name].folder, data_dir)) from e
+
+
+def _provenance_note(root: Path) -> str | None:
+    """What the dataset folder's PROVENANCE.txt says (a copy that is partial or lossy says so there:
+    shared/data/materialize.py writes one), or None without one."""
+    try:
+        return " ".join((root / "PROVENANCE.txt").read_text(errors="replace").split())[:500] or None
+    except OSError:
+        return None
 
 
 def _tiny_official(root: Path) -> tuple[bool, dict[str, str]]:

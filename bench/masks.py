@@ -265,8 +265,9 @@ def sparsity_stats(model: nn.Module, layers: str = "conv") -> dict:
 class UnreachableSparsity(ValueError):
     """A target that the method's prunable set cannot reach on the grid's measure, even pruned whole."""
 
-    def __init__(self, target: float, measure: str, maximum: float, reason: str):
+    def __init__(self, target: float, measure: str, maximum: float, reason: str, layers: str | None = None):
         self.target, self.measure, self.maximum, self.reason = target, measure, maximum, reason
+        self.layers = layers                     # the prunable set that cannot reach it
         super().__init__(f"target sparsity {target:g} ({measure}) is unreachable: {reason}")
 
 
@@ -303,7 +304,7 @@ class Target:
             raise UnreachableSparsity(
                 self.fraction, self.measure, self.maximum,
                 f"the prunable set '{layers}' holds {self.capacity:,} of the {self.total:,} weights the measure "
-                f"counts; pruned whole it reaches {100 * self.maximum:.2f}% {self.measure}")
+                f"counts; pruned whole it reaches {100 * self.maximum:.2f}% {self.measure}", layers)
 
     def pruned_in(self, masks: "Masks") -> int:
         """Zeros that ``masks`` put into the measured prunable tensors."""

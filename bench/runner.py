@@ -250,7 +250,32 @@ def run_grid(cfg: Config, results_dir: Path, data_dir: Path, *, download: bool =
     unreachable = f", {counts['unreachable']} unreachable" if counts["unreachable"] else ""
     log(f"grid {cfg.name!r} finished: {counts['ok']} ok{unreachable}, {counts['failed']} failed, "
         f"{counts['skipped']} skipped{more}")
+    for line in unreachable_summary(results_dir, specs):
+        log(line)
     return counts
+
+
+def unreachable_summary(results_dir: Path, specs: list[RunSpec]) -> list[str]:
+    """Lines naming the grid's cells recorded unreachable, by dataset and target: which methods, and the
+    most their own prunable set reaches on the measure (none: no lines)."""
+    groups: dict[tuple, dict[tuple, list[str]]] = {}
+    for spec in specs:
+        _, rec = status_of(results_dir, spec)
+        if rec is None or rec.get("status") != "unreachable":
+            continue
+        where = (spec.dataset, spec.sparsity, rec.get("sparsity_measure"))
+        why = (rec.get("prunable_set") or "its own set", rec.get("max_sparsity"))
+        groups.setdefault(where, {}).setdefault(why, []).append(spec.method.display)
+    if not groups:
+        return []
+    lines = ["unreachable cells (the method's own prunable set, pruned whole, stays below the target; recorded as "
+             "unreachable, not failed):"]
+    order = list(dict.fromkeys(s.dataset for s in specs))
+    for (ds, target, measure), whys in sorted(groups.items(), key=lambda g: (order.index(g[0][0]), g[0][1])):
+        parts = [f"{', '.join(ms)} (set '{layers}': at most "
+                 f"{'?' if top is None else f'{100 * top:.2f}'}%)" for (layers, top), ms in whys.items()]
+        lines.append(f"  {ds} at {100 * target:g}% {measure}: " + "; ".join(parts))
+    return lines
 
 
 class CellLog:
@@ -303,7 +328,7 @@ def _run_one(spec, old, data_cache, artifacts, device, results_dir, keep_checkpo
         log(f"  INTERRUPTED: {e}")
     except UnreachableSparsity as e:
         record.update({"status": "unreachable", "sparsity_measure": e.measure, "max_sparsity": e.maximum,
-                       "reason": e.reason})
+                       "prunable_set": e.layers, "reason": e.reason})
         log(f"  UNREACHABLE: {e}")
     except (CorruptCheckpointError, CorruptEpochCheckpointError):
         raise          # a damaged file in the cache is a set-up problem: stop, name it, record nothing

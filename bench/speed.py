@@ -119,9 +119,9 @@ def official_rate(cfg: Config, data_dir: Path, device, workers: int, steps: int,
     from .data import SPECS
 
     name = cfg.dataset.name
-    if name not in ("cifar10", "cifar100") or cfg.dataset.classes is not None:
-        raise ConfigError(f"the official loop reads whole CIFAR folders with torchvision; dataset {name!r} "
-                          f"(classes {cfg.dataset.classes}) is not one")
+    if name not in ("cifar10", "cifar100") or cfg.dataset.classes is not None or cfg.dataset.image_size is not None:
+        raise ConfigError(f"the official loop reads whole CIFAR folders with torchvision at 32 px; dataset {name!r} "
+                          f"(classes {cfg.dataset.classes}, image_size {cfg.dataset.image_size}) is not one")
     spec, aug = SPECS[name], cfg.dataset.augment
     base = torchvision.datasets.CIFAR10 if name == "cifar10" else torchvision.datasets.CIFAR100
 
