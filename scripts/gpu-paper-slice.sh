@@ -21,13 +21,15 @@
 #     training images, the ResNet-50 teacher, 98.41% overall sparsity, seeds 42-44; methods in
 #     priority order), K cells packed on the one GPU (--executor local --workers K, K from the plan);
 #  6. records, tables, claims and figures packed.
-# Time guard: every step runs under `timeout -s TERM` in its own process group. SIGTERM reaches every
-# process of the group: an inline runner, and the local executor's submitit controllers (which
-# forward it to their workers) and workers; each stops at the next training step, writes its epoch
-# checkpoint and records its cell `interrupted` (a rerun resumes it); cells not started stay
-# pending. The workers outlive their parent, so the guard waits for the group to empty (30 s at
-# most) before the next step. SIGINT is not used: submitit's controller turns it into a
-# KeyboardInterrupt and SIGKILLs its workers a second later, before they can record the cell.
+# Time guard (scripts/guard.sh): every step runs under `timeout -s TERM` in its own process group.
+# SIGTERM reaches every process of the group: an inline runner, and the local executor's submitit
+# controllers (which forward it to their workers) and workers; each stops at the next training step,
+# writes its epoch checkpoint and records its cell `interrupted` (a rerun resumes it); cells not
+# started stay pending. The workers outlive their parent, so the guard waits for the group to empty
+# (30 s at most) before the next step. SIGINT is not used: submitit's controller turns it into a
+# KeyboardInterrupt and SIGKILLs its workers a second later, often before they record the cell.
+# MODE=quick: every step CPU-sized (the planner's QUICK settings), one thread per process (on the
+# shared 2-core machine OpenMP's spinning threads made two-thread processes many times slower).
 # Output in $OUT (7 files): run.log (everything, time-stamped steps, the plan first), device.txt,
 # profile.txt, performance.md (rows for docs/performance.md), summary.md (the slice's table, claims,
 # cell states, planned vs spent), slice.tgz (records, summary.csv, tables, claims, REPORT.md,
@@ -48,14 +50,9 @@ exec > >(tee -a "$OUT/run.log") 2>&1
 eval "$("$PY" scripts/slice_plan.py --mode "$MODE" --shell)"
 BUDGET=${BUDGET:-$PLAN_BUDGET}
 SET=("${PLAN_SET[@]}")
-if [ "$MODE" = quick ]; then
-  DEV=cpu; SMOKE_SET=(--set runtime.device=cpu --set "grid.sparsities=[0.9]")
-  SPEED_SET=(--device cpu --set model.arch=resnet_small --set teacher.arch=resnet_small
-             --set dataset.train_limit=1024 --set dataset.test_limit=256 --set retrain.batch_size=64
-             --set tgp.finetune.batch_size=64)
-else
-  DEV=cuda; SMOKE_SET=(--set runtime.device=cuda); SPEED_SET=()
-fi
+[ "$PLAN_THREADS" -gt 0 ] && export OMP_NUM_THREADS=$PLAN_THREADS
+DEV=$([ "$MODE" = quick ] && echo cpu || echo cuda)
+source scripts/guard.sh
 elapsed() { echo $(( $(date +%s) - T0 )); }
 left() { echo $(( BUDGET - $(elapsed) )); }
 # limit WANT: WANT seconds, or what is left before the packing (and the slice's drain) if less; at least 5
@@ -63,18 +60,6 @@ limit() { local l; l=$(( $(left) - PLAN_PACK - 10 )); [ "$l" -lt "$1" ] && set -
 SPENT=()
 step() { echo; echo "== $(date +%T) (+$(elapsed) s, $(left) s left) $*"; STEP_T=$(date +%s); }
 done_step() { SPENT+=("$1|$2|$(( $(date +%s) - STEP_T ))"); }
-# guard LIMIT CMD...: CMD in its own process group (timeout's), SIGTERM to the whole group at LIMIT;
-# then wait for the group's stragglers (30 s at most) and SIGKILL what is left.
-guard() {
-  local lim=$1; shift
-  timeout -s TERM -k 30 "$lim" "$@" &
-  local pid=$! rc n=0
-  wait "$pid"; rc=$?
-  [ "$rc" = 124 ] && echo "  time limit ($lim s) reached: stopped, the cell in progress recorded interrupted"
-  while kill -0 -- "-$pid" 2>/dev/null && [ $n -lt 30 ]; do sleep 1; n=$((n + 1)); done
-  if kill -0 -- "-$pid" 2>/dev/null; then echo "  still running after 30 s: killed"; kill -KILL -- "-$pid" 2>/dev/null; fi
-  return "$rc"
-}
 echo "results: $R; budget $BUDGET s, $(elapsed) s spent before this script (run.sh)"
 
 step "1. device"
@@ -89,18 +74,9 @@ L=$(limit "$PLAN_LIMIT_SMOKE")
 guard "$L" "$PY" -m bench teacher cifar10-gpu-slice --data-dir "$DATA" --results "$R/slice" "${SET[@]}" \
   > "$R/teacher.log" 2>&1 &
 tpid=$!
-FIRST='["pskd-simple", "pskd-epsd", "cskd-epsd"]'
-ORDER=$("$PY" - "$FIRST" <<'PYEOF'
-import json, sys, yaml
-first = json.loads(sys.argv[1])
-rest = [m for m in yaml.safe_load(open("bench/configs/smoke.yaml"))["grid"]["methods"] if m not in first]
-print(json.dumps(first + rest))
-PYEOF
-)
-REVERSED=$("$PY" -c "import json,sys; print(json.dumps(json.loads(sys.argv[1])[::-1]))" "$ORDER")
 spids=()
-for order in "$ORDER" "$REVERSED"; do
-  guard "$L" "$PY" -m bench run smoke --data-dir "$DATA" --results "$R/smoke" "${SMOKE_SET[@]}" --set "grid.seeds=[0]" \
+for order in "$PLAN_SMOKE_ORDER" "$PLAN_SMOKE_REVERSED"; do
+  guard "$L" "$PY" -m bench run smoke --data-dir "$DATA" --results "$R/smoke" "${PLAN_SMOKE_SET[@]}" --set "grid.seeds=[0]" \
     --set "grid.methods=$order" > "$R/smoke-runner-${#spids[@]}.log" 2>&1 &
   spids+=($!)
 done
@@ -123,12 +99,12 @@ done_step "2. smoke + teacher" "$PLAN_T_SMOKE"
 
 step "3. step profile (bounded by steps)"
 guard "$(limit "$PLAN_LIMIT_PROFILE")" "$PY" -m bench speed --profile --steps "$PLAN_PROFILE_STEPS" --data-dir "$DATA" \
-  --results "$R/speed" "${SPEED_SET[@]}" --output "" | tee "$OUT/profile.txt"
+  --results "$R/speed" "${PLAN_SPEED_SET[@]}" --output "" | tee "$OUT/profile.txt"
 done_step "3. profile" "$PLAN_T_PROFILE"
 
 step "4. speed candidates toward 1.5 s per ResNet-18 epoch (one cell)"
 guard "$(limit "$PLAN_LIMIT_SPEED")" "$PY" -m bench speed --steps "$PLAN_SPEED_STEPS" --only "$PLAN_SPEED_ONLY" \
-  --data-dir "$DATA" --results "$R/speed" "${SPEED_SET[@]}" --output "$OUT/performance.md"
+  --data-dir "$DATA" --results "$R/speed" "${PLAN_SPEED_SET[@]}" --output "$OUT/performance.md"
 done_step "4. speed" "$PLAN_T_SPEED"
 
 step "5. the slice: cifar10-gpu-slice, $PLAN_WORKERS workers on one device, $(limit 100000) s"
@@ -148,7 +124,8 @@ timeout 20 "$PY" -m bench run cifar10-gpu-slice --dry-run --data-dir "$DATA" --r
 { echo "# GPU slice ($MODE mode)"; echo; cat "$OUT/device.txt"; echo
   echo "## Cells"; echo; echo '```'; cat "$S/cells.txt"; echo '```'; echo
   echo "## Table (final top-1)"; echo; cat "$S/tables/cifar10.md" 2>/dev/null; echo
-  echo "## Claims"; echo; cat "$S/tables/claims.md" 2>/dev/null; echo
+  echo "## Claims with pairs (all rows: tables/claims.md in slice.tgz)"; echo
+  grep -E '^\| (claim|:?---)|\| (holds|contradicted|inconclusive)' "$S/tables/claims.md" 2>/dev/null; echo
   echo "## Planned and spent seconds"; echo; echo "| step | planned s | spent s |"; echo "|---|---|---|"
   for s in "${SPENT[@]}"; do IFS='|' read -r a b c <<<"$s"; echo "| $a | $b | $c |"; done
   echo "| total (run.sh included) | $PLAN_TOTAL | $(elapsed) |"; } > "$OUT/summary.md"

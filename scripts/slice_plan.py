@@ -15,6 +15,7 @@ planned and spent seconds side by side.
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 import sys
 from dataclasses import dataclass
@@ -58,10 +59,17 @@ QUICK = {   # MODE=quick: the same steps CPU-sized (the script passes these to e
             "teacher.train.epochs=1", "pretrain.batch_size=128", "retrain.batch_size=128",
             "tgp.finetune.batch_size=128", "teacher.train.batch_size=128", "grid.seeds=[42,43]",
             "runtime.eval_batch_size=300"],
-    "speed_only": [c.replace(":b512", ":b128") for c in SPEED_CANDIDATES], "profile_steps": 3, "speed_steps": 3,
-    "workers": 2, "train_images": 600, "budget": 900, "process_s": 20, "smoke_s": 120, "step_profile_s": 60,
-    "speed_s": 90, "pack_s": 40, "setup_s": 0, "device_s": 5,
+    # the smoke grid: the three methods never run on CUDA and one more, 256 images, one epoch each
+    "smoke_methods": ["pskd-simple", "pskd-epsd", "cskd-epsd", "magnitude"],
+    "smoke_set": ["runtime.device=cpu", "grid.sparsities=[0.9]", "dataset.synthetic.train_size=256",
+                  "pretrain.epochs=1", "retrain.epochs=1", "teacher.train.epochs=1"],
+    "speed_set": ["model.arch=resnet_small", "teacher.arch=resnet_small", "dataset.train_limit=512",
+                  "dataset.test_limit=128", "retrain.batch_size=32", "tgp.finetune.batch_size=32"],
+    "speed_only": [c.replace(":b512", ":b64") for c in SPEED_CANDIDATES], "profile_steps": 2, "speed_steps": 2,
+    "workers": 2, "train_images": 600, "budget": 1200, "process_s": 30, "smoke_s": 200, "step_profile_s": 90,
+    "speed_s": 150, "pack_s": 60, "setup_s": 0, "device_s": 10,
 }
+SMOKE_FIRST = ["pskd-simple", "pskd-epsd", "cskd-epsd"]      # never run on CUDA before this call
 
 
 def concurrency(k: int, rates: dict[int, float]) -> float:
@@ -184,7 +192,9 @@ def plan(mode: str, budget: float | None = None, preset_path: Path = PRESET) -> 
     teacher = preset["teacher"]["train"]["epochs"] * costs.teacher_epoch * a["smoke_slowdown"] + a["process_s"]
     steps = [("setup", "run.sh: wheels, CIFAR-10 materialised", a["setup_s"]),
              ("device", "1. GPU, torch, CUDA", a["device_s"]),
-             ("smoke+teacher", "2. smoke grid (every method, GPU) beside the slice's teacher", max(teacher, a["smoke_s"])),
+             ("smoke+teacher", "2. smoke grid (" + (f"{len(QUICK['smoke_methods'])} methods, CPU" if quick else
+                                                   "every method, GPU") + ") beside the slice's teacher",
+              max(teacher, a["smoke_s"])),
              ("profile", f"3. step profile: retraining, tgp-kd fine-tune ({QUICK['profile_steps'] if quick else PROFILE_STEPS} steps)",
               a["step_profile_s"]),
              ("speed", f"4. {len(SPEED_CANDIDATES)} speed candidates ({QUICK['speed_steps'] if quick else SPEED_STEPS} steps each)",
@@ -248,7 +258,16 @@ def shell(p: dict) -> str:
     q = p["mode"] == "quick"
     sets = " ".join(shlex.quote(f"--set={kv}") for kv in QUICK["set"]) if q else ""
     expected = {k: round(s) for k, _, s in p["steps"]}
-    return "\n".join([f"PLAN_BUDGET={round(p['budget'])}", f"PLAN_LIMIT_SMOKE={p['limits']['smoke+teacher']}",
+    smoke = QUICK["smoke_methods"] if q else SMOKE_FIRST + [
+        m for m in yaml.safe_load((REPO / "bench" / "configs" / "smoke.yaml").read_text())["grid"]["methods"]
+        if m not in SMOKE_FIRST]
+    arrays = {"PLAN_SMOKE_SET": QUICK["smoke_set"] if q else ["runtime.device=cuda"],
+              "PLAN_SPEED_SET": ["runtime.device=cpu", *QUICK["speed_set"]] if q else []}
+    lines = [f"{k}=(" + " ".join(shlex.quote(f"--set={kv}") for kv in v) + ")" for k, v in arrays.items()]
+    lines += [f"PLAN_SMOKE_ORDER={shlex.quote(json.dumps(smoke))}",
+              f"PLAN_SMOKE_REVERSED={shlex.quote(json.dumps(smoke[::-1]))}",
+              f"PLAN_THREADS={1 if q else 0}"]
+    return "\n".join(lines + [f"PLAN_BUDGET={round(p['budget'])}", f"PLAN_LIMIT_SMOKE={p['limits']['smoke+teacher']}",
                       f"PLAN_LIMIT_PROFILE={p['limits']['profile']}", f"PLAN_LIMIT_SPEED={p['limits']['speed']}",
                       f"PLAN_PACK={expected['pack']}", f"PLAN_WORKERS={p['workers']}", f"PLAN_TOTAL={round(p['total'])}",
                       f"PLAN_T_DEVICE={expected['device']}", f"PLAN_T_SMOKE={expected['smoke+teacher']}",
