@@ -395,7 +395,7 @@ def run_speed(args) -> list[dict]:
             gap = res["s_per_epoch"] - GOAL_S_PER_EPOCH
             goal = (f"  goal {GOAL_S_PER_EPOCH} s/epoch: " + ("met" if gap <= 0 else f"{gap:+.2f} s over")
                     + ("" if cfg.model.arch == "resnet18" and device.type == "cuda" else " (the goal is for ResNet-18 on a GPU)"))
-        print(f"{label:24s} {res['images_per_s']:10.1f} images/s {res['s_per_epoch']:8.2f} s/epoch  {ratio:>7s} the "
+        print(f"{label:36s} {res['images_per_s']:10.1f} images/s {res['s_per_epoch']:8.2f} s/epoch  {ratio:>7s} the "
               f"official loop (0 workers)  compile {res['compile_s']:.1f} s  ({time.perf_counter() - t0:.0f} s wall){goal}",
               flush=True)
         if args.output:

@@ -65,11 +65,11 @@ echo "results: $R; budget $BUDGET s, $(elapsed) s spent before this script (run.
 step "1. device"
 { nvidia-smi -L 2>/dev/null || echo "no nvidia-smi"
   "$PY" -c 'import torch, torchvision; print("torch", torch.__version__, "torchvision", torchvision.__version__, "cuda", torch.version.cuda, torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU")'
-  echo "cpus $(nproc)"; "$PY" -c 'import submitit; print("submitit", submitit.__version__)' 2>&1 | tail -n 1
+  echo "cpus $(getconf _NPROCESSORS_ONLN)"; "$PY" -c 'import submitit; print("submitit", submitit.__version__)' 2>&1 | tail -n 1
   ls "$DATA/cifar-10-batches-py" | tr '\n' ' '; echo; } | tee "$OUT/device.txt"
 done_step "1. device" "$PLAN_T_DEVICE"
 
-step "2. smoke grid on $DEV (every method), beside the slice's teacher"
+step "2. smoke grid on $DEV ($("$PY" -c 'import json,sys; print(len(json.loads(sys.argv[1])))' "$PLAN_SMOKE_ORDER") methods), beside the slice's teacher"
 L=$(limit "$PLAN_LIMIT_SMOKE")
 guard "$L" "$PY" -m bench teacher cifar10-gpu-slice --data-dir "$DATA" --results "$R/slice" "${SET[@]}" \
   > "$R/teacher.log" 2>&1 &
