@@ -374,6 +374,7 @@ def train(model: nn.Module, data, recipe: TrainConfig, *, runtime: RuntimeConfig
         reason = graphs.why_not(runtime, device, objective, after_backward, profile)
         if reason is None:
             graphs.tensor_lr(opt, device)            # after any resume: the restored LR, as a tensor
+            lr_tensors = [g["lr"] for g in opt.param_groups]
             graphed = graphs.GraphedStep(lambda b: step_body(b), recipe.batch_size, device,
                                          capture=device.type == "cuda")
         else:
@@ -453,6 +454,8 @@ def train(model: nn.Module, data, recipe: TrainConfig, *, runtime: RuntimeConfig
                         step_body(batch)
                     with section("optimizer"):
                         sched.step()         # host side: sets the next step's learning rate
+                        if graphed is not None:
+                            graphs.keep_tensor_lr(opt, lr_tensors)
                     with section("metrics"):
                         count += batch.y.numel()
                         if (step + 1) % every == 0:

@@ -61,6 +61,15 @@ def tensor_lr(opt: torch.optim.Optimizer, device: torch.device) -> None:
             group["lr"] = torch.tensor(float(group["lr"]), dtype=torch.float32, device=device)
 
 
+def keep_tensor_lr(opt: torch.optim.Optimizer, tensors: list[torch.Tensor]) -> None:
+    """After the scheduler's step: the group's learning rate back in its tensor (the one a graph
+    reads), in case this torch's scheduler assigned a float instead of filling the tensor."""
+    for group, t in zip(opt.param_groups, tensors):
+        if group["lr"] is not t:
+            t.fill_(float(group["lr"]))
+            group["lr"] = t
+
+
 def plain_lr(opt_state: dict) -> dict:
     """An optimizer state dict with float learning rates (checkpoints resume with graphs on or off)."""
     groups = [{**g, "lr": float(g["lr"])} if torch.is_tensor(g.get("lr")) else g for g in opt_state["param_groups"]]

@@ -173,6 +173,16 @@ def test_tensor_lr_is_filled_by_the_scheduler_and_saved_as_a_float():
     assert graphs.plain_lr(opt.state_dict())["param_groups"][0]["lr"] == pytest.approx(0.05)
 
 
+def test_a_scheduler_that_assigns_floats_still_feeds_the_tensor():
+    p = nn.Parameter(torch.ones(3))
+    opt = torch.optim.SGD([p], lr=0.1)
+    graphs.tensor_lr(opt, torch.device("cpu"))
+    t = opt.param_groups[0]["lr"]
+    opt.param_groups[0]["lr"] = 0.025                  # what an older torch's LR scheduler does
+    graphs.keep_tensor_lr(opt, [t])
+    assert opt.param_groups[0]["lr"] is t and t.item() == pytest.approx(0.025)
+
+
 def test_folded_teacher_gives_the_same_logits(data):
     teacher = teacher_of(data)
     before = {k: v.clone() for k, v in teacher.state_dict().items()}
