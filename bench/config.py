@@ -188,6 +188,13 @@ class RuntimeConfig:
     # images/s against 17,481 eager, after 28 s of compiling (docs/performance.md); on the CPU it costs
     # minutes. Compile time is recorded as its own phase; changes float rounding at most (not in the run id).
     compile: Literal["auto", "on", "off"] = "auto"
+    # Speed candidates toward 1.5 s per ResNet-18 epoch (issue 20; docs/performance.md), off until a
+    # GPU measures them faster; none changes a result beyond float rounding (not in the run id).
+    # on: each full-batch training step replayed as one CUDA graph (CUDA only; cross-entropy and
+    # distillation objectives without an after-backward hook; anything else runs eagerly)
+    cuda_graphs: Literal["off", "on"] = "off"
+    teacher_stream: Literal["off", "on"] = "off"     # on: the teacher's forward on a second CUDA stream, beside the student's
+    teacher_fold_bn: Literal["off", "on"] = "off"    # on: the frozen teacher's BatchNorm folded into its convolutions
     deterministic: bool = False          # torch.use_deterministic_algorithms (slower)
     eval_batch_size: int = 1024          # test images per evaluation forward pass
     checkpoint_every_s: float = 60.0     # epoch checkpoints at most this often (0: every epoch); a stop always saves

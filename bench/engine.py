@@ -73,9 +73,11 @@ def use_channels_last(runtime: RuntimeConfig, device: torch.device) -> bool:
     return runtime.channels_last != "off"          # auto: on, on the CPU too (measured faster there)
 
 
-def autocast(runtime: RuntimeConfig, device: torch.device):
+def autocast(runtime: RuntimeConfig, device: torch.device, cache: bool = True):
+    """bf16 autocast where the run's precision is bf16. ``cache=False`` inside a captured CUDA graph
+    (PyTorch's graph recipe: no cast cached across the capture's boundary; the same casts)."""
     if use_amp(runtime, device):
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16, cache_enabled=cache)
     return contextlib.nullcontext()
 
 
@@ -307,9 +309,11 @@ def train(model: nn.Module, data, recipe: TrainConfig, *, runtime: RuntimeConfig
     steps and raised as ``NonFiniteLossError`` naming the step and learning rate.
 
     With ``runtime.compile`` on, the objective gets ``model`` compiled (``compile_module``) and
-    seconds spent compiling go to the ``compile`` phase. ``profile`` (a ``StepProfile``) times the
-    parts of every step, synchronising around each.
+    seconds spent compiling go to the ``compile`` phase. With ``runtime.cuda_graphs`` on, full
+    batches are replayed as one CUDA graph where ``graphs.why_not`` allows it (bench/graphs.py).
+    ``profile`` (a ``StepProfile``) times the parts of every step, synchronising around each.
     """
+    from . import graphs
     from .checkpoint import rng_state, set_rng_state
     from .interrupt import Interrupted, fault_point, stop_requested, stop_signal
 
@@ -321,7 +325,8 @@ def train(model: nn.Module, data, recipe: TrainConfig, *, runtime: RuntimeConfig
     # ``net`` runs the forward passes; ``model`` (the same parameters) is what is saved and masked.
     net = compile_module(model) if compiling else model
     if hasattr(objective, "prepare"):
-        objective.prepare(precision(runtime, device.type), compile_module if compiling else (lambda m: m))
+        objective.prepare(precision(runtime, device.type), compile_module if compiling else (lambda m: m),
+                          runtime=runtime)
     section = profile.section if profile is not None else _unprofiled
     opt = make_optimizer(model.parameters(), recipe, device)
     steps_per_epoch = data.steps_per_epoch(recipe.batch_size, recipe.drop_last)
@@ -338,6 +343,7 @@ def train(model: nn.Module, data, recipe: TrainConfig, *, runtime: RuntimeConfig
     stats, count = torch.zeros(2, device=device), 0  # loss sum, correct (read once per epoch); samples
     bad_at = torch.full((), -1, dtype=torch.long, device=device)     # first step with a non-finite loss
     steps = torch.zeros((), dtype=torch.long, device=device)         # steps taken (on the device: no sync)
+    graphed = None                                  # a GraphedStep when this call replays CUDA graphs
     train_before, eval_before, compile_before = timer.seconds(phase), timer.seconds("eval"), timer.seconds("compile")
     saved = checkpoint.load() if checkpoint is not None else None
     if saved is not None:
@@ -364,9 +370,45 @@ def train(model: nn.Module, data, recipe: TrainConfig, *, runtime: RuntimeConfig
     elif checkpoint is not None:
         log(f"  {phase}: starting at epoch 1/{recipe.epochs} (epoch checkpoints: {checkpoint.path})")
 
+    if runtime.cuda_graphs == "on":
+        reason = graphs.why_not(runtime, device, objective, after_backward, profile)
+        if reason is None:
+            graphs.tensor_lr(opt, device)            # after any resume: the restored LR, as a tensor
+            lr_tensors = [g["lr"] for g in opt.param_groups]
+            graphed = graphs.GraphedStep(lambda b: step_body(b), recipe.batch_size, device,
+                                         capture=device.type == "cuda")
+        else:
+            log(f"  {phase}: CUDA graphs off for this call: {reason}")
+
+    def step_body(batch) -> None:
+        """One training step's device work: eager, or recorded into a CUDA graph (``graphed``), so
+        everything it updates is updated in place."""
+        with section("forward"), autocast(runtime, device, cache=graphed is None):
+            loss, logits = objective(net, batch)
+        with section("backward"):
+            opt.zero_grad(set_to_none=graphed is None)     # a graph keeps the gradients' addresses
+            loss.backward()
+            if after_backward is not None:
+                after_backward()
+        with section("masks"):
+            if masks is not None:
+                masks.mask_grads()
+        with section("optimizer"):
+            opt.step()
+        with section("masks"):
+            if masks is not None:
+                masks.apply()
+        with section("metrics"):
+            n = batch.y.numel()
+            loss = loss.detach().float()
+            steps.add_(1)
+            bad_at.copy_(torch.where((bad_at < 0) & ~torch.isfinite(loss), steps, bad_at))
+            stats.add_(torch.stack([loss * n, (logits.detach().argmax(1) == batch.y).sum().float()]))
+
     def snapshot(epoch: int, step: int, epoch_gen: torch.Tensor) -> dict:
         return {"phase": phase, "epoch": epoch, "step": step, "epochs": recipe.epochs,
-                "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                "model": model.state_dict(), "optimizer": graphs.plain_lr(opt.state_dict()),
+                "scheduler": sched.state_dict(),
                 "masks": masks.state_dict() if masks is not None else None,
                 "objective": _state_of(objective), "state": {k: o.state_dict() for k, o in state.items()},
                 "generator": epoch_gen, "rng": rng_state(device), "history": history, "best": best,
@@ -406,29 +448,16 @@ def train(model: nn.Module, data, recipe: TrainConfig, *, runtime: RuntimeConfig
                 for step, batch in enumerate(batches):
                     if step < skip:
                         continue             # replays this epoch's random draws up to the saved step
-                    with section("forward"), autocast(runtime, device):
-                        loss, logits = objective(net, batch)
-                    with section("backward"):
-                        opt.zero_grad(set_to_none=True)
-                        loss.backward()
-                        if after_backward is not None:
-                            after_backward()
-                    with section("masks"):
-                        if masks is not None:
-                            masks.mask_grads()
+                    if graphed is not None and graphed.fits(batch):
+                        graphed(batch)
+                    else:
+                        step_body(batch)
                     with section("optimizer"):
-                        opt.step()
-                        sched.step()
-                    with section("masks"):
-                        if masks is not None:
-                            masks.apply()
+                        sched.step()         # host side: sets the next step's learning rate
+                        if graphed is not None:
+                            graphs.keep_tensor_lr(opt, lr_tensors)
                     with section("metrics"):
-                        n = batch.y.numel()
-                        count += n
-                        loss = loss.detach().float()
-                        steps += 1
-                        bad_at = torch.where((bad_at < 0) & ~torch.isfinite(loss), steps, bad_at)
-                        stats += torch.stack([loss * n, (logits.detach().argmax(1) == batch.y).sum().float()])
+                        count += batch.y.numel()
                         if (step + 1) % every == 0:
                             check_finite()
                     fault_point("step")

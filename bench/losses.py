@@ -131,9 +131,15 @@ class Objective:
     counted from 0), and ``state_dict()`` / ``load_state_dict()`` carry the state into checkpoints.
     An objective that runs a network besides the student (the teacher) prepares it in ``prepare``."""
 
-    def prepare(self, precision: str, compile: Callable[[nn.Module], nn.Module]) -> None:
+    # True where a training step with this objective is pure device work on ``batch.x`` and
+    # ``batch.y`` (no host-side state, no extra random draws): it may be replayed as a CUDA graph
+    # (runtime.cuda_graphs, bench/graphs.py). Declared per class, never inherited.
+    GRAPH_SAFE = False
+
+    def prepare(self, precision: str, compile: Callable[[nn.Module], nn.Module], runtime=None) -> None:
         """Called by the engine before each training call: ``precision`` is the run's ('bf16' or
-        'fp32'); ``compile(module)`` is the module compiled when ``runtime.compile`` is on, else itself."""
+        'fp32'); ``compile(module)`` is the module compiled when ``runtime.compile`` is on, else itself;
+        ``runtime`` the run's runtime section (speed switches)."""
 
     def start_epoch(self, epoch: int, epochs: int) -> None:
         pass
@@ -146,6 +152,8 @@ class Objective:
 
 
 class CrossEntropy(Objective):
+    GRAPH_SAFE = True
+
     def __init__(self, label_smoothing: float = 0.0):
         self.label_smoothing = label_smoothing
 
@@ -162,7 +170,13 @@ class Distillation(Objective):
     (``kd.gamma == "teacher-mean"``, pass it as ``gamma``) or the per-sample teacher confidence
     (``"per-sample"``), or Hinton's KL(P_T || P_S) (``kd.loss == "kd"``). Logits are z-scored per
     sample when ``kd.normalize_logits`` (default: for CA-KLD only; plain KD stays on raw logits).
+
+    Speed switches (``prepare``'s runtime): ``teacher_fold_bn`` runs the teacher from a copy with its
+    BatchNorm folded into its convolutions; ``teacher_stream`` runs its forward on a second CUDA
+    stream while the student's forward runs on the current one (same values; CUDA only).
     """
+
+    GRAPH_SAFE = True
 
     def __init__(self, teacher: nn.Module, kd: KDConfig, gamma: Optional[float] = None,
                  label_smoothing: float = 0.0):
@@ -180,30 +194,61 @@ class Distillation(Objective):
         teacher.eval()
         teacher.requires_grad_(False)
         self._teacher_forward: Callable[[Tensor], Tensor] = teacher
-        self._teacher_bf16: Optional[nn.Module] = None
+        self._runner: nn.Module = teacher                  # the module the forward runs (a copy or the teacher)
+        self._copies: dict[tuple[bool, bool], nn.Module] = {}
+        self._stream = None                                # a CUDA stream with runtime.teacher_stream on
 
-    def prepare(self, precision: str, compile: Callable[[nn.Module], nn.Module]) -> None:
+    def prepare(self, precision: str, compile: Callable[[nn.Module], nn.Module], runtime=None) -> None:
         """Under bf16 autocast the teacher runs from a copy whose conv and linear weights are stored
         in bf16: autocast would round them to bf16 on every step anyway (the same rounding), so the
-        logits are unchanged and the per-step weight casts are gone. BatchNorm stays in float32."""
-        teacher = self.teacher
-        if precision == "bf16":
-            if self._teacher_bf16 is None:
-                self._teacher_bf16 = copy.deepcopy(self.teacher)
-                for m in self._teacher_bf16.modules():
+        logits are unchanged and the per-step weight casts are gone. BatchNorm stays in float32.
+        With ``runtime.teacher_fold_bn`` on, that copy has its BatchNorm folded first."""
+        bf16 = precision == "bf16"
+        fold = runtime is not None and runtime.teacher_fold_bn == "on"
+        if (bf16, fold) not in self._copies:
+            teacher = self.teacher
+            if fold:
+                from .models import fold_batchnorm
+
+                channels_last = any(p.dim() == 4 and p.is_contiguous(memory_format=torch.channels_last)
+                                    and not p.is_contiguous() for p in teacher.parameters())
+                teacher = fold_batchnorm(teacher)
+                if channels_last:
+                    teacher = teacher.to(memory_format=torch.channels_last)
+            if bf16:
+                teacher = copy.deepcopy(teacher) if teacher is self.teacher else teacher
+                for m in teacher.modules():
                     if isinstance(m, (nn.Conv2d, nn.Linear)):
                         m.to(torch.bfloat16)
-            teacher = self._teacher_bf16
-        self._teacher_forward = compile(teacher)
+            self._copies[(bf16, fold)] = teacher.eval().requires_grad_(False)
+        self._runner = self._copies[(bf16, fold)]
+        self._teacher_forward = compile(self._runner)
+        device = next(self.teacher.parameters()).device
+        on = runtime is not None and runtime.teacher_stream == "on" and device.type == "cuda"
+        self._stream = torch.cuda.Stream(device) if on else None
 
     def teacher_logits(self, x: Tensor) -> Tensor:
         """The frozen teacher's logits, computed in inference mode (no autograd bookkeeping at all)."""
         self.teacher.eval()       # cheap; guards against a stray .train() on a parent module
-        if self._teacher_bf16 is not None:
-            self._teacher_bf16.eval()
+        self._runner.eval()
         with torch.inference_mode():
             z = self._teacher_forward(x)
         return z.clone()          # a normal tensor: inference tensors cannot be saved for backward
+
+    def _both_forwards(self, model: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
+        """(student logits, teacher logits); with a teacher stream, the teacher's forward is queued on
+        it first and the student's on the current stream, so that the GPU can run both at once."""
+        if self._stream is None:
+            return model(x), self.teacher_logits(x)
+        main = torch.cuda.current_stream(x.device)
+        self._stream.wait_stream(main)                     # x is ready before the teacher reads it
+        with torch.cuda.stream(self._stream):
+            teacher_logits = self.teacher_logits(x)
+        logits = model(x)
+        main.wait_stream(self._stream)
+        if not torch.cuda.is_current_stream_capturing():   # a graph's memory is static: nothing to guard
+            teacher_logits.record_stream(main)             # made on the side stream, used on this one
+        return logits, teacher_logits
 
     def kd_term(self, student_logits: Tensor, teacher_logits: Tensor) -> Tensor:
         kd = self.kd
@@ -216,8 +261,7 @@ class Distillation(Objective):
                       t2_scale=kd.t2_scale, eps=kd.eps)
 
     def __call__(self, model: nn.Module, batch) -> tuple[Tensor, Tensor]:
-        logits = model(batch.x)
-        teacher_logits = self.teacher_logits(batch.x)
+        logits, teacher_logits = self._both_forwards(model, batch.x)
         ce = F.cross_entropy(logits.float(), batch.y, label_smoothing=self.label_smoothing)
         alpha = self.kd.alpha
         loss = alpha * self.kd_term(logits, teacher_logits) + (1 - alpha) * ce

@@ -97,3 +97,29 @@ def build_model(arch: str, num_classes: int) -> nn.Module:
         raise ValueError(f"unknown model arch {arch!r}; known: {', '.join(_ARCHS)}")
     block, blocks, widths = _ARCHS[arch]
     return ResNet(block, blocks, num_classes, widths)
+
+
+def fold_batchnorm(model: nn.Module) -> nn.Module:
+    """An inference copy of ``model`` with every BatchNorm folded into the convolution before it
+    (``runtime.teacher_fold_bn``: the frozen teacher). Pairs by this file's layout: ``convK`` with
+    ``bnK`` in one module, and a ``Conv2d`` followed by a ``BatchNorm2d`` in a Sequential (the 1x1
+    shortcuts); the BatchNorm becomes an Identity. Same function in eval mode, up to float rounding."""
+    import copy
+
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    out = copy.deepcopy(model).eval()
+    for module in out.modules():
+        if isinstance(module, nn.Sequential):
+            kids = list(module._modules.items())
+            for (a, conv), (b, bn) in zip(kids, kids[1:]):
+                if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
+                    module._modules[a], module._modules[b] = fuse_conv_bn_eval(conv, bn), nn.Identity()
+            continue
+        for name, conv in list(module._modules.items()):
+            bn_name = name.replace("conv", "bn", 1)
+            bn = module._modules.get(bn_name)
+            if name.startswith("conv") and isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
+                setattr(module, name, fuse_conv_bn_eval(conv, bn))
+                setattr(module, bn_name, nn.Identity())
+    return out

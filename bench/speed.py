@@ -18,8 +18,22 @@ Configurations (``--only``; all by default), each printed and appended as a row 
   engine (the grid's ``runtime.compile``) after a warm-up epoch, started together at a barrier;
   the row is the grid's total images/s (all images / (last end - first start)).
 
+- speed candidates (issue 20), ``engine`` or ``kd`` with switches joined by ``-`` and an optional
+  batch ``:bN``: ``compiled`` (runtime.compile), ``graphs`` (runtime.cuda_graphs), ``stream``
+  (runtime.teacher_stream), ``fold`` (runtime.teacher_fold_bn). ``kd`` is a tgp-kd retraining
+  step: the student masked at 90% sparsity, the preset's teacher architecture (randomly
+  initialised: only time is measured) in inference mode, CA-KLD + CE. E.g. ``engine-graphs:b512``,
+  ``kd-graphs-stream``. Each row's s/epoch is printed against the 1.5 s goal.
+
+``--steps N`` bounds every engine row and the profile by steps instead of epochs: the training
+split is cut to N batches, one call trains 2 such epochs and the second one is timed (the first
+absorbs cuDNN's autotuning and any CUDA-graph capture); s/epoch is s/step x the full split's
+steps, labelled "N steps" in the row.
+
 ``--profile``: the engine's step broken into parts (data and augmentation, forward, backward,
-optimizer, masks, metrics, evaluation), the device synchronised around each part, as a table.
+optimizer, masks, metrics, evaluation), the device synchronised around each part, as a table;
+twice: a retraining step (cross-entropy, masks at 90%) and a tgp-kd fine-tune step (student and
+teacher forward, CA-KLD, the importance EMA after each backward pass).
 
 ``--pipeline``: the proposed method's whole pipeline (dense pre-training, teacher-guided
 fine-tune, pruning, retraining) at the preset's recipe for one sparsity, wall-clock per phase,
@@ -43,6 +57,7 @@ import torch.nn.functional as F
 from .config import Config, ConfigError, from_dict, load_config, precision, to_dict
 from .engine import (PhaseTimer, StepProfile, persistent_compile_cache, resolve_device, train, use_channels_last,
                      use_compile)
+from .losses import Distillation
 from .models import build_model
 from .store import atomic_write_bytes
 
@@ -80,32 +95,88 @@ def _model(cfg: Config, data, device):
     return model
 
 
-def _one_test_batch(data, cfg: Config):
+def _one_test_batch(data, cfg: Config | None, n: int | None = None):
     """``data`` with its test split cut to one training batch: the engine evaluates after every
     epoch, and these rows are about training (evaluation is timed apart, in the profile)."""
-    n = cfg.retrain.batch_size
+    n = n or cfg.retrain.batch_size
     return replace(data, test_x=data.test_x[:n], test_y=data.test_y[:n])
 
 
+GOAL_S_PER_EPOCH = 1.5    # ResNet-18, full CIFAR-10, one cell on one GPU (docs/performance.md, goals)
+SWITCHES = {"compiled": ("compile", "on"), "graphs": ("cuda_graphs", "on"), "stream": ("teacher_stream", "on"),
+            "fold": ("teacher_fold_bn", "on")}
+
+
+def parse_candidate(name: str) -> tuple[str, dict, int | None] | None:
+    """``engine-graphs:b512`` -> ("engine", {"cuda_graphs": "on"}, 512); None if not of that form."""
+    base, _, batch = name.partition(":")
+    kind, *mods = base.split("-")
+    if kind not in ("engine", "kd") or any(m not in SWITCHES for m in mods) or len(set(mods)) != len(mods):
+        return None
+    if kind == "engine" and {"stream", "fold"} & set(mods):
+        return None                                   # no teacher to overlap or fold
+    if batch and not (batch.startswith("b") and batch[1:].isdigit() and int(batch[1:]) > 0):
+        return None
+    return kind, dict(SWITCHES[m] for m in mods), int(batch[1:]) if batch else None
+
+
+def kd_objective(cfg: Config, data, device) -> Distillation:
+    """A distillation objective with the preset's teacher architecture, randomly initialised (only
+    the time of its forward matters here), frozen, channels_last as the runs keep it."""
+    torch.manual_seed(1)
+    teacher = build_model(cfg.teacher.arch, data.num_classes).to(device)
+    if use_channels_last(cfg.runtime, device):
+        teacher = teacher.to(memory_format=torch.channels_last)
+    return Distillation(teacher.eval(), cfg.kd, gamma=0.5)
+
+
+def _cut(data, steps: int, batch: int):
+    """``data`` with its training split cut to ``steps`` batches and its test split to one batch."""
+    n = steps * batch
+    return _one_test_batch(replace(data, train_x=data.train_x[:n], train_y=data.train_y[:n]), None, batch)
+
+
 def engine_rate(cfg: Config, data, device, epochs: int, profile: StepProfile | None = None,
-                sparsity: float | None = None) -> dict:
-    """images/s of ``engine.train`` (the ``retrain`` recipe, constant LR) after a warm-up epoch;
-    with ``sparsity``, masked like a retraining (global magnitude masks of the initial weights)."""
+                sparsity: float | None = None, *, steps: int | None = None, objective=None,
+                importance: bool = False, recipe=None) -> dict:
+    """images/s of ``engine.train`` (``recipe``, default the ``retrain`` recipe; constant LR) after a
+    warm-up; with ``sparsity``, masked like a retraining (global magnitude masks of the initial
+    weights); ``objective`` (default cross-entropy); ``importance``: tgp's EMA after each backward.
+    Epochs: a warm-up epoch, then ``epochs`` timed ones (their training seconds). ``steps``: see
+    the module docstring (one call, two epochs of ``steps`` batches, the second one timed)."""
+    from .importance import EMAImportance
     from .masks import Masks
 
-    recipe = replace(cfg.retrain, epochs=epochs, warmup_epochs=0.0, schedule="constant", milestones=[])
+    recipe = replace(recipe or cfg.retrain, epochs=epochs, warmup_epochs=0.0, schedule="constant", milestones=[])
     model = _model(cfg, data, device)
-    masks = None
+    masks = Masks(model, cfg.prune.layers)
     if sparsity is not None:
-        masks = Masks(model, cfg.prune.layers)
         masks.prune_global([p.detach().abs() for p in masks.params], sparsity)
+    hook = EMAImportance(masks.params).update if importance else None
+    masks = masks if sparsity is not None else None
     timer = PhaseTimer(device)
-    train(model, data, replace(recipe, epochs=1), runtime=cfg.runtime, timer=timer, seed=0, masks=masks,
-          augment=cfg.dataset.augment, phase="warmup", log=_quiet)
-    res = train(model, data, recipe, runtime=cfg.runtime, timer=timer, seed=1, augment=cfg.dataset.augment,
-                masks=masks, phase="timed", log=_quiet, profile=profile)
-    images = data.steps_per_epoch(recipe.batch_size, recipe.drop_last) * recipe.batch_size * epochs
-    return {"images_per_s": images / res.train_seconds, "s_per_epoch": res.train_seconds / epochs,
+    common = dict(runtime=cfg.runtime, timer=timer, augment=cfg.dataset.augment, masks=masks, objective=objective,
+                  after_backward=hook)
+    full_steps = data.steps_per_epoch(recipe.batch_size, recipe.drop_last)
+    if steps is None:
+        train(model, data, replace(recipe, epochs=1), seed=0, phase="warmup", log=_quiet, **common)
+        res = train(model, data, recipe, seed=1, phase="timed", log=_quiet, profile=profile, **common)
+        seconds, images = res.train_seconds / epochs, full_steps * recipe.batch_size
+    else:
+        cut = _cut(data, steps, recipe.batch_size)
+        steps = cut.steps_per_epoch(recipe.batch_size, recipe.drop_last)    # fewer where the split is smaller
+        if profile is not None:       # the profile's shares come from a whole call of N steps
+            train(model, cut, replace(recipe, epochs=1), seed=0, phase="warmup", log=_quiet, **common)
+            res = train(model, cut, replace(recipe, epochs=1), seed=1, phase="timed", log=_quiet, profile=profile,
+                        **common)
+            seconds = res.train_seconds
+        else:
+            ends = []                 # an epoch's end is logged after its metrics are read: a device sync
+            train(model, cut, replace(recipe, epochs=2), seed=1, phase="timed",
+                  log=lambda line: ends.append(time.perf_counter()), **common)
+            seconds = ends[-1] - ends[-2]
+        seconds, images = seconds / steps * full_steps, full_steps * recipe.batch_size
+    return {"images_per_s": images / seconds, "s_per_epoch": seconds,
             "compile_s": timer.seconds("compile"), "precision": precision(cfg.runtime, device.type)}
 
 
@@ -236,15 +307,23 @@ def cells_rate(cfg: Config, data_dir: Path, device, k: int, epochs: int) -> dict
 # --------------------------------------------------------------------------- rows
 
 def _measure(name: str, cfg: Config, args, data, device) -> dict:
-    if name in ("engine", "engine-compiled"):
-        runtime = replace(cfg.runtime, compile="on" if name == "engine-compiled" else "off")
-        return engine_rate(replace(cfg, runtime=runtime), _one_test_batch(data, cfg), device, args.epochs)
+    cand = parse_candidate(name)
+    if cand is not None:
+        kind, switches, batch = cand
+        runtime = replace(cfg.runtime, **{"compile": "off", **switches})
+        recipe = replace(cfg.retrain, batch_size=batch or cfg.retrain.batch_size)
+        c = replace(cfg, runtime=runtime, retrain=recipe)
+        objective = kd_objective(c, data, device) if kind == "kd" else None
+        res = engine_rate(c, _one_test_batch(data, c), device, args.epochs, steps=args.steps, objective=objective,
+                          sparsity=0.9 if kind == "kd" else None)
+        return {**res, "batch": recipe.batch_size}
     kind, _, n = name.partition("-")
     if kind == "official" and n.isdigit():
         return official_rate(cfg, args.data_dir, device, int(n), args.official_steps, args.official_warmup)
     if kind == "cells" and n.isdigit() and int(n) >= 1:
         return cells_rate(cfg, args.data_dir, device, int(n), args.epochs)
-    raise ConfigError(f"--only: unknown configuration {name!r}; allowed: engine, engine-compiled, official-N, cells-K")
+    raise ConfigError(f"--only: unknown configuration {name!r}; allowed: official-N, cells-K, and engine or kd with "
+                      f"switches ({', '.join(SWITCHES)}; stream and fold need kd) and a batch, e.g. engine-graphs:b512")
 
 
 def append_row(path: Path, mark: str, header: str, line: str) -> None:
@@ -265,6 +344,8 @@ def _data_label_of(info: dict) -> str:
 def run_speed(args) -> list[dict]:
     from .data import load_dataset
 
+    if args.steps is not None and args.steps < 1:
+        raise ConfigError(f"--steps has value {args.steps}; allowed: an integer >= 1")
     cfg = load_config(args.preset, [*args.overrides, *([f"runtime.device={args.device}"] if args.device else [])])
     device = resolve_device(cfg.runtime)
     persistent_compile_cache(Path(args.results) / "cache" / "inductor")
@@ -273,12 +354,20 @@ def run_speed(args) -> list[dict]:
     print(f"speed on {dev}: {_data_label(data)}, {cfg.model.arch}, batch {cfg.retrain.batch_size}")
 
     if args.profile:
-        prof = StepProfile(device)
-        res = engine_rate(cfg, data, device, args.epochs, profile=prof, sparsity=0.9)
-        print(f"engine step profile: a retraining step (cross-entropy, masks at 90% sparsity), {args.epochs} "
-              f"epoch(s), compile {'on' if use_compile(cfg.runtime, device) else 'off'}, {res['precision']}, "
-              f"evaluation on {len(data.test_y)} images per epoch; the device is synchronised around every "
-              f"part, so the total is slower than unprofiled training:\n{prof.table()}")
+        steps = f"{args.steps} steps (evaluation: one test batch)" if args.steps else (
+            f"{args.epochs} epoch(s), evaluation on {len(data.test_y)} images per epoch")
+        for what, kw in (("a retraining step (cross-entropy, masks at 90% sparsity)", {"sparsity": 0.9}),
+                         (f"a tgp-kd fine-tune step (student forward and backward, {cfg.teacher.arch} teacher forward "
+                          f"in inference mode, CA-KLD + CE, the importance EMA after each backward pass; dense, "
+                          f"the tgp.finetune batch {cfg.tgp.finetune.batch_size})",
+                          {"objective": kd_objective(cfg, data, device), "importance": True,
+                           "recipe": cfg.tgp.finetune})):
+            prof = StepProfile(device)
+            t0 = time.perf_counter()
+            res = engine_rate(cfg, data, device, args.epochs, profile=prof, steps=args.steps, **kw)
+            print(f"engine step profile: {what}, {steps}, compile {'on' if use_compile(cfg.runtime, device) else 'off'}, "
+                  f"{res['precision']}; the device is synchronised around every part, so the total is slower than "
+                  f"unprofiled training ({time.perf_counter() - t0:.0f} s wall):\n{prof.table()}\n", flush=True)
         return []
 
     # The official loop with 0 workers first: every later row is compared with it when it is appended.
@@ -300,13 +389,19 @@ def run_speed(args) -> list[dict]:
         res.update(name=name, ratio=res["images_per_s"] / base if base else None)
         rows.append(res)
         ratio = f"{res['ratio']:.2f}x" if res["ratio"] else "n/a"
-        print(f"{name:16s} {res['images_per_s']:10.1f} images/s {res['s_per_epoch']:8.2f} s/epoch  {ratio:>7s} the "
-              f"official loop (0 workers)  compile {res['compile_s']:.1f} s  ({time.perf_counter() - t0:.0f} s wall)",
+        label = f"{name} ({args.steps} steps)" if args.steps and parse_candidate(name) else name
+        goal = ""
+        if parse_candidate(name):
+            gap = res["s_per_epoch"] - GOAL_S_PER_EPOCH
+            goal = (f"  goal {GOAL_S_PER_EPOCH} s/epoch: " + ("met" if gap <= 0 else f"{gap:+.2f} s over")
+                    + ("" if cfg.model.arch == "resnet18" and device.type == "cuda" else " (the goal is for ResNet-18 on a GPU)"))
+        print(f"{label:36s} {res['images_per_s']:10.1f} images/s {res['s_per_epoch']:8.2f} s/epoch  {ratio:>7s} the "
+              f"official loop (0 workers)  compile {res['compile_s']:.1f} s  ({time.perf_counter() - t0:.0f} s wall){goal}",
               flush=True)
         if args.output:
             append_row(Path(args.output), MARK, HEADER,
                        f"| {dt.date.today().isoformat()} | {dev} | {torch.__version__} | {_data_label(data)} | "
-                       f"{cfg.model.arch} | {cfg.retrain.batch_size} | {res['precision']} | {name} | "
+                       f"{cfg.model.arch} | {res.get('batch', cfg.retrain.batch_size)} | {res['precision']} | {label} | "
                        f"{res['images_per_s']:.0f} | {res['s_per_epoch']:.2f} | {ratio} | {res['compile_s']:.1f} |\n")
     if args.output and rows:
         print(f"appended {len(rows)} rows to {args.output}")
@@ -424,12 +519,16 @@ def register(sub) -> None:
     p.add_argument("--results", type=Path, default=Path("results/speed"),
                    help="inductor's compile cache and the pipeline's runs go here")
     p.add_argument("--epochs", type=int, default=2, help="timed epochs of the engine and of each cell")
+    p.add_argument("--steps", type=int, default=None,
+                   help="bound the engine rows and the profile by N training steps instead of epochs "
+                        "(s/epoch extrapolated to the full split)")
     p.add_argument("--workers", default="0,8", help="DataLoader workers of the official loop rows")
     p.add_argument("--official-steps", type=int, default=100, help="timed steps of the official loop")
     p.add_argument("--official-warmup", type=int, default=10, help="untimed steps before them")
     p.add_argument("--cells", default="1,2,4", help="numbers of concurrent cells")
     p.add_argument("--only", default=None,
-                   help="comma list of configurations: engine, engine-compiled, official-N, cells-K")
+                   help="comma list of configurations: official-N, cells-K, engine[-SWITCH...][:bN], "
+                        "kd[-SWITCH...][:bN]; switches: compiled, graphs, stream, fold (e.g. kd-graphs-stream:b512)")
     p.add_argument("--profile", action="store_true", help="print the engine's per-part step profile instead")
     p.add_argument("--pipeline", action="store_true", help="time the proposed method's pipeline instead")
     p.add_argument("--method", default="tgp", help="--pipeline: the method (tgp or tgp-kd)")

@@ -91,3 +91,48 @@ def test_pipeline_times_each_phase_and_extrapolates_per_phase(cifar, tmp_path):
     assert row["student_s"] == pytest.approx(sum(phases.values()))
     text = out.read_text()
     assert speed.PIPELINE_MARK in text and "(extrapolated)" in text and "tgp, 0.9 | 1/1/1; 1 |" in text
+
+
+def test_candidate_names_parse_into_switches_and_a_batch():
+    assert speed.parse_candidate("engine") == ("engine", {}, None)
+    assert speed.parse_candidate("engine-compiled") == ("engine", {"compile": "on"}, None)
+    assert speed.parse_candidate("kd-graphs-stream-fold:b512") == (
+        "kd", {"cuda_graphs": "on", "teacher_stream": "on", "teacher_fold_bn": "on"}, 512)
+    for bad in ("engine-fold", "engine-stream", "kd-warp", "kd-graphs-graphs", "kd:512", "kd:b0", "cells-2", "official-0"):
+        assert speed.parse_candidate(bad) is None, bad
+
+
+def test_steps_bound_the_candidate_rows(cifar, tmp_path, capsys, monkeypatch):
+    """--steps: each row trains two epochs of N batches and times the second, s/epoch extrapolated
+    to the whole split; the rows say so, carry their own batch and are set against the 1.5 s goal."""
+    calls = []
+    real = speed.train
+
+    def spy(model, data, recipe, **kw):
+        calls.append((len(data.train_y), recipe.epochs, recipe.batch_size, kw["runtime"].cuda_graphs,
+                      kw["runtime"].teacher_fold_bn, type(kw["objective"]).__name__))
+        return real(model, data, recipe, **kw)
+
+    monkeypatch.setattr(speed, "train", spy)
+    out = tmp_path / "performance.md"
+    rows = speed.run_speed(args(*CPU, "--data-dir", str(cifar), "--results", str(tmp_path / "r"), "--steps", "2",
+                                "--only", "engine,engine-graphs:b4,kd-fold", "--output", str(out)))
+    assert [r["name"] for r in rows] == ["engine", "engine-graphs:b4", "kd-fold"]
+    assert calls == [(16, 2, 8, "off", "off", "NoneType"), (8, 2, 4, "on", "off", "NoneType"),
+                     (16, 2, 8, "off", "on", "Distillation")]
+    assert all(r["s_per_epoch"] > 0 for r in rows)
+    printed = capsys.readouterr().out
+    assert printed.count("goal 1.5 s/epoch") == 3 and "(the goal is for ResNet-18 on a GPU)" in printed
+    table = [l.split(" | ") for l in out.read_text().splitlines() if l.startswith("| 20")]
+    assert [(t[5], t[7]) for t in table] == [("8", "engine (2 steps)"), ("4", "engine-graphs:b4 (2 steps)"),
+                                             ("8", "kd-fold (2 steps)")]
+    with pytest.raises(speed.ConfigError, match="--steps"):
+        speed.run_speed(args(*CPU, "--data-dir", str(cifar), "--steps", "0", "--only", "engine"))
+
+
+def test_bounded_profile_covers_a_retraining_and_a_tgp_kd_fine_tune_step(cifar, tmp_path, capsys):
+    speed.run_speed(args(*CPU, "--data-dir", str(cifar), "--results", str(tmp_path), "--steps", "2", "--profile"))
+    out = capsys.readouterr().out
+    assert out.count("| total |") == 2 and "2 steps (evaluation: one test batch)" in out
+    assert "a retraining step (cross-entropy, masks at 90% sparsity)" in out
+    assert "a tgp-kd fine-tune step (student forward and backward, resnet_small teacher forward" in out
