@@ -252,6 +252,10 @@ def _n(x: float) -> str:
     return f"{x:.0f}"
 
 
+def _h(hours: float) -> str:
+    return f"{hours:,.0f}" if hours >= 100 else f"{hours:.1f}" if hours >= 10 else f"{hours:.2f}"
+
+
 def _label(w: Work) -> str:
     return w.shared[0] if w.shared else re.sub(r"\d+", "NN", w.phase)
 
@@ -309,12 +313,12 @@ def preview(cells: list[Cell], devices: list[str], precision: Callable[[str], st
             continue
         t = totals[d] = total(todo, speed, 1)
         unit = "CPU" if speed.cpu else "GPU"
-        log(f"estimate on {speed.name}: {t.hours:,.1f} {unit}-hours, one cell per device ({t.train_h:,.1f} h training, "
-            f"{t.eval_h:,.1f} h evaluation)")
+        log(f"estimate on {speed.name}: {_h(t.hours)} {unit}-hours, one cell per device ({_h(t.train_h)} h training, "
+            f"{_h(t.eval_h)} h evaluation)")
         if workers and workers > 1:
             tk = total(todo, speed, workers)
-            log(f"  with {workers} cells per device (--workers {workers}): {tk.wall_h:,.1f} h wall-clock per device "
-                f"({tk.hours:,.1f} cell-hours)")
+            log(f"  with {workers} cells per device (--workers {workers}): {_h(tk.wall_h)} h wall-clock per device "
+                f"({_h(tk.hours)} cell-hours)")
         for note in speed.notes:
             log(f"  note: {note}")
         for (arch, size, batch), how in sorted(speed.used.items()):
