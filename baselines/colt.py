@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from bench import plan as P
 from bench.config import TrainConfig, _check, to_dict
 from bench.context import Outcome
 from bench.engine import TrainResult
@@ -126,6 +127,13 @@ def final_round_count(masks: list[Masks], rate: float, target) -> int | None:
     return max(0, int(counted[need - 1]) - already + 1)
 
 
+def chain_ident(cfg) -> dict:
+    """What a chain of full rounds depends on (every target of a seed shares it; also its plan's key)."""
+    c = to_dict(cfg)
+    return {"dataset": c["dataset"], "model": c["model"], "seed": cfg.seed, "version": VERSION,
+            "colt": {k: v for k, v in c["colt"].items() if k not in ("max_rounds", "exact_final_round")}}
+
+
 def _mean(xs):
     return sum(xs) / len(xs)
 
@@ -142,9 +150,7 @@ def run(ctx) -> Outcome:
     theta0 = {k: v.detach().clone() for k, v in init.state_dict().items()}
     models = [copy.deepcopy(init) for _ in parts]
     masks = [Masks(m, LAYERS) for m in models]
-    c = to_dict(cfg)
-    chain = {"dataset": c["dataset"], "model": c["model"], "seed": cfg.seed, "version": VERSION,
-             "colt": {k: v for k, v in c["colt"].items() if k not in ("max_rounds", "exact_final_round")}}
+    chain = chain_ident(cfg)
 
     r, last = 0, False
     while not last:
@@ -207,3 +213,20 @@ def run(ctx) -> Outcome:
     off = None if colt.exact_final_round else ("COLT's official stopping rule (colt.exact_final_round: false): "
                                                "the first full round at or past the target")
     return Outcome(model=final, result=result, masks=final_masks, off_target=off)
+
+
+def plan(cfg) -> list[P.Work]:
+    """Rounds estimated from the rate: each model keeps 1 - rate of its remaining conv weights, and the
+    AND of the partition models' masks keeps about (1 - rate)^partitions when they overlap little (on
+    the committed H100 records one round more at 98%: docs/performance.md)."""
+    colt = cfg.colt
+    fraction = P.prunable_fraction(cfg, LAYERS)
+    last = P.rounds_to(fraction, (1 - colt.rate) ** colt.partitions, colt.max_rounds)
+    work = []
+    for r in range(last + 1):
+        ident = {**chain_ident(cfg), "round": r}
+        if r == last and colt.exact_final_round:
+            ident.update(target=cfg.prune.sparsity, measure=cfg.grid.sparsity_measure)
+        work.append(P.training(cfg, colt.train, f"round{r:02d}", fraction=1 / colt.partitions,
+                               models=colt.partitions, shared=P.key("colt-round", ident)))
+    return [*work, P.training(cfg, cfg.retrain, "retrain")]

@@ -33,6 +33,7 @@ from typing import Literal
 import torch
 import torch.nn as nn
 
+from bench import plan as P
 from bench.config import AugmentConfig, TrainConfig, _check, to_dict
 from bench.context import Outcome
 from bench.data import make_generator
@@ -218,10 +219,25 @@ def iteration_counts(masks: Masks, entropy: dict[str, torch.Tensor], rate: float
 
 # --------------------------------------------------------------------------- the method
 
+def _base_ident(cfg) -> dict:
+    c = to_dict(cfg)
+    return {"dataset": c["dataset"], "model": c["model"], "seed": cfg.seed, "version": VERSION}
+
+
+def dense_ident(cfg) -> dict:
+    """What EGP's cached dense model depends on (also its plan's key)."""
+    egp = to_dict(cfg)["egp"]
+    return {**_base_ident(cfg), "dense": egp["dense"], "augment": egp["augment"]}
+
+
+def chain_ident(cfg) -> dict:
+    """What a chain of full iterations depends on (every target of a seed shares it; also its plan's key)."""
+    egp = to_dict(cfg)["egp"]
+    return {**_base_ident(cfg), "egp": {k: v for k, v in egp.items() if k not in ("max_iterations", "exact_final_round")}}
+
+
 def run(ctx) -> Outcome:
     cfg, egp = ctx.cfg, ctx.cfg.egp
-    c = to_dict(cfg)
-    base = {"dataset": c["dataset"], "model": c["model"], "seed": cfg.seed, "version": VERSION}
     model = ctx.build()
     masks = Masks(model, egp.layers)
     target = ctx.target(masks, model)          # an unreachable target fails here, before any training
@@ -230,11 +246,10 @@ def run(ctx) -> Outcome:
         res = ctx.train(model, egp.dense, phase="pretrain", group="pretrain", augment=egp.augment)
         return {"result": res.to_dict()}, None
 
-    meta, _ = ctx.stage("egp-dense", {**base, "dense": c["egp"]["dense"], "augment": c["egp"]["augment"]},
-                        train_dense, ("pretrain",), model=model)
+    meta, _ = ctx.stage("egp-dense", dense_ident(cfg), train_dense, ("pretrain",), model=model)
     result = TrainResult.from_dict(meta["result"])
     pairs = relu_to_conv(model, shortcuts=egp.layers == "conv")
-    chain = {**base, "egp": {k: v for k, v in c["egp"].items() if k not in ("max_iterations", "exact_final_round")}}
+    chain = chain_ident(cfg)
 
     r, last = 0, False
     while not last and target.missing(masks) > 0:
@@ -281,3 +296,18 @@ def run(ctx) -> Outcome:
     off = None if egp.exact_final_round else ("EGP's official iterations (egp.exact_final_round: false): the "
                                               "first full iteration at or past the target")
     return Outcome(model=model, result=result, masks=masks, off_target=off)
+
+
+def plan(cfg) -> list[P.Work]:
+    """Iterations estimated from the rate: each keeps 1 - rate of the eligible remaining weights (the
+    committed H100 records: exactly so). Every cell runs each iteration's entropy pass itself."""
+    egp = cfg.egp
+    last = P.rounds_to(P.prunable_fraction(cfg, egp.layers), 1 - egp.rate, egp.max_iterations)
+    work = [P.training(cfg, egp.dense, "pretrain", shared=P.key("egp-dense", dense_ident(cfg)))]
+    for r in range(1, last + 1):
+        ident = {**chain_ident(cfg), "round": r}
+        if r == last and egp.exact_final_round:
+            ident.update(target=cfg.prune.sparsity, measure=cfg.grid.sparsity_measure)
+        work += [P.forward(cfg, f"round{r:02d}-plan", P.split(cfg.dataset).train, egp.entropy_batch_size),
+                 P.training(cfg, egp.finetune, f"round{r:02d}", shared=P.key("egp-round", ident))]
+    return work

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from bench import plan as P
 from bench.config import _check
 from bench.context import Outcome
 from bench.masks import Masks, prunable_parameters
@@ -131,3 +132,14 @@ def run(ctx, method: str, scoring: Literal["simple", "epsd"]) -> Outcome:
     ctx.extra.update(pai_scoring="EPSD (reimpl.)" if scoring == "epsd" else "Simple", pai_criterion=pc.criterion)
     result = selfdistill.train(ctx, method, model, objective, masks)
     return Outcome(model=model, result=result, masks=masks)
+
+
+def plan(cfg, method: str) -> list[P.Work]:
+    """The scoring (``pai.inner_steps`` second-order steps on one batch: counted as two training steps
+    each) and the SD row's training; the set must be able to reach the target."""
+    pc = cfg.pai
+    P.prunable_fraction(cfg, pc.layers)
+    steps = 1 if pc.criterion == "snip" else pc.inner_steps + 1
+    score = P.Work("score", cfg.model.arch, P.split(cfg.dataset).image_size, 0, steps * pc.batch_size, pc.batch_size,
+                   passes=2.0)
+    return [score, *selfdistill.plan(cfg, method)]

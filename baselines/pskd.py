@@ -11,3 +11,7 @@ label_suffix = selfdistill.label_suffix
 
 def run(ctx):
     return selfdistill.run_dense(ctx, "pskd")
+
+
+def plan(cfg):
+    return selfdistill.plan(cfg, "pskd")

@@ -11,3 +11,7 @@ label_suffix = selfdistill.label_suffix
 
 def run(ctx):
     return pai.run(ctx, "pskd", scoring="simple")
+
+
+def plan(cfg):
+    return pai.plan(cfg, "pskd")

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from bench import plan as P
 from bench.config import TrainConfig, _check
 from bench.context import Outcome
 from bench.losses import Objective, frozen_bn_stats, hinton_kd
@@ -302,7 +303,11 @@ def make_objective(ctx, method: str) -> Objective:
 
 def recipe(ctx, method: str) -> TrainConfig:
     """The training recipe under ``sd.budget``."""
-    r = getattr(ctx.cfg, method).official if ctx.cfg.sd.budget == "official" else ctx.cfg.retrain
+    return recipe_of(ctx.cfg, method)
+
+
+def recipe_of(cfg, method: str) -> TrainConfig:
+    r = getattr(cfg, method).official if cfg.sd.budget == "official" else cfg.retrain
     if method == "pskd":
         r = replace(r, drop_last=False)      # every memory row is refreshed every epoch
     return r
@@ -331,3 +336,13 @@ def run_dense(ctx, method: str) -> Outcome:
     """A dense SD row: the freshly initialised network trained with the SD objective."""
     model = ctx.build()
     return Outcome(model=model, result=train(ctx, method, model, make_objective(ctx, method), group="pretrain"))
+
+
+# Cost of an image in training steps of the student (bench/plan.py): CS-KD forwards a partner batch
+# without gradient; DLB forwards and backpropagates the previous batch's second view as well.
+PASSES = {"cskd": 1 + P.FORWARD, "pskd": 1.0, "dlb": 2.0}
+
+
+def plan(cfg, method: str) -> list[P.Work]:
+    """What an SD row trains: the SD recipe on its objective (after pruning at initialisation, pai.plan)."""
+    return [P.training(cfg, recipe_of(cfg, method), "train", passes=PASSES[method])]

@@ -15,10 +15,11 @@ def user_errors() -> tuple[type, ...]:
     from .checkpoint import CorruptEpochCheckpointError
     from .context import CorruptCheckpointError
     from .data import DatasetFileError, DatasetNotFoundError
+    from .estimate import CostError
     from .report.references import ReferenceError
     from .store import CorruptResultError, ResultsDirError
 
-    return (ConfigError, CorruptResultError, ResultsDirError, DatasetNotFoundError, DatasetFileError,
+    return (ConfigError, CostError, CorruptResultError, ResultsDirError, DatasetNotFoundError, DatasetFileError,
             CorruptCheckpointError, CorruptEpochCheckpointError, ReferenceError, FileNotFoundError,
             NotADirectoryError, IsADirectoryError, PermissionError)
 
@@ -40,24 +41,46 @@ def cmd_run(args) -> int:
     from .interrupt import exit_code
 
     cfg = load_config(args.config, args.overrides)
+    if not args.dry_run and args.executor != "slurm" and not args.allow_cpu:
+        refuse_on_cpu(cfg, args)
     if args.executor != "inline" and not args.dry_run:
         from .cluster import run_with_workers
 
         return run_with_workers(cfg, args.results, args.data_dir, executor=args.executor, workers=args.workers,
                                 download=args.download, keep_checkpoints=args.keep_checkpoints, wait=not args.no_wait)
-    if args.workers is not None or args.no_wait:
-        raise ConfigError("--workers and --no-wait go with --executor local or slurm")
+    if (args.workers is not None and not args.dry_run) or args.no_wait:
+        raise ConfigError("--workers and --no-wait go with --executor local or slurm (or --dry-run: cells per device)")
     counts = run_grid(cfg, args.results, args.data_dir, download=args.download, dry_run=args.dry_run,
-                      keep_checkpoints=args.keep_checkpoints)
+                      keep_checkpoints=args.keep_checkpoints, workers=args.workers)
     if counts.get("interrupted"):
         return exit_code(counts["interrupted"])
     return 1 if counts.get("failed") else 0
 
 
+def refuse_on_cpu(cfg, args) -> None:
+    """A grid that would train on this machine's CPU for more than estimate.CPU_HOURS_LIMIT hours (a paper
+    grid) is refused without --allow-cpu (SLURM jobs run elsewhere: not checked)."""
+    from . import methods
+    from .engine import resolve_device
+    from .estimate import refuse_on_cpu as refuse
+    from .config import expand_grid
+    from .runner import status_of
+
+    if resolve_device(cfg.runtime).type != "cpu":
+        return
+    specs = expand_grid(cfg, methods.get, "cpu")
+    refuse(cfg, specs, [status_of(args.results, s)[0] for s in specs], args.config)
+
+
 def cmd_collect(args) -> int:
-    from .store import collect
+    from .provenance import code_versions
+    from .store import collect, load_runs
 
     print(f"wrote {collect(args.results)}")
+    runs = load_runs(args.results)
+    print(f"the code that made the {len(runs)} records in {args.results} (fingerprint, git commit, harness version):")
+    for line in code_versions(runs):
+        print(line)
     return 0
 
 
@@ -130,6 +153,8 @@ DESCRIPTION = ("Run a grid of pruning runs, collect their records, train teacher
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .estimate import CPU_HOURS_LIMIT
+
     parser = argparse.ArgumentParser(prog="python -m bench", description=DESCRIPTION)
     parser.add_argument("--version", action=_Version,
                         help="print the harness version, git commit and code fingerprint, and exit")
@@ -148,12 +173,15 @@ def build_parser() -> argparse.ArgumentParser:
                         "section, e.g. --set slurm.partition=gpu). See docs/cluster.md")
     p.add_argument("--workers", type=int, metavar="N",
                    help="how many workers pull cells: local default one per visible GPU (required on the CPU); "
-                        "slurm default one job per cell left to run")
+                        "slurm default one job per cell left to run; with --dry-run: cells per device in the estimate")
     p.add_argument("--no-wait", action="store_true",
                    help="slurm: submit and return; follow with python -m bench status")
+    p.add_argument("--allow-cpu", action="store_true",
+                   help=f"train on the CPU even a grid estimated at more than {CPU_HOURS_LIMIT:g} CPU-hours (a paper grid), "
+                        "which is refused otherwise")
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("collect", help="gather all run records into <results>/summary.csv")
+    p = sub.add_parser("collect", help="gather all run records into <results>/summary.csv; list the code that made them")
     p.add_argument("--results", type=Path, default=Path("results"))
     p.set_defaults(func=cmd_collect)
 
@@ -171,6 +199,8 @@ def build_parser() -> argparse.ArgumentParser:
     register_status(sub)
     from .speed import register as register_speed
     register_speed(sub)
+    from .estimate import register as register_estimate
+    register_estimate(sub)
     from .report.cli import register as register_report
     register_report(sub)
     return parser

@@ -129,6 +129,18 @@ def derived_seed(seed: int, purpose: str) -> int:
     return seed * 1_000_003 + zlib.crc32(purpose.encode())
 
 
+def dense_ident(cfg: Config) -> dict:
+    """What the cached dense model depends on (``RunContext.dense_model``; also its plan's key)."""
+    c = to_dict(cfg)
+    return {"dataset": c["dataset"], "model": c["model"], "pretrain": c["pretrain"], "seed": c["seed"]}
+
+
+def teacher_ident(cfg: Config) -> dict:
+    """What the cached teacher depends on (``RunContext.teacher``; also its plan's key)."""
+    c = to_dict(cfg)
+    return {"dataset": c["dataset"], "teacher": c["teacher"]}
+
+
 class RunContext:
     def __init__(self, cfg: Config, data, device: torch.device, artifacts: Artifacts,
                  log: Callable[[str], None] = print, run_id: Optional[str] = None,
@@ -366,15 +378,13 @@ class RunContext:
 
     def dense_model(self) -> tuple[nn.Module, TrainResult]:
         """The dense model trained with the ``pretrain`` recipe (cached per seed)."""
-        c = to_dict(self.cfg)
         model = self.build()
 
         def produce():
             res = self.train(model, self.cfg.pretrain, phase="pretrain")
             return {"result": res.to_dict()}, None
 
-        ident = {"dataset": c["dataset"], "model": c["model"], "pretrain": c["pretrain"], "seed": c["seed"]}
-        meta, _ = self.stage("dense", ident, produce, ("pretrain",), model=model)
+        meta, _ = self.stage("dense", dense_ident(self.cfg), produce, ("pretrain",), model=model)
         return model, TrainResult.from_dict(meta["result"])
 
     def teacher(self) -> nn.Module:
@@ -382,7 +392,6 @@ class RunContext:
 
         Its whole training (initial weights, data order, augmentation) follows ``teacher.seed``, not
         the run seed: every seed of a grid, and ``python -m bench teacher``, get the same teacher."""
-        c = to_dict(self.cfg)
         tc = self.cfg.teacher
         model = self.build(tc.arch, tc.seed)
 
@@ -397,8 +406,7 @@ class RunContext:
             return {"result": res.to_dict(), "arch": tc.arch, "train_images": len(data.train_y),
                     "data_fingerprint": data.info["fingerprint"]}, None
 
-        meta, _ = self.stage("teachers", {"dataset": c["dataset"], "teacher": c["teacher"]}, produce,
-                             ("teacher",), model=model)
+        meta, _ = self.stage("teachers", teacher_ident(self.cfg), produce, ("teacher",), model=model)
         self.teacher_info = {"arch": tc.arch, "sha256": meta["sha256"], "path": meta["path"],
                              "top1": meta["result"]["top1_final"], "top1_best": meta["result"]["top1_best"],
                              "data": tc.data, "train_images": meta.get("train_images"),

@@ -94,3 +94,20 @@ def provenance(device: torch.device) -> dict:
         "hostname": socket.gethostname(), "job_id": job_id(), "platform": platform.platform(), "cpu_count": os.cpu_count(),
         "argv": sys.argv,
     }
+
+
+def code_versions(records) -> list[str]:
+    """One line per distinct code that made ``records`` (code fingerprint, git commit and dirty flag,
+    harness version) with how many records each, most first. Records made before the fingerprint
+    existed are listed as such; their harness version is the one in their run identity."""
+    from collections import Counter
+
+    counts: Counter = Counter()
+    for r in records:
+        p = r.get("provenance") or {}
+        commit, dirty = p.get("git_commit"), p.get("git_dirty")
+        git = "no git checkout" if not commit else f"git {commit[:7]}" + {True: " (dirty)", False: " (clean)"}.get(dirty, "")
+        harness = p.get("harness_version") or (r.get("identity") or {}).get("harness")
+        counts[(p.get("code_fingerprint") or "unknown (made before fingerprints)", git, harness)] += 1
+    return [f"{n:6d} record{'s' if n != 1 else ' '}  code {fp}  {git}  harness {h}"
+            for (fp, git, h), n in sorted(counts.items(), key=lambda kv: (-kv[1], str(kv[0])))]

@@ -179,21 +179,20 @@ def check_results_dir(results_dir: Path) -> None:
 
 
 def run_grid(cfg: Config, results_dir: Path, data_dir: Path, *, download: bool = False, dry_run: bool = False,
-             keep_checkpoints: bool = False, log: Callable[[str], None] = print) -> dict:
+             keep_checkpoints: bool = False, log: Callable[[str], None] = print, workers: int | None = None) -> dict:
     """Run every pending or failed cell of ``cfg``'s grid that no other live runner holds.
 
     Returns counts by final status; ``counts["interrupted"]`` is the signal number when a stop was
-    requested (the run in progress is then recorded as ``interrupted`` and resumes on a rerun)."""
-    from .data import check_dataset, load_dataset
+    requested (the run in progress is then recorded as ``interrupted`` and resumes on a rerun).
+    ``dry_run``: list the cells and preview their cost (``workers`` cells per device) instead."""
+    from .data import check_dataset
 
     results_dir = Path(results_dir)
     device = resolve_device(cfg.runtime)
     specs = expand_grid(cfg, methods.get, device.type)
     datasets = {json.dumps(to_dict(s.config.dataset), sort_keys=True): s.config.dataset for s in specs}
     if dry_run:
-        for dcfg in datasets.values():     # the files are read and checked, on the CPU
-            load_dataset(dcfg, data_dir, "cpu", download=False)
-        return _dry_run(specs, results_dir, device, log)
+        return _dry_run(cfg, specs, datasets.values(), results_dir, Path(data_dir), device, log, workers)
     check_results_dir(results_dir)
     persistent_compile_cache(results_dir / "cache" / "inductor")    # used only where runtime.compile is on
     for dcfg in datasets.values():         # a missing dataset stops the grid before anything is read
@@ -349,11 +348,27 @@ def _run_one(spec, old, data_cache, artifacts, device, results_dir, keep_checkpo
     return record
 
 
-def _dry_run(specs, results_dir, device, log) -> dict:
+def _dry_run(cfg, specs, datasets, results_dir, data_dir, device, log, workers) -> dict:
+    """The cells and their states, the stored records that match none, whether the data is there (files
+    present are read and checked; absent ones are named, the preview needs none), and the cost preview."""
+    from . import estimate
+    from .data import SPECS, load_dataset
+
+    absent = []
+    for dcfg in datasets:
+        spec = SPECS.get(dcfg.name)
+        root = data_dir / spec.folder if spec else None
+        if root is not None and not root.is_dir():
+            absent.append(f"data: {dcfg.name} is not in {root}; the preview needs no data, a run does: pass --download "
+                          f"(the official archive, via torchvision) or place the files as {data_dir}/{spec.layout}")
+        else:
+            load_dataset(dcfg, data_dir, "cpu", download=False)     # read and checked, on the CPU
     states = [status_of(results_dir, s)[0] for s in specs]
-    for spec, state in zip(specs, states):
-        log(f"{state:8s} {spec.dataset:12s} {spec.method.display:14s} sparsity {spec.sparsity:<6g} "
-            f"seed {spec.seed:<4d} {spec.run_id}")
+    cells = estimate.plan_cells(specs, states)
+    for cell in cells:
+        spec = cell.spec
+        log(f"{cell.state:8s} {spec.dataset:12s} {spec.method.display:14s} sparsity {spec.sparsity:<6g} "
+            f"seed {spec.seed:<4d} {spec.run_id}" + ("  unreachable: costs nothing" if cell.unreachable else ""))
     counts = {s: states.count(s) for s in ("done", "failed", "interrupted", "pending")}
     log(f"{len(specs)} runs on {device.type}: {counts['done']} done, {counts['failed']} failed, "
         f"{counts['interrupted']} interrupted, {counts['pending']} pending")
@@ -365,4 +380,10 @@ def _dry_run(specs, results_dir, device, log) -> dict:
         for p in stale:
             log(f"  {p}")
     counts["stale"] = len(stale)
+    for line in absent:
+        log(line)
+    devices, warning = estimate.devices_for(cfg, None)
+    if warning:
+        log(warning)
+    estimate.preview(cells, devices, estimate.precision_of(cfg), workers, log)
     return counts

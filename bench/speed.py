@@ -16,7 +16,8 @@ Configurations (``--only``; all by default), each printed and appended as a row 
   ``--official-steps`` steps are timed after ``--official-warmup`` untimed ones.
 - ``cells-K`` (``--cells``): K processes on the one device, each training its own model with the
   engine (the grid's ``runtime.compile``) after a warm-up epoch, started together at a barrier;
-  the row is the grid's total images/s (all images / (last end - first start)).
+  the row is the grid's total images/s (all images / (last end - first start)). These rows also go
+  to ``bench/throughput.csv`` (``--throughput``), the table ``bench estimate`` prices grids with.
 
 - speed candidates (issue 20), ``engine`` or ``kd`` with switches joined by ``-`` and an optional
   batch ``:bN``: ``compiled`` (runtime.compile), ``graphs`` (runtime.cuda_graphs), ``stream``
@@ -403,8 +404,19 @@ def run_speed(args) -> list[dict]:
                        f"| {dt.date.today().isoformat()} | {dev} | {torch.__version__} | {_data_label(data)} | "
                        f"{cfg.model.arch} | {res.get('batch', cfg.retrain.batch_size)} | {res['precision']} | {label} | "
                        f"{res['images_per_s']:.0f} | {res['s_per_epoch']:.2f} | {ratio} | {res['compile_s']:.1f} |\n")
+        kind, _, k = name.partition("-")
+        if args.throughput and kind == "cells":       # the cost estimate's table (bench/estimate.py)
+            from .estimate import append_row as append_throughput
+
+            append_throughput({"date": dt.date.today().isoformat(), "device": dev, "torch": torch.__version__,
+                               "model": cfg.model.arch, "image_size": data.image_size,
+                               "batch": cfg.retrain.batch_size, "precision": res["precision"], "cells": int(k),
+                               "images_per_s": f"{res['images_per_s']:.0f}", "source": f"bench speed {name}"},
+                              Path(args.throughput))
     if args.output and rows:
         print(f"appended {len(rows)} rows to {args.output}")
+    if args.throughput and any(r["name"].startswith("cells-") for r in rows):
+        print(f"appended the cells-K rows to {args.throughput}")
     return rows
 
 
@@ -536,6 +548,9 @@ def register(sub) -> None:
     p.add_argument("--epochs-scale", type=float, default=1.0,
                    help="--pipeline: multiply every recipe's epochs (and extrapolate back to the full recipe)")
     p.add_argument("--output", default="docs/performance.md", help="append rows here ('' to skip)")
+    from .estimate import THROUGHPUT
+    p.add_argument("--throughput", default=str(THROUGHPUT),
+                   help="append the cells-K rows here too: the table `bench estimate` prices grids with ('' to skip)")
     p.add_argument("--verbose", action="store_true")
     p.set_defaults(func=cmd_speed)
 

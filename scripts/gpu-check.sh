@@ -17,8 +17,9 @@
 #    3 seeds, 5,000 train images) on the GPU, compile off, six runners sharing one results folder
 #    (two per seed, walking the method list from opposite ends); whatever finishes in the time
 #    left is recorded, the rest is recorded as interrupted.
-# Output in $OUT: device.txt, performance.md (rows for docs/performance.md), device-checks.txt,
-# profile.txt, grid.tgz (records, tables; no checkpoints), run.log (everything, time-stamped).
+# Output in $OUT: device.txt, performance.md (rows for docs/performance.md), throughput.csv (rows for
+# bench/throughput.csv), device-checks.txt, profile.txt, grid.tgz (records, tables; no checkpoints),
+# run.log (everything, time-stamped).
 set -uo pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD
 OUT=${OUT:-$PWD/.device/out}; mkdir -p "$OUT"
@@ -61,7 +62,8 @@ fi
 ls "$DATA/cifar-10-batches-py"
 
 step "2. throughput: official loop, engine (compile off, on), official loop with 8 workers, concurrent cells"
-timeout "$(limit 200 300)" "$PY" -m bench speed --data-dir "$DATA" --results "$R" "${SPEED[@]}" "${SET[@]}" --output "$OUT/performance.md"
+timeout "$(limit 200 300)" "$PY" -m bench speed --data-dir "$DATA" --results "$R" "${SPEED[@]}" "${SET[@]}" --output "$OUT/performance.md" \
+  --throughput "$OUT/throughput.csv"
 
 step "3. the proposed method's pipeline at 0.985, epochs x $SCALE, extrapolated to the full recipe"
 timeout "$(limit 130 175)" "$PY" -m bench speed --pipeline --epochs-scale "$SCALE" --sparsity 0.985 --data-dir "$DATA" \

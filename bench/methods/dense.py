@@ -1,4 +1,5 @@
 """Dense reference: the unpruned model trained with the ``pretrain`` recipe."""
+from .. import plan as P
 from ..context import Outcome
 
 NAME = "dense"
@@ -10,3 +11,7 @@ SECTIONS = ("pretrain",)
 def run(ctx) -> Outcome:
     model, result = ctx.dense_model()
     return Outcome(model=model, result=result)
+
+
+def plan(cfg) -> list[P.Work]:
+    return [P.dense(cfg)]

@@ -5,6 +5,7 @@ The student starts from the dense model's initialisation (the run seed) and is t
 frozen teacher (the ``kd`` section, gamma as ``tgp`` computes it). Paired with ``dense`` at the same
 seed, only the objective differs: the ceiling that distillation alone gives the unpruned student.
 """
+from .. import plan as P
 from ..context import Outcome
 from ..losses import Distillation
 from . import tgp
@@ -24,3 +25,8 @@ def run(ctx) -> Outcome:
     model = ctx.build()
     result = ctx.train(model, ctx.cfg.pretrain, phase="pretrain", objective=objective)
     return Outcome(model=model, result=result)
+
+
+def plan(cfg) -> list[P.Work]:
+    return [P.teacher(cfg), *tgp.gamma_work(cfg, cfg.pretrain.batch_size),
+            P.training(cfg, cfg.pretrain, "pretrain", teacher=cfg.teacher.arch)]

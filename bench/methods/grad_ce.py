@@ -6,7 +6,7 @@ like ``tgp``. Paired with ``tgp`` at the same seed and sparsity, only the teache
 the ranking (and in the fine-tune) differ.
 """
 from ..context import Outcome
-from .magnitude_ft import ce_finetune
+from .magnitude_ft import ce_finetune, plan  # noqa: F401 - the same work as magnitude-ft
 
 NAME = "grad-ce"
 VERSION = 1

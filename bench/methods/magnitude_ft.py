@@ -6,6 +6,7 @@ global weight magnitude, and retrained like ``tgp``. Paired with ``tgp`` at the 
 sparsity, the training budget is equal and only the teacher differs; against ``magnitude`` it
 shows what the extra fine-tune alone adds.
 """
+from .. import plan as P
 from ..context import Outcome
 from ..losses import CrossEntropy
 from . import tgp
@@ -29,3 +30,12 @@ def run(ctx) -> Outcome:
     model, _ = ce_finetune(ctx)
     scores = [p.detach().abs() for p in ctx.masks(model).params]
     return ctx.prune_and_retrain(model, scores)
+
+
+def plan_ce_finetune(cfg) -> list[P.Work]:
+    return tgp.plan_scores(cfg, kind="ce-finetune", version=CE_FINETUNE_VERSION, distill=False)
+
+
+def plan(cfg) -> list[P.Work]:
+    P.prunable_fraction(cfg, cfg.prune.layers)
+    return [*plan_ce_finetune(cfg), P.training(cfg, cfg.retrain, "retrain")]

@@ -10,6 +10,7 @@ import copy
 
 import torch
 
+from .. import plan as P
 from ..context import Outcome
 from ..masks import Masks
 from . import tgp
@@ -38,3 +39,8 @@ def run(ctx) -> Outcome:
         masks.prune_per_layer([torch.rand(p.shape, generator=gen, device=ctx.device) for p in masks.params], counts)
     result = ctx.train(model, ctx.cfg.retrain, phase="retrain", masks=masks)
     return Outcome(model=model, result=result, masks=masks)
+
+
+def plan(cfg) -> list[P.Work]:
+    P.prunable_fraction(cfg, cfg.prune.layers)
+    return [*tgp.plan_scores(cfg), P.training(cfg, cfg.retrain, "retrain")]

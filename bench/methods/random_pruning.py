@@ -1,6 +1,7 @@
 """Control: prune the same number of weights as every other method, chosen at random (seeded)."""
 import torch
 
+from .. import plan as P
 from ..context import Outcome
 
 NAME = "random"
@@ -14,3 +15,8 @@ def run(ctx) -> Outcome:
     gen = torch.Generator(device=ctx.device).manual_seed(ctx.seed_for("random-scores"))
     scores = [torch.rand(p.shape, generator=gen, device=ctx.device) for p in ctx.masks(model).params]
     return ctx.prune_and_retrain(model, scores)
+
+
+def plan(cfg) -> list[P.Work]:
+    P.prunable_fraction(cfg, cfg.prune.layers)
+    return [P.dense(cfg), P.training(cfg, cfg.retrain, "retrain")]

@@ -14,10 +14,12 @@ from typing import Literal
 
 import torch
 
+from .. import plan as P
 from ..config import AugmentConfig, TrainConfig, _check, to_dict
 from ..context import Outcome
 from ..importance import EMAImportance
 from ..losses import Distillation, teacher_mean_confidence
+from ..plan import Work
 
 
 @dataclass
@@ -40,11 +42,16 @@ CONFIG = {"tgp": TGPConfig}
 SECTIONS = ("pretrain", "retrain", "teacher", "kd", "tgp")
 
 
+def teacher_mean(kd) -> bool:
+    """Whether gamma is the teacher's mean confidence (measured on train batches before training)."""
+    return kd.loss == "ca-kld" and kd.gamma == "teacher-mean"
+
+
 def teacher_gamma(ctx, teacher, batch_size: int | None = None) -> float | None:
     """CA-KLD's gamma: the teacher's mean top-class probability on un-augmented train batches (of the
     fine-tune's batch size unless ``batch_size`` is given)."""
     kd = ctx.cfg.kd
-    if kd.loss != "ca-kld" or kd.gamma != "teacher-mean":
+    if not teacher_mean(kd):
         return None
     with ctx.phase("score"):
         gen = torch.Generator(device=ctx.device).manual_seed(ctx.seed_for("gamma-batches"))
@@ -66,13 +73,19 @@ def guided_finetune(ctx, objective, kind: str = "tgp-finetune", version: int = V
                   state={"importance": importance})
         return {"gamma": getattr(objective, "gamma", None)}, {"scores": importance.scores()}
 
+    ident = finetune_ident(cfg, version, distill=isinstance(objective, Distillation))
+    _, payload = ctx.stage(kind, ident, produce, ("finetune",), model=model)
+    return model, payload["scores"]
+
+
+def finetune_ident(cfg, version: int, distill: bool) -> dict:
+    """What the cached fine-tune and its importance depend on (also its plan's key)."""
     c = to_dict(cfg)
     ident = {k: c[k] for k in ("dataset", "model", "pretrain", "seed", "tgp")}
     ident.update(prune_layers=cfg.prune.layers, version=version)
-    if isinstance(objective, Distillation):
+    if distill:
         ident.update(teacher=c["teacher"], kd=c["kd"])
-    _, payload = ctx.stage(kind, ident, produce, ("finetune",), model=model)
-    return model, payload["scores"]
+    return ident
 
 
 def teacher_guided_scores(ctx):
@@ -88,3 +101,32 @@ def teacher_guided_scores(ctx):
 def run(ctx, retrain_with_kd: bool = False) -> Outcome:
     model, scores, objective = teacher_guided_scores(ctx)
     return ctx.prune_and_retrain(model, scores, objective if retrain_with_kd else None)
+
+
+# --------------------------------------------------------------------------- the plan (bench/plan.py)
+
+def plan_scores(cfg, kind: str = "tgp-finetune", version: int = VERSION, distill: bool = True) -> list[Work]:
+    """Steps 1-3 without data: the dense model, the teacher and its gamma batches (with ``distill``),
+    the guided fine-tune (the teacher forwarded on every image)."""
+    work = [P.dense(cfg)]
+    if distill:
+        work += [P.teacher(cfg), *gamma_work(cfg, cfg.tgp.finetune.batch_size)]
+    ft = cfg.tgp.finetune
+    work.append(P.training(cfg, ft, "finetune", teacher=cfg.teacher.arch if distill else None,
+                           shared=P.key(kind, finetune_ident(cfg, version, distill))))
+    return work
+
+
+def gamma_work(cfg, batch_size: int) -> list[Work]:
+    """``teacher_gamma``: the teacher forwarded on ``kd.gamma_batches`` batches of one epoch (if used)."""
+    if not teacher_mean(cfg.kd):
+        return []
+    n = P.split(cfg.dataset).train
+    return [P.forward(cfg, "score", min(cfg.kd.gamma_batches, max(1, n // batch_size)) * batch_size, batch_size,
+                      arch=cfg.teacher.arch)]
+
+
+def plan(cfg, retrain_with_kd: bool = False) -> list[Work]:
+    P.prunable_fraction(cfg, cfg.prune.layers)          # an unreachable target: recorded, nothing trained
+    teacher = cfg.teacher.arch if retrain_with_kd else None
+    return [*plan_scores(cfg), P.training(cfg, cfg.retrain, "retrain", teacher=teacher)]

@@ -9,3 +9,7 @@ SECTIONS = tgp.SECTIONS
 
 def run(ctx):
     return tgp.run(ctx, retrain_with_kd=True)
+
+
+def plan(cfg):
+    return tgp.plan(cfg, retrain_with_kd=True)

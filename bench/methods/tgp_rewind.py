@@ -8,6 +8,7 @@ data order), then the ``retrain`` recipe with a fresh optimizer. The two recipes
 other, unchanged, so the budget is exactly their sum; the teacher-guided fine-tune is not
 repeated (no teacher here). Against ``tgp``: if it matches, the mask alone carries the result.
 """
+from .. import plan as P
 from ..context import Outcome
 from . import tgp
 from .random_layerwise import tgp_mask
@@ -30,3 +31,9 @@ def run(ctx) -> Outcome:
               seed=ctx.seed_for("pretrain"))
     result = ctx.train(model, ctx.cfg.retrain, phase="retrain", masks=masks)
     return Outcome(model=model, result=result, masks=masks)
+
+
+def plan(cfg) -> list[P.Work]:
+    P.prunable_fraction(cfg, cfg.prune.layers)
+    return [*tgp.plan_scores(cfg), P.training(cfg, cfg.pretrain, "sparse-pretrain"),
+            P.training(cfg, cfg.retrain, "retrain")]

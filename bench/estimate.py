@@ -1,0 +1,462 @@
+"""What a grid will cost, before it starts: ``python -m bench estimate CONFIG`` and ``bench run --dry-run``.
+
+Each method declares its work (``plan(cfg)``, bench/plan.py); the cells still to run are planned
+without data, each shared artifact (teacher, dense model, fine-tune, round of a chain) counted once,
+and the work is priced with the throughput table ``bench/throughput.csv`` (rows measured by
+``python -m bench speed``: device, model, image size, batch, precision, K concurrent cells, images/s).
+
+The step-time model (docs/performance.md, "Estimating a grid"): a training step of one cell costs
+``host`` seconds of its own process (Python, kernel launches: cells run it side by side) and
+``device`` seconds of the shared device, so K cells on one device each take max(host, K x device)
+per step. From a group of rows of one network: host = batch / images/s of one cell, device =
+batch / the best images/s of any K. A network without rows is scaled from a measured one: device
+time by multiply-accumulates per batch; host time by the number of conv, linear and BatchNorm
+layers on a GPU (launch-bound), by multiply-accumulates on a CPU (compute-bound). A forward pass
+without gradients (a teacher's, evaluation, EGP's entropy pass) costs ``plan.FORWARD`` of a step.
+"""
+from __future__ import annotations
+
+import csv
+import functools
+import math
+import re
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+from .plan import FORWARD, Work
+
+THROUGHPUT = Path(__file__).with_name("throughput.csv")
+COLUMNS = ("date", "device", "torch", "model", "image_size", "batch", "precision", "cells", "images_per_s", "source")
+# A grid that this many hours of this machine's CPU would not finish is a GPU grid (the paper presets:
+# thousands of hours): `bench run` refuses to train it on the CPU without --allow-cpu.
+CPU_HOURS_LIMIT = 100.0
+
+
+class CostError(ValueError):
+    """A grid refused because of what it would cost where it would run."""
+
+
+# --------------------------------------------------------------------------- the throughput table
+
+def load_rows(path: Path = THROUGHPUT) -> list[dict]:
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    for r in rows:
+        r.update(image_size=int(r["image_size"]), batch=int(r["batch"]), cells=int(r["cells"]),
+                 images_per_s=float(r["images_per_s"]))
+    return rows
+
+
+def append_row(row: dict, path: Path = THROUGHPUT) -> None:
+    """Add one measured row (``bench speed``); the file is rewritten atomically."""
+    from .store import atomic_write_bytes
+
+    text = path.read_text() if path.exists() else ",".join(COLUMNS) + "\n"
+    line = ",".join(str(row[c]).replace(",", ";") for c in COLUMNS)
+    atomic_write_bytes(path, (text + line + "\n").encode())
+
+
+@functools.lru_cache(maxsize=None)
+def network(arch: str, image_size: int) -> tuple[int, int]:
+    """(multiply-accumulates of one image's forward pass, conv + linear + BatchNorm layers), counted on
+    the meta device (no memory, no weights)."""
+    import torch
+    import torch.nn as nn
+
+    from .models import build_model
+
+    with torch.device("meta"):
+        model = build_model(arch, 10).eval()        # eval: BatchNorm takes a batch of one at any size
+    macs = 0
+
+    def count(m, inputs, out):
+        nonlocal macs
+        if isinstance(m, nn.Conv2d):
+            macs += out.numel() * m.in_channels // m.groups * m.kernel_size[0] * m.kernel_size[1]
+        else:
+            macs += m.in_features * m.out_features
+    hooks = [m.register_forward_hook(count) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    with torch.no_grad():
+        model(torch.empty(1, 3, image_size, image_size, device="meta"))
+    for h in hooks:
+        h.remove()
+    return macs, sum(isinstance(m, (nn.Conv2d, nn.Linear, nn.BatchNorm2d)) for m in model.modules())
+
+
+def this_device_name(dev_type: str) -> str:
+    """How the table names this machine's device: the GPU's name, or 'cpu (N threads)'."""
+    import torch
+
+    if dev_type == "cuda" and torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    return f"cpu ({torch.get_num_threads()} threads)"
+
+
+def _threads(name: str) -> Optional[int]:
+    m = re.search(r"(\d+) threads?", name)
+    return int(m.group(1)) if m else None
+
+
+@dataclass
+class Speed:
+    """The step-time model of one device, from the table's rows (module docstring)."""
+    name: str                              # the device asked for
+    groups: dict                           # (model, image size, batch) -> {cells: images/s}
+    cpu: bool
+    scale: float = 1.0                     # another CPU's rows: their threads / this CPU's
+    notes: list[str] = field(default_factory=list)
+    used: dict = field(default_factory=dict)       # (arch, image size, batch) -> how it was priced
+
+    def parts(self, arch: str, size: int, batch: int) -> tuple[float, float]:
+        """(host, device) seconds of one training step of ``arch`` at ``size`` px and ``batch``."""
+        want = (arch, size, batch)
+        ref = want if want in self.groups else min(self.groups, key=lambda g: (
+            g[0] != arch, g[1] != size, abs(math.log(g[2] / batch)), -len(self.groups[g]), g))
+        rates = self.groups[ref]
+        host = ref[2] / rates[1] if 1 in rates else min(k * ref[2] / r for k, r in rates.items())
+        dev = ref[2] / max(rates.values())
+        if ref == want:
+            self.used.setdefault(want, "measured (cells " + ", ".join(map(str, sorted(rates))) + ")")
+        else:
+            compute = batch * network(arch, size)[0] / (ref[2] * network(ref[0], ref[1])[0])
+            layers = network(arch, size)[1] / network(ref[0], ref[1])[1]
+            dev *= compute
+            host *= compute if self.cpu else layers
+            self.used.setdefault(want, f"scaled from {ref[0]} {ref[1]}px batch {ref[2]}: x{compute:.3g} "
+                                       "multiply-accumulates per step" + ("" if self.cpu else f", x{layers:.2f} layers"))
+        return host * self.scale, dev * self.scale
+
+    def seconds(self, w: Work, cells: int, eval_batch: int) -> tuple[float, float]:
+        """(training, evaluation) seconds of ``w`` in one of ``cells`` cells sharing the device."""
+        host, dev = (x * w.passes for x in self.parts(w.arch, w.image_size, w.batch_size))
+        if w.teacher:
+            th, td = self.parts(w.teacher, w.image_size, w.batch_size)
+            host, dev = host + FORWARD * th, dev + FORWARD * td
+        train = w.images / w.batch_size * max(host, cells * dev)
+        if not w.eval_images:
+            return train, 0.0
+        eh, ed = self.parts(w.arch, w.image_size, eval_batch)
+        return train, w.eval_images / eval_batch * FORWARD * max(eh, cells * ed)
+
+
+def speed_for(name: str, precision: str, rows: Optional[list[dict]] = None) -> Optional[Speed]:
+    """The step-time model of device ``name`` (a table device name, a part of one such as 'H100', or
+    'cpu (N threads)') for ``precision``; None when the table has no row to go on."""
+    rows = load_rows() if rows is None else rows
+    cpu = name.lower().startswith("cpu")
+    devices = list(dict.fromkeys(r["device"] for r in rows if r["device"].lower().startswith("cpu") == cpu))
+    if not devices:
+        return None
+    notes, scale = [], 1.0
+    match = [d for d in devices if d == name] or [d for d in devices if name.lower() in d.lower()]
+    if match:
+        device = match[0]
+    elif cpu:
+        mine = _threads(name) or 1
+        device = min(devices, key=lambda d: abs((_threads(d) or 1) - mine))
+        scale = (_threads(device) or 1) / mine
+        notes.append(f"no rows for {name}: the rows of {device}, scaled by its threads / these ({scale:.2f}x time)")
+    else:
+        device = Counter(r["device"] for r in rows if r["device"] in devices).most_common(1)[0][0]
+        notes.append(f"no rows for {name}: the rows of {device}, unscaled")
+    mine = [r for r in rows if r["device"] == device]
+    same = [r for r in mine if r["precision"] == precision]
+    if not same:
+        notes.append(f"rows measured in {mine[0]['precision']}, the grid trains in {precision}: not scaled")
+    groups: dict = defaultdict(dict)
+    for r in same or mine:
+        groups[(r["model"], r["image_size"], r["batch"])][r["cells"]] = r["images_per_s"]
+    return Speed(device if match else name, dict(groups), cpu, scale, notes)
+
+
+# --------------------------------------------------------------------------- planning a grid
+
+@dataclass
+class Cell:
+    spec: object                  # config.RunSpec
+    state: str                    # done, failed, interrupted, pending
+    work: list[Work]
+    note: str = ""                # why it has no work: unreachable, or a method without a plan
+
+    @property
+    def unreachable(self) -> bool:
+        return self.note.startswith("unreachable")
+
+
+def plan_cells(specs, states: list[str]) -> list[Cell]:
+    """Each cell's work (bench/plan.py); an unreachable target costs nothing (its record is written
+    without training)."""
+    from . import methods
+    from .masks import UnreachableSparsity
+
+    cells = []
+    for spec, state in zip(specs, states):
+        plan = getattr(methods.get(spec.method.name), "plan", None)
+        if plan is None:
+            cells.append(Cell(spec, state, [], f"no plan: method {spec.method.name!r} declares none, not estimated"))
+            continue
+        try:
+            cells.append(Cell(spec, state, plan(spec.config)))
+        except UnreachableSparsity as e:
+            cells.append(Cell(spec, state, [], f"unreachable ({e.reason}): recorded without training"))
+    return cells
+
+
+def distinct_work(cells: list[Cell]) -> list[tuple[Cell, Work, int]]:
+    """(first cell, work, cells using it): every shared artifact once, every other work once per cell."""
+    users = Counter(w.shared for c in cells for w in c.work if w.shared)
+    seen, out = set(), []
+    for c in cells:
+        for w in c.work:
+            if w.shared is None:
+                out.append((c, w, 1))
+            elif w.shared not in seen:
+                seen.add(w.shared)
+                out.append((c, w, users[w.shared]))
+    return out
+
+
+@dataclass
+class Total:
+    device: str
+    cells: int                  # concurrent cells per device
+    train_h: float              # cell-hours: the sum of every work's seconds at that concurrency
+    eval_h: float
+
+    @property
+    def hours(self) -> float:
+        return self.train_h + self.eval_h
+
+    @property
+    def wall_h(self) -> float:
+        """Wall-clock on one device with ``cells`` cells side by side (perfectly packed)."""
+        return self.hours / self.cells
+
+
+def total(cells: list[Cell], speed: Speed, concurrent: int = 1) -> Total:
+    train = ev = 0.0
+    for c, w, _ in distinct_work(cells):
+        t, e = speed.seconds(w, concurrent, c.spec.config.runtime.eval_batch_size)
+        train, ev = train + t, ev + e
+    return Total(speed.name, concurrent, train / 3600, ev / 3600)
+
+
+# --------------------------------------------------------------------------- the preview
+
+def _n(x: float) -> str:
+    for unit, div in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if x >= div:
+            return f"{x / div:.3g}{unit}"
+    return f"{x:.0f}"
+
+
+def _h(hours: float) -> str:
+    return f"{hours:,.0f}" if hours >= 100 else f"{hours:.1f}" if hours >= 10 else f"{hours:.2f}"
+
+
+def _label(w: Work) -> str:
+    return w.shared[0] if w.shared else re.sub(r"\d+", "NN", w.phase)
+
+
+def work_table(cells: list[Cell], speed: Optional[Speed]) -> list[str]:
+    """One line per (phase or artifact kind, network): trainings, model-epochs, images, hours."""
+    rows: dict = {}
+    for c, w, users in distinct_work(cells):
+        r = rows.setdefault((_label(w), w.arch, w.shared is not None), [0, 0, 0, 0.0, 0, set()])
+        r[0] += 1
+        r[1] += w.epochs
+        r[2] += w.images
+        if speed is not None:
+            r[3] += sum(speed.seconds(w, 1, c.spec.config.runtime.eval_batch_size)) / 3600
+        r[4] += users
+        r[5].add(c.spec.method.display if w.shared is None else w.shared[0])
+    head = f"  {'phase or artifact':22s} {'network':13s} {'count':>6s} {'epochs':>8s} {'images':>8s} " + \
+           (f"{'hours':>8s}  " if speed else "") + "shared by / methods"
+    lines = [head]
+    for (label, arch, shared), (n, ep, im, h, users, who) in sorted(rows.items(), key=lambda kv: -kv[1][3]):
+        by = f"{users} cells" if shared else ", ".join(sorted(who))
+        lines.append(f"  {label + (' (shared)' if shared else ''):22s} {arch:13s} {n:6d} {ep:8d} {_n(im):>8s} "
+                     + (f"{h:8.2f}  " if speed else "") + (by if len(by) < 60 else by[:57] + "..."))
+    by_arch: dict = defaultdict(lambda: [0, 0])
+    for _, w, _ in distinct_work(cells):
+        by_arch[w.arch][0] += w.epochs
+        by_arch[w.arch][1] += w.images
+    lines.append("  by network: " + "; ".join(f"{a} {ep:,} model-epochs, {_n(im)} images"
+                                              for a, (ep, im) in sorted(by_arch.items())))
+    return lines
+
+
+def preview(cells: list[Cell], devices: list[str], precision: Callable[[str], str], workers: Optional[int],
+            log: Callable[[str], None] = print) -> dict[str, Total]:
+    """Print what the cells still to run will train and cost on each of ``devices``; returns the totals."""
+    todo = [c for c in cells if c.state != "done"]
+    skipped = [c for c in todo if c.note]
+    log(f"cost preview: {len(todo)} of {len(cells)} cells to run, each shared artifact counted once "
+        "(artifacts already in the results cache are not subtracted)")
+    groups: dict = defaultdict(list)
+    for c in skipped:
+        groups[(c.spec.method.display, c.spec.sparsity, c.note)].append(str(c.spec.seed))
+    for (method, sparsity, note), seeds in groups.items():
+        log(f"  no cost: {method} at sparsity {sparsity:g} (seed {', '.join(seeds)}): {note}")
+    speeds = {d: speed_for(d, precision(d)) for d in devices}
+    first = next((s for s in speeds.values() if s is not None), None)
+    for line in work_table(todo, first):
+        log(line)
+    if first is not None:
+        log(f"  hours: on {first.name}, one cell on the device, evaluation included")
+    totals = {}
+    for d, speed in speeds.items():
+        if speed is None:
+            log(f"estimate on {d}: no row in {THROUGHPUT.name} to go on (python -m bench speed adds some)")
+            continue
+        t = totals[d] = total(todo, speed, 1)
+        unit = "CPU" if speed.cpu else "GPU"
+        log(f"estimate on {speed.name}: {_h(t.hours)} {unit}-hours, one cell per device ({_h(t.train_h)} h training, "
+            f"{_h(t.eval_h)} h evaluation)")
+        if workers and workers > 1:
+            tk = total(todo, speed, workers)
+            log(f"  with {workers} cells per device (--workers {workers}): {_h(tk.wall_h)} h wall-clock per device "
+                f"({_h(tk.hours)} cell-hours)")
+        for note in speed.notes:
+            log(f"  note: {note}")
+        for (arch, size, batch), how in sorted(speed.used.items()):
+            log(f"  {arch} {size}px batch {batch}: {how}")
+    if totals:
+        log(f"  included: teacher forwards and forward-only passes at {FORWARD:.2f} of a training step, CS-KD's partner "
+            "(x1.33) and DLB's second view (x2); not included: start-up, checkpoints, compile, data loading")
+    return totals
+
+
+def devices_for(cfg, asked: Optional[str]) -> tuple[list[str], Optional[str]]:
+    """The devices to estimate on, and a warning: ``asked``; else where the grid would run here (a
+    GPU grid on a machine without one: the table's GPU); with ``runtime.device: auto`` on a machine
+    without a GPU, this CPU and the table's GPU."""
+    import torch
+
+    from .config import device_type
+
+    if asked:
+        return [asked], None
+    if device_type(cfg.runtime) == "cuda":
+        return [this_device_name("cuda") if torch.cuda.is_available() else _reference_gpu()], None
+    here = this_device_name("cpu")
+    if cfg.runtime.device != "auto":
+        return [here], None
+    return [_reference_gpu(), here], (f"warning: runtime.device is auto and this machine has no GPU: the grid would "
+                                      f"train on the CPU ({here}); estimated on {_reference_gpu()} and here")
+
+
+def _reference_gpu() -> str:
+    gpus = [r["device"] for r in load_rows() if not r["device"].lower().startswith("cpu")]
+    return Counter(gpus).most_common(1)[0][0] if gpus else "cuda"
+
+
+def precision_of(cfg) -> Callable[[str], str]:
+    from .config import precision
+
+    return lambda name: precision(cfg.runtime, "cpu" if name.lower().startswith("cpu") else "cuda")
+
+
+def refuse_on_cpu(cfg, specs, states, config_name: str) -> None:
+    """Raise ``CostError`` when the cells still to run would take this machine's CPU more than
+    CPU_HOURS_LIMIT hours (a paper grid): name the estimate and the way round it."""
+    here = this_device_name("cpu")
+    speed = speed_for(here, precision_of(cfg)(here))
+    if speed is None:
+        return
+    cells = plan_cells(specs, states)
+    todo = [c for c in cells if c.state != "done"]
+    hours = total(todo, speed).hours
+    if hours <= CPU_HOURS_LIMIT:
+        return
+    gpu = speed_for(_reference_gpu(), precision_of(cfg)("cuda"))
+    on_gpu = f", about {total(todo, gpu).hours:,.1f} GPU-hours on {gpu.name}" if gpu else ""
+    raise CostError(f"refusing to train this grid on the CPU: its {len(todo)} cells to run need about {hours:,.0f} "
+                    f"CPU-hours on {here}{on_gpu} (python -m bench estimate {config_name}); run it on a GPU, "
+                    f"or pass --allow-cpu to start anyway (make: RUN_ARGS=--allow-cpu)")
+
+
+# --------------------------------------------------------------------------- a finished grid
+
+def cells_from_records(results_dir: Path) -> list[Cell]:
+    """The cells of the ok records in ``results_dir``, each planned from its record's own config.
+    Records made before targets had a measure (no ``sparsity_measure``) targeted the method's own
+    set ("prunable"); before ``colt``/``egp.exact_final_round`` existed the chains ran the official
+    full rounds (false)."""
+    from .config import Config, MethodEntry, RunSpec, from_dict
+    from .store import load_runs
+
+    specs = []
+    for rec in load_runs(results_dir, status="ok"):
+        d = dict(rec["config"])
+        if "sparsity_measure" not in rec:
+            d["grid"] = {**d.get("grid", {}), "sparsity_measure": "prunable"}
+        for section in ("colt", "egp"):
+            if section in d and "exact_final_round" not in d[section]:
+                d[section] = {**d[section], "exact_final_round": False}
+        specs.append(RunSpec(from_dict(Config, d), MethodEntry(rec["method_name"], rec["method"]), rec["run_id"]))
+    return plan_cells(specs, ["pending"] * len(specs))
+
+
+def check_records(results_dir: Path, workers: int, asked: Optional[str], log: Callable[[str], None] = print) -> dict:
+    """The estimate of the grid the ok records of ``results_dir`` ran, beside what they measured (the
+    latency table's grid total: phase seconds, evaluation excluded, each shared artifact once)."""
+    from .report.aggregate import grid_totals
+    from .store import load_runs
+
+    runs = load_runs(results_dir, status="ok")
+    if not runs:
+        raise FileNotFoundError(f"no ok run records under {results_dir}/runs; give --records a results folder")
+    measured = max(grid_totals(runs), key=lambda t: t.runs)
+    cells = cells_from_records(results_dir)
+    speed = speed_for(asked or measured.device, runs[0]["precision"])
+    if speed is None:
+        raise FileNotFoundError(f"no throughput row for {asked or measured.device} in {THROUGHPUT}")
+    est = total(cells, speed, workers)
+    ratio = est.train_h * 60 / measured.minutes
+    log(f"{len(cells)} ok records in {results_dir}, measured on {measured.device}: {measured.minutes:.2f} cell-minutes "
+        f"(phase seconds without evaluation, each of {measured.artifacts} artifacts once)")
+    log(f"estimate with {workers} cell(s) per device on {speed.name}: {est.train_h * 60:.2f} cell-minutes training "
+        f"(+ {est.eval_h * 60:.2f} evaluation): {ratio:.2f}x the measured total")
+    for note in speed.notes:
+        log(f"  note: {note}")
+    for (arch, size, batch), how in sorted(speed.used.items()):
+        log(f"  {arch} {size}px batch {batch}: {how}")
+    return {"measured_min": measured.minutes, "estimate_min": est.train_h * 60, "ratio": ratio}
+
+
+# --------------------------------------------------------------------------- CLI
+
+def cmd_estimate(args) -> int:
+    if args.records:
+        check_records(args.records, args.workers or 1, args.device)
+        return 0
+    from . import methods
+    from .config import ConfigError, device_type, expand_grid, load_config
+    from .runner import status_of
+
+    if args.config is None:
+        raise ConfigError("give a config (a YAML file or a preset name), or --records DIR")
+    cfg = load_config(args.config, args.overrides)
+    specs = expand_grid(cfg, methods.get, device_type(cfg.runtime))
+    cells = plan_cells(specs, [status_of(args.results, s)[0] for s in specs])
+    devices, warning = devices_for(cfg, args.device)
+    if warning:
+        print(warning)
+    preview(cells, devices, precision_of(cfg), args.workers)
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("estimate", help="what a grid will train and cost (hours on a device), without data")
+    p.add_argument("config", nargs="?", help="a YAML file or a preset name")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--results", type=Path, default=Path("results"), help="cells recorded there count as done")
+    p.add_argument("--device", metavar="NAME", help="estimate on this device (a name in bench/throughput.csv, a part "
+                                                   "of one such as H100, or 'cpu (N threads)'); default: where it would run")
+    p.add_argument("--workers", type=int, metavar="K", help="also the wall-clock with K cells side by side per device")
+    p.add_argument("--records", type=Path, metavar="DIR",
+                   help="instead: estimate the grid the ok records of DIR ran and compare with what they measured")
+    p.set_defaults(func=cmd_estimate)
