@@ -56,6 +56,7 @@ def split(dcfg: DatasetConfig, full: bool = False) -> Split:
     else:
         spec = SPECS[dcfg.name]
         (train, test), classes, size = spec.full_sizes, spec.num_classes, spec.image_size
+        size = dcfg.image_size or size        # resized at load (dataset.image_size): the cost is at that size
     if dcfg.classes is not None:
         train, test = round(train * len(dcfg.classes) / classes), round(test * len(dcfg.classes) / classes)
         classes = len(dcfg.classes)

@@ -137,7 +137,7 @@ def test_dry_run_of_the_paper_preset_needs_no_data(tmp_path, capsys):
 
 
 def test_a_paper_scale_grid_is_refused_on_the_cpu(tmp_path, capsys, monkeypatch):
-    cfg = write_config(tmp_path / "big.yaml", pretrain={**TINY["pretrain"], "epochs": 10_000_000},
+    cfg = write_config(tmp_path / "big.yaml", pretrain={**TINY["pretrain"], "epochs": 1_000_000_000},
                        grid={"methods": ["dense"], "seeds": [0]})
     args = ["run", str(cfg), "--results", str(tmp_path / "r"), "--data-dir", str(tmp_path)]
     assert main(args) == 2
@@ -186,3 +186,13 @@ def test_append_row_keeps_the_table_readable(tmp_path):
                   "source": "bench speed cells-2"}, path)
     (row,) = E.load_rows(path)
     assert row["device"] == "NVIDIA H200" and row["cells"] == 2 and row["images_per_s"] == 40000.0
+
+
+def test_a_resized_dataset_is_costed_at_its_load_size():
+    from bench.config import load_config
+    from bench.plan import split
+
+    cfg = load_config("tinyimagenet-cpu")
+    assert split(cfg.dataset).image_size == 32        # dataset.image_size: 32, not Tiny ImageNet's native 64
+    native = load_config("tinyimagenet-cpu", ["dataset.image_size=null"])
+    assert split(native.dataset).image_size == 64
