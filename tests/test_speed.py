@@ -6,6 +6,7 @@ import pickle
 import numpy as np
 import pytest
 
+from bench import estimate as E
 from bench import speed
 from bench.cli import build_parser
 from bench.engine import StepProfile
@@ -44,7 +45,8 @@ def test_every_configuration_appends_a_row(cifar, tmp_path, capsys):
     out.write_text("# Performance\n\nprose that stays\n")
     rows = speed.run_speed(args(*CPU, "--data-dir", str(cifar), "--results", str(tmp_path / "r"), "--epochs", "1",
                                 "--official-steps", "2", "--official-warmup", "1",
-                                "--only", "official-0,engine,warp-9,official-1,cells-2", "--output", str(out)))
+                                "--only", "official-0,engine,warp-9,official-1,cells-2", "--output", str(out),
+                                "--throughput", str(tmp_path / "throughput.csv")))
     assert "warp-9" in capsys.readouterr().out          # reported; the configurations after it still ran
     assert [r["name"] for r in rows] == ["official-0", "engine", "official-1", "cells-2"]
     assert rows[0]["ratio"] == 1.0 and all(r["images_per_s"] > 0 and r["ratio"] > 0 for r in rows)
@@ -58,6 +60,8 @@ def test_every_configuration_appends_a_row(cifar, tmp_path, capsys):
                          "--only", "engine", "--output", str(out)))
     text = out.read_text()       # a second run adds its row under the same header
     assert text.count(speed.MARK) == 1 and len([l for l in text.splitlines() if l.startswith("| 20")]) == 5
+    # the cells row went to the throughput table named (never to the repository's bench/throughput.csv)
+    assert [r["cells"] for r in E.load_rows(tmp_path / "throughput.csv")] == [2]
 
 
 def test_profile_covers_every_part_of_the_step(cifar, tmp_path, capsys, monkeypatch):
