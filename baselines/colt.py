@@ -30,7 +30,8 @@ from dataclasses import dataclass, field
 import torch
 
 from bench import plan as P
-from bench.config import TrainConfig, _check, to_dict
+from bench.config import TrainConfig, check, to_dict
+from bench.registry import register_section
 from bench.context import Outcome
 from bench.engine import TrainResult
 from bench.masks import Masks, sparsity_stats
@@ -38,6 +39,7 @@ from bench.masks import Masks, sparsity_stats
 LAYERS = "conv"          # COLT prunes every Conv2d weight, never the head or BatchNorm
 
 
+@register_section("colt")
 @dataclass
 class ColtConfig:
     """COLT's own settings (docs/baselines.md, "COLT"); its final training uses ``retrain``."""
@@ -53,15 +55,14 @@ class ColtConfig:
     exact_final_round: bool = True
 
     def validate(self, key):
-        _check(self.partitions >= 2, f"{key}.partitions", self.partitions, "an integer >= 2")
-        _check(0 < self.rate < 1, f"{key}.rate", self.rate, "a number in (0, 1)")
-        _check(self.max_rounds >= 1, f"{key}.max_rounds", self.max_rounds, "an integer >= 1")
+        check(self.partitions >= 2, f"{key}.partitions", self.partitions, "an integer >= 2")
+        check(0 < self.rate < 1, f"{key}.rate", self.rate, "a number in (0, 1)")
+        check(self.max_rounds >= 1, f"{key}.max_rounds", self.max_rounds, "an integer >= 1")
 
 
 NAME = "colt"
 VERSION = 1
 PRUNES = True
-CONFIG = {"colt": ColtConfig}
 SECTIONS = ("retrain", "colt")
 
 

@@ -34,12 +34,12 @@ import torch
 import torch.nn as nn
 
 from bench import plan as P
-from bench.config import AugmentConfig, TrainConfig, _check, to_dict
+from bench.config import AugmentConfig, TrainConfig, check, to_dict
+from bench.registry import register_section
 from bench.context import Outcome
 from bench.data import make_generator
 from bench.engine import TrainResult
 from bench.masks import Masks, sparsity_stats
-
 
 
 def _egp_recipe() -> TrainConfig:
@@ -49,6 +49,7 @@ def _egp_recipe() -> TrainConfig:
                        schedule="step", milestones=[80, 120], gamma=0.1, drop_last=False)
 
 
+@register_section("egp")
 @dataclass
 class EGPConfig:
     """EGP's own settings (docs/baselines.md, "EGP")."""
@@ -67,15 +68,14 @@ class EGPConfig:
     exact_final_round: bool = True
 
     def validate(self, key):
-        _check(0 < self.rate < 1, f"{key}.rate", self.rate, "a number in (0, 1)")
-        _check(self.entropy_batch_size >= 1, f"{key}.entropy_batch_size", self.entropy_batch_size, "an integer >= 1")
-        _check(self.max_iterations >= 1, f"{key}.max_iterations", self.max_iterations, "an integer >= 1")
+        check(0 < self.rate < 1, f"{key}.rate", self.rate, "a number in (0, 1)")
+        check(self.entropy_batch_size >= 1, f"{key}.entropy_batch_size", self.entropy_batch_size, "an integer >= 1")
+        check(self.max_iterations >= 1, f"{key}.max_iterations", self.max_iterations, "an integer >= 1")
 
 
 NAME = "egp"
 VERSION = 1
 PRUNES = True
-CONFIG = {"egp": EGPConfig}
 SECTIONS = ("egp",)
 
 

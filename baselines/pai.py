@@ -26,13 +26,15 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from bench import plan as P
-from bench.config import _check
+from bench.config import check
+from bench.registry import register_section
 from bench.context import Outcome
 from bench.masks import Masks, prunable_parameters
 
 from . import selfdistill
 
 
+@register_section("pai")
 @dataclass
 class PaIConfig:
     """Pruning at initialisation of the SD rows (ProsPr: mil-ad/prospr, CLI defaults)."""
@@ -45,12 +47,13 @@ class PaIConfig:
     layers: Literal["conv", "conv+linear", "conv-noshortcut"] = "conv+linear"
 
     def validate(self, key):
-        _check(self.inner_steps >= 1, f"{key}.inner_steps", self.inner_steps,
+        check(self.inner_steps >= 1, f"{key}.inner_steps", self.inner_steps,
                "an integer >= 1 (zero steps is criterion: snip)")
-        _check(self.inner_lr > 0, f"{key}.inner_lr", self.inner_lr, "a number > 0")
-        _check(self.batch_size >= 1, f"{key}.batch_size", self.batch_size, "an integer >= 1")
+        check(self.inner_lr > 0, f"{key}.inner_lr", self.inner_lr, "a number > 0")
+        check(self.batch_size >= 1, f"{key}.batch_size", self.batch_size, "an integer >= 1")
 
 
+@register_section("epsd")
 @dataclass
 class EPSDConfig:
     """EPSD (reimpl.): the SD loss inside the scoring steps (no official code exists)."""
@@ -58,8 +61,6 @@ class EPSDConfig:
     # alpha_T / E (so small that EPSD-PS-KD is nearly Simple)
     pskd_alpha: Literal["alpha_T", "schedule"] = "alpha_T"
 
-
-CONFIG = {"pai": PaIConfig, "epsd": EPSDConfig}
 
 StepLoss = Callable[[Callable[[Tensor], Tensor]], Tensor]
 

@@ -22,7 +22,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bench import plan as P
-from bench.config import TrainConfig, _check
+from bench.config import TrainConfig, check
+from bench.registry import register_section
 from bench.context import Outcome
 from bench.losses import Objective, frozen_bn_stats, hinton_kd
 
@@ -31,6 +32,7 @@ Forward = Callable[[Tensor], Tensor]
 
 # --------------------------------------------------------------------------- config
 
+@register_section("sd")
 @dataclass
 class SDConfig:
     """Training budget of the self-distillation rows (cskd*, pskd*, dlb*)."""
@@ -40,6 +42,7 @@ class SDConfig:
     budget: Literal["official", "matched"] = "official"
 
 
+@register_section("cskd")
 @dataclass
 class CSKDConfig:
     """CS-KD (Yun et al., CVPR 2020; alinlab/cs-kd)."""
@@ -54,10 +57,11 @@ class CSKDConfig:
         schedule="step", milestones=[101, 151], gamma=0.1, drop_last=False))
 
     def validate(self, key):
-        _check(self.temperature > 0, f"{key}.temperature", self.temperature, "a number > 0")
-        _check(self.lam >= 0, f"{key}.lam", self.lam, "a number >= 0")
+        check(self.temperature > 0, f"{key}.temperature", self.temperature, "a number > 0")
+        check(self.lam >= 0, f"{key}.lam", self.lam, "a number >= 0")
 
 
+@register_section("pskd")
 @dataclass
 class PSKDConfig:
     """PS-KD (Kim et al., ICCV 2021; lgcnsai/PS-KD-Pytorch). Its recipes always run with
@@ -69,9 +73,10 @@ class PSKDConfig:
         schedule="step", milestones=[150, 225], gamma=0.1, drop_last=False))
 
     def validate(self, key):
-        _check(0 <= self.alpha_T <= 1, f"{key}.alpha_T", self.alpha_T, "a number in [0, 1]")
+        check(0 <= self.alpha_T <= 1, f"{key}.alpha_T", self.alpha_T, "a number in [0, 1]")
 
 
+@register_section("dlb")
 @dataclass
 class DLBConfig:
     """DLB (Shen et al., CVPR 2022; Meta-knowledge-Lab/DLB). The code sets no T or alpha: these
@@ -88,11 +93,8 @@ class DLBConfig:
         schedule="step", milestones=[150, 180, 210], gamma=0.1, drop_last=False))
 
     def validate(self, key):
-        _check(self.temperature > 0, f"{key}.temperature", self.temperature, "a number > 0")
-        _check(self.alpha >= 0, f"{key}.alpha", self.alpha, "a number >= 0")
-
-
-CONFIG = {"sd": SDConfig, "cskd": CSKDConfig, "pskd": PSKDConfig, "dlb": DLBConfig}
+        check(self.temperature > 0, f"{key}.temperature", self.temperature, "a number > 0")
+        check(self.alpha >= 0, f"{key}.alpha", self.alpha, "a number >= 0")
 
 
 # --------------------------------------------------------------------------- the losses

@@ -6,6 +6,7 @@ import sys
 import traceback
 from pathlib import Path
 
+from . import registry
 from .config import ConfigError, load_config
 
 
@@ -19,7 +20,7 @@ def user_errors() -> tuple[type, ...]:
     from .report.references import ReferenceError
     from .store import CorruptResultError, ResultsDirError
 
-    return (ConfigError, CostError, CorruptResultError, ResultsDirError, DatasetNotFoundError, DatasetFileError,
+    return (ConfigError, registry.RegistryError, CostError, CorruptResultError, ResultsDirError, DatasetNotFoundError, DatasetFileError,
             CorruptCheckpointError, CorruptEpochCheckpointError, ReferenceError, FileNotFoundError,
             NotADirectoryError, IsADirectoryError, PermissionError)
 
@@ -60,15 +61,14 @@ def cmd_run(args) -> int:
 def refuse_on_cpu(cfg, args) -> None:
     """A grid that would train on this machine's CPU for more than estimate.CPU_HOURS_LIMIT hours (a paper
     grid) is refused without --allow-cpu (SLURM jobs run elsewhere: not checked)."""
-    from . import methods
     from .engine import resolve_device
     from .estimate import refuse_on_cpu as refuse
-    from .config import expand_grid
-    from .runner import status_of
+    from .grid import expand_grid
+    from .store import status_of
 
     if resolve_device(cfg.runtime).type != "cpu":
         return
-    specs = expand_grid(cfg, methods.get, "cpu")
+    specs = expand_grid(cfg, "cpu")
     refuse(cfg, specs, [status_of(args.results, s)[0] for s in specs], args.config)
 
 
@@ -152,6 +152,10 @@ DESCRIPTION = ("Run a grid of pruning runs, collect their records, train teacher
                "claims and reports from the records. 'python -m bench COMMAND --help' describes each command.")
 
 
+# The commands that read a config or expand a grid: they take --plugin (a method of one's own).
+GRID_COMMANDS = ("run", "teacher", "config", "estimate", "status")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .estimate import CPU_HOURS_LIMIT
 
@@ -203,6 +207,11 @@ def build_parser() -> argparse.ArgumentParser:
     register_estimate(sub)
     from .report.cli import register as register_report
     register_report(sub)
+    for name in GRID_COMMANDS:
+        sub.choices[name].add_argument(
+            "--plugin", dest="plugins", action="append", default=[], metavar="FILE",
+            help="a Python file that registers a method (and its config section) beside the built-in ones, "
+                 "e.g. --plugin my_method.py (repeatable; docs/adding-a-method.md)")
     return parser
 
 
@@ -217,11 +226,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     args = parser.parse_args(argv)
     try:
+        registry.load_plugins(getattr(args, "plugins", ()))
         return args.func(args) or 0
     except user_errors() as e:
         if debug:
             traceback.print_exc()
-        kind = "config error" if isinstance(e, ConfigError) else "error"
+        kind = "config error" if isinstance(e, ConfigError) else "plug-in error" if isinstance(e, registry.RegistryError) \
+            else "error"
         print(f"{kind}: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -29,7 +29,9 @@ import time
 from pathlib import Path
 from typing import Callable, Optional
 
-from .config import Config, ConfigError, config_copy, device_type, expand_grid, to_dict
+from . import registry
+from .config import Config, ConfigError, config_copy, device_type, from_dict, to_dict
+from .grid import expand_grid
 from .interrupt import request_stop, reset as reset_stop
 
 EXECUTORS = ("inline", "local", "slurm")
@@ -69,10 +71,15 @@ class Worker:
         self._error: Optional[BaseException] = None
 
     def __getstate__(self):
-        return {k: v for k, v in self.__dict__.items() if k not in ("_thread", "_outcome", "_error")}
+        # The config travels as plain data with the plug-in files that define its methods and sections:
+        # a plug-in's classes cannot be imported by name in another process before the file is loaded.
+        state = {k: v for k, v in self.__dict__.items() if k not in ("_thread", "_outcome", "_error", "cfg")}
+        return {**state, "cfg": to_dict(self.cfg), "plugins": [q["path"] for q in registry.plugins()]}
 
     def __setstate__(self, state):
-        self.__dict__.update(state, _thread=None, _outcome=None, _error=None)
+        state = dict(state)
+        registry.load_plugins(state.pop("plugins"))
+        self.__dict__.update(state, cfg=from_dict(Config, state["cfg"]), _thread=None, _outcome=None, _error=None)
 
     def __call__(self) -> dict:
         import torch
@@ -209,9 +216,9 @@ def run_with_workers(cfg: Config, results_dir: Path, data_dir: Path, *, executor
                      log: Callable[[str], None] = print, poll_s: float = 2.0) -> int:
     """Submit the workers of ``cfg``'s grid and (unless ``wait`` is false) wait for them; returns the
     exit code: 0 when every cell is done and no worker crashed, 1 otherwise."""
-    from . import methods
     from .data import check_dataset
-    from .runner import check_results_dir, status_of
+    from .runner import check_results_dir
+    from .store import status_of
 
     if executor not in ("local", "slurm", "debug"):
         raise ConfigError(f"--executor {executor!r}; allowed: {', '.join(EXECUTORS)}")
@@ -223,7 +230,7 @@ def run_with_workers(cfg: Config, results_dir: Path, data_dir: Path, *, executor
     # (login) machine has none.
     dev_type = ("cuda" if cfg.slurm.gpus_per_job else "cpu") if executor == "slurm" and cfg.runtime.device == "auto" \
         else device_type(cfg.runtime)
-    specs = expand_grid(cfg, methods.get, dev_type)
+    specs = expand_grid(cfg, dev_type)
     check_results_dir(results_dir)
     for dcfg in {json.dumps(to_dict(s.config.dataset), sort_keys=True): s.config.dataset for s in specs}.values():
         check_dataset(dcfg, data_dir, download)          # a missing dataset stops here, before any job

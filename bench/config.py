@@ -1,20 +1,20 @@
-"""Typed configuration: plain YAML -> validated dataclasses -> grid of runs, each with a stable id.
+"""Typed configuration: plain YAML -> validated dataclasses (the grid and run ids: bench/grid.py).
 
 Every section is a dataclass; its fields are the only keys allowed. A wrong key, a wrong type or an
 impossible value raises ConfigError naming the key, the value and what is allowed. YAML is read
 with ``yaml.safe_load`` only.
 
-The core sections are defined here. A method or baseline that needs settings of its own declares
-its section next to its code (``CONFIG = {"cskd": CSKDConfig}`` in its module); the method registry
-registers it, and from then on it is validated, overridable with ``--set`` and hashed into the
-identity of the methods that list it in ``SECTIONS``, like a core section.
+The core sections are defined here. A method that needs settings of its own declares its section
+next to its code (``@register_section("cskd")`` on a dataclass, bench/registry.py); this module reads
+those section types from the registry, and from then on they are validated, overridable with
+``--set`` and hashed into the identity of the methods that list them in ``SECTIONS``, like a core
+section. ``check`` is the range check every section's ``validate`` uses. Importing this module
+imports no torch and no method code.
 """
 from __future__ import annotations
 
 import copy
 import dataclasses
-import hashlib
-import json
 import re
 import types
 import typing
@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
 import yaml
+
+from . import registry
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 
@@ -45,8 +47,8 @@ class AugmentConfig:
     rotate_deg: float = 0.0      # random rotation in [-deg, deg] (COLT: 15 on CIFAR, 20 on Tiny)
 
     def validate(self, key):
-        _check(self.crop_padding >= 0, f"{key}.crop_padding", self.crop_padding, "an integer >= 0")
-        _check(0 <= self.rotate_deg <= 180, f"{key}.rotate_deg", self.rotate_deg, "a number in [0, 180]")
+        check(self.crop_padding >= 0, f"{key}.crop_padding", self.crop_padding, "an integer >= 0")
+        check(0 <= self.rotate_deg <= 180, f"{key}.rotate_deg", self.rotate_deg, "a number in [0, 180]")
 
 
 @dataclass
@@ -59,10 +61,10 @@ class SyntheticConfig:
     seed: int = 0                # data seed: every run sees the same synthetic images
 
     def validate(self, key):
-        _check(self.num_classes >= 2, f"{key}.num_classes", self.num_classes, "an integer >= 2")
-        _check(self.image_size >= 8, f"{key}.image_size", self.image_size, "an integer >= 8")
-        _check(self.train_size >= self.num_classes, f"{key}.train_size", self.train_size, ">= num_classes")
-        _check(self.test_size >= 1, f"{key}.test_size", self.test_size, "an integer >= 1")
+        check(self.num_classes >= 2, f"{key}.num_classes", self.num_classes, "an integer >= 2")
+        check(self.image_size >= 8, f"{key}.image_size", self.image_size, "an integer >= 8")
+        check(self.train_size >= self.num_classes, f"{key}.train_size", self.train_size, ">= num_classes")
+        check(self.test_size >= 1, f"{key}.test_size", self.test_size, "an integer >= 1")
 
 
 DATASETS = ("cifar10", "cifar100", "tinyimagenet", "synthetic")
@@ -83,11 +85,11 @@ class DatasetConfig:
     def validate(self, key):
         for k in ("train_limit", "test_limit"):
             v = getattr(self, k)
-            _check(v is None or v >= 1, f"{key}.{k}", v, "null or an integer >= 1")
-        _check(self.image_size is None or self.image_size >= 8, f"{key}.image_size", self.image_size,
+            check(v is None or v >= 1, f"{key}.{k}", v, "null or an integer >= 1")
+        check(self.image_size is None or self.image_size >= 8, f"{key}.image_size", self.image_size,
                "null or an integer >= 8")
         if self.classes is not None:
-            _check(len(self.classes) >= 2 and len(set(self.classes)) == len(self.classes)
+            check(len(self.classes) >= 2 and len(set(self.classes)) == len(self.classes)
                    and min(self.classes) >= 0, f"{key}.classes", self.classes,
                    "null or a list of at least 2 distinct class ids >= 0")
 
@@ -118,17 +120,17 @@ class TrainConfig:
     drop_last: bool = True                # drop the last partial batch of an epoch
 
     def validate(self, key):
-        _check(self.epochs >= 1, f"{key}.epochs", self.epochs, "an integer >= 1 (this phase trains)")
-        _check(self.batch_size >= 1, f"{key}.batch_size", self.batch_size, "an integer >= 1")
-        _check(self.lr > 0, f"{key}.lr", self.lr, "a number > 0")
-        _check(0 <= self.momentum < 1, f"{key}.momentum", self.momentum, "a number in [0, 1)")
-        _check(self.weight_decay >= 0, f"{key}.weight_decay", self.weight_decay, "a number >= 0")
-        _check(0 <= self.warmup_epochs <= self.epochs, f"{key}.warmup_epochs", self.warmup_epochs,
+        check(self.epochs >= 1, f"{key}.epochs", self.epochs, "an integer >= 1 (this phase trains)")
+        check(self.batch_size >= 1, f"{key}.batch_size", self.batch_size, "an integer >= 1")
+        check(self.lr > 0, f"{key}.lr", self.lr, "a number > 0")
+        check(0 <= self.momentum < 1, f"{key}.momentum", self.momentum, "a number in [0, 1)")
+        check(self.weight_decay >= 0, f"{key}.weight_decay", self.weight_decay, "a number >= 0")
+        check(0 <= self.warmup_epochs <= self.epochs, f"{key}.warmup_epochs", self.warmup_epochs,
                f"a number in [0, epochs={self.epochs}]")
-        _check(0 < self.gamma <= 1, f"{key}.gamma", self.gamma, "a number in (0, 1]")
-        _check(all(m >= 1 for m in self.milestones) and self.milestones == sorted(self.milestones),
+        check(0 < self.gamma <= 1, f"{key}.gamma", self.gamma, "a number in (0, 1]")
+        check(all(m >= 1 for m in self.milestones) and self.milestones == sorted(self.milestones),
                f"{key}.milestones", self.milestones, "increasing epoch numbers >= 1")
-        _check(0 <= self.label_smoothing < 1, f"{key}.label_smoothing", self.label_smoothing, "[0, 1)")
+        check(0 <= self.label_smoothing < 1, f"{key}.label_smoothing", self.label_smoothing, "[0, 1)")
 
 
 @dataclass
@@ -139,7 +141,7 @@ class PruneConfig:
     layers: Literal["conv", "conv+linear", "conv-noshortcut"] = "conv"
 
     def validate(self, key):
-        _check(0 <= self.sparsity < 1, f"{key}.sparsity", self.sparsity, "a number in [0, 1)")
+        check(0 <= self.sparsity < 1, f"{key}.sparsity", self.sparsity, "a number in [0, 1)")
 
 
 @dataclass
@@ -165,10 +167,10 @@ class KDConfig:
     eps: float = 1e-7
 
     def validate(self, key):
-        _check(self.temperature > 0, f"{key}.temperature", self.temperature, "a number > 0")
-        _check(0 <= self.alpha <= 1, f"{key}.alpha", self.alpha, "a number in [0, 1]")
-        _check(self.gamma_batches >= 1, f"{key}.gamma_batches", self.gamma_batches, "an integer >= 1")
-        _check(self.eps > 0, f"{key}.eps", self.eps, "a number > 0")
+        check(self.temperature > 0, f"{key}.temperature", self.temperature, "a number > 0")
+        check(0 <= self.alpha <= 1, f"{key}.alpha", self.alpha, "a number in [0, 1]")
+        check(self.gamma_batches >= 1, f"{key}.gamma_batches", self.gamma_batches, "an integer >= 1")
+        check(self.eps > 0, f"{key}.eps", self.eps, "a number > 0")
 
     @property
     def normalize_logits(self) -> bool:
@@ -203,13 +205,13 @@ class RuntimeConfig:
     stale_after_s: float = 120.0         # a claim or lock not refreshed for this long is taken over
 
     def validate(self, key):
-        _check(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"),
+        check(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"),
                f"{key}.device", self.device, "auto, cpu, cuda or cuda:N")
-        _check(self.eval_batch_size >= 1, f"{key}.eval_batch_size", self.eval_batch_size, ">= 1")
-        _check(self.checkpoint_every_s >= 0, f"{key}.checkpoint_every_s", self.checkpoint_every_s, "a number >= 0")
-        _check(self.nonfinite_check_steps >= 1, f"{key}.nonfinite_check_steps", self.nonfinite_check_steps, ">= 1")
-        _check(self.heartbeat_s > 0, f"{key}.heartbeat_s", self.heartbeat_s, "a number > 0")
-        _check(self.stale_after_s > 2 * self.heartbeat_s, f"{key}.stale_after_s", self.stale_after_s,
+        check(self.eval_batch_size >= 1, f"{key}.eval_batch_size", self.eval_batch_size, ">= 1")
+        check(self.checkpoint_every_s >= 0, f"{key}.checkpoint_every_s", self.checkpoint_every_s, "a number >= 0")
+        check(self.nonfinite_check_steps >= 1, f"{key}.nonfinite_check_steps", self.nonfinite_check_steps, ">= 1")
+        check(self.heartbeat_s > 0, f"{key}.heartbeat_s", self.heartbeat_s, "a number > 0")
+        check(self.stale_after_s > 2 * self.heartbeat_s, f"{key}.stale_after_s", self.stale_after_s,
                f"a number > 2 x heartbeat_s ({2 * self.heartbeat_s:g})")
 
 
@@ -233,15 +235,15 @@ class SlurmConfig:
     setup: list[str] = field(default_factory=list)
 
     def validate(self, key):
-        _check(self.time_min >= 1, f"{key}.time_min", self.time_min, "an integer >= 1 (minutes)")
-        _check(self.gpus_per_job in (0, 1), f"{key}.gpus_per_job", self.gpus_per_job,
+        check(self.time_min >= 1, f"{key}.time_min", self.time_min, "an integer >= 1 (minutes)")
+        check(self.gpus_per_job in (0, 1), f"{key}.gpus_per_job", self.gpus_per_job,
                "1 (a GPU job) or 0 (a CPU job): a cell trains on one device; for more GPUs, more jobs (--workers)")
-        _check(self.cpus_per_job >= 1, f"{key}.cpus_per_job", self.cpus_per_job, "an integer >= 1")
-        _check(self.mem_gb is None or self.mem_gb > 0, f"{key}.mem_gb", self.mem_gb, "null or a number > 0")
-        _check(self.signal_delay_s >= 0 and self.signal_delay_s < 60 * self.time_min, f"{key}.signal_delay_s",
+        check(self.cpus_per_job >= 1, f"{key}.cpus_per_job", self.cpus_per_job, "an integer >= 1")
+        check(self.mem_gb is None or self.mem_gb > 0, f"{key}.mem_gb", self.mem_gb, "null or a number > 0")
+        check(self.signal_delay_s >= 0 and self.signal_delay_s < 60 * self.time_min, f"{key}.signal_delay_s",
                self.signal_delay_s, f"seconds in [0, time_min x 60 = {60 * self.time_min})")
-        _check(self.max_requeues >= 0, f"{key}.max_requeues", self.max_requeues, "an integer >= 0")
-        _check(self.array_parallelism is None or self.array_parallelism >= 1, f"{key}.array_parallelism",
+        check(self.max_requeues >= 0, f"{key}.max_requeues", self.max_requeues, "an integer >= 0")
+        check(self.array_parallelism is None or self.array_parallelism >= 1, f"{key}.array_parallelism",
                self.array_parallelism, "null or an integer >= 1")
 
 
@@ -275,9 +277,9 @@ class GridConfig:
 
     def validate(self, key):
         for d in self.datasets:
-            _check(d in DATASETS, f"{key}.datasets", d, f"one of {', '.join(DATASETS)}")
+            check(d in DATASETS, f"{key}.datasets", d, f"one of {', '.join(DATASETS)}")
         for s in self.sparsities:
-            _check(isinstance(s, (int, float)) and 0 <= s < 1, f"{key}.sparsities", s, "numbers in [0, 1)")
+            check(isinstance(s, (int, float)) and 0 <= s < 1, f"{key}.sparsities", s, "numbers in [0, 1)")
 
 
 @dataclass
@@ -309,35 +311,15 @@ class Config:
         raise AttributeError(f"{type(self).__name__} has no attribute or config section {name!r}")
 
 
-# Sections a run's identity always depends on; methods add their own (METHOD.SECTIONS).
-COMMON_SECTIONS = ("dataset", "model", "seed")
-
-
 # --------------------------------------------------------------------------- method-owned sections
 
-_METHOD_SECTIONS: dict[str, type] = {}
 _CORE = [f.name for f in dataclasses.fields(Config) if f.name != "sections"]
-
-
-def register_section(name: str, cls: type) -> None:
-    """Make ``name`` a config section validated by dataclass ``cls`` (called by the method registry)."""
-    if name in _CORE:
-        raise ValueError(f"config section {name!r} is a core section; a method cannot redefine it")
-    if not dataclasses.is_dataclass(cls):
-        raise TypeError(f"config section {name!r} must be a dataclass, got {cls!r}")
-    old = _METHOD_SECTIONS.get(name)
-    if old is not None and old is not cls:
-        raise ValueError(f"config section {name!r} is declared twice: {old.__module__}.{old.__name__} and "
-                         f"{cls.__module__}.{cls.__name__}")
-    _METHOD_SECTIONS[name] = cls
+registry.reserve_sections(_CORE)
 
 
 def method_sections() -> dict[str, type]:
-    """Every method-owned section (importing the method registry registers them)."""
-    from . import methods
-
-    methods.registry()
-    return dict(_METHOD_SECTIONS)
+    """Every method-owned section by name, sorted, from the registry (which loads the built-in methods once)."""
+    return dict(sorted(registry.sections().items()))
 
 
 def _fields_of(cls) -> dict[str, Any]:
@@ -352,7 +334,7 @@ def _fields_of(cls) -> dict[str, Any]:
 
 # --------------------------------------------------------------------------- validation
 
-def _check(ok: bool, key: str, value: Any, allowed: str) -> None:
+def check(ok: bool, key: str, value: Any, allowed: str) -> None:
     if not ok:
         raise ConfigError(f"config key '{key}' has value {value!r}; allowed: {allowed}")
 
@@ -556,7 +538,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Co
     return from_dict(Config, data)
 
 
-# --------------------------------------------------------------------------- grid and identity
+
+
+# --------------------------------------------------------------------------- runtime policy
 
 def device_type(runtime: RuntimeConfig) -> str:
     """'cuda' or 'cpu': where ``runtime.device`` puts a run on this machine (auto: CUDA if present)."""
@@ -570,103 +554,6 @@ def device_type(runtime: RuntimeConfig) -> str:
 def precision(runtime: RuntimeConfig, dev_type: str) -> str:
     """The effective training precision: 'bf16' (autocast) or 'fp32'."""
     return "bf16" if runtime.amp == "bf16" or (runtime.amp == "auto" and dev_type == "cuda") else "fp32"
-
-
-def runtime_identity(runtime: RuntimeConfig, dev_type: str) -> dict:
-    """What of the runtime can change a result: device type, effective precision, determinism.
-    (channels_last, compile, the evaluation batch and the device index change float rounding at most.)"""
-    return {"device_type": dev_type, "precision": precision(runtime, dev_type),
-            "deterministic": runtime.deterministic}
-
-
-@dataclass
-class RunSpec:
-    """One cell of a grid: the config of that run and how it is named."""
-    config: Config
-    method: MethodEntry
-    run_id: str
-    identity: dict = field(default_factory=dict)
-
-    @property
-    def dataset(self) -> str:
-        return self.config.dataset.name
-
-    @property
-    def sparsity(self) -> float:
-        return self.config.prune.sparsity
-
-    @property
-    def seed(self) -> int:
-        return self.config.seed
-
-
-def identity(cfg: Config, mod, dev_type: str) -> dict:
-    """The canonical mapping hashed into the run id of method module ``mod`` on ``dev_type``."""
-    full = to_dict(cfg)
-    ident: dict[str, Any] = {"method": mod.NAME, "version": getattr(mod, "VERSION", 1),
-                             "harness": HARNESS_VERSION}
-    for s in COMMON_SECTIONS + tuple(mod.SECTIONS):
-        ident[s] = full[s]
-    if mod.PRUNES:
-        ident["prune"] = full["prune"]
-        ident["sparsity_measure"] = cfg.grid.sparsity_measure
-    ident["runtime"] = runtime_identity(cfg.runtime, dev_type)
-    return ident
-
-
-def hash_identity(ident: dict) -> str:
-    canon = json.dumps(ident, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(canon.encode()).hexdigest()[:16]
-
-
-def apply_sets(cfg: Config, sets: dict, where: str) -> Config:
-    """A copy of ``cfg`` with dotted overrides applied (re-validated)."""
-    data = to_dict(cfg)
-    for k, v in sets.items():
-        try:
-            set_dotted(data, k, v)
-        except ConfigError as e:
-            raise ConfigError(f"{where}: {e}") from None
-    return from_dict(Config, data)
-
-
-def expand_grid(cfg: Config, method_info, dev_type: str | None = None) -> list[RunSpec]:
-    """Datasets x methods x sparsities x seeds -> runs. ``method_info(name)`` returns the method
-    module (NAME, PRUNES, SECTIONS, VERSION). Methods that do not prune get one run per dataset and
-    seed. ``dev_type`` (cpu/cuda) is where the runs will execute: default, this machine's."""
-    grid = cfg.grid
-    dev_type = dev_type or device_type(cfg.runtime)
-    datasets = grid.datasets or [cfg.dataset.name]
-    methods = grid.methods or [MethodEntry(name="dense")]
-    sparsities = grid.sparsities or [cfg.prune.sparsity]
-    seeds = grid.seeds or [cfg.seed]
-    runs, seen, labels = [], set(), {}
-    for ds in datasets:
-        for entry in methods:
-            mod = method_info(entry.name)
-            for sp in (sparsities if mod.PRUNES else [0.0]):
-                for seed in seeds:
-                    data = to_dict(cfg)
-                    data["grid"] = {"sparsity_measure": grid.sparsity_measure}
-                    data["dataset"]["name"] = ds
-                    data["prune"]["sparsity"] = float(sp)
-                    data["seed"] = int(seed)
-                    run_cfg = apply_sets(from_dict(Config, data), entry.set, f"grid method {entry.display!r}")
-                    # An unlabelled variant of a method (e.g. an SD row at the matched budget) is named
-                    # by the method's own rule, so that it never shares a label with the method itself.
-                    suffix = getattr(mod, "label_suffix", None)
-                    m = entry if entry.label or suffix is None else \
-                        MethodEntry(entry.name, entry.name + suffix(run_cfg), entry.set)
-                    if labels.setdefault(m.display, id(entry)) != id(entry):
-                        raise ConfigError(f"config key 'grid.methods' lists the label {m.display!r} twice; give "
-                                          "each entry a distinct 'label'")
-                    ident = identity(run_cfg, mod, dev_type)
-                    rid = hash_identity(ident)
-                    if (m.display, rid) in seen:
-                        continue
-                    seen.add((m.display, rid))
-                    runs.append(RunSpec(config=run_cfg, method=m, run_id=rid, identity=ident))
-    return runs
 
 
 def config_copy(cfg: Config) -> Config:

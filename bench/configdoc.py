@@ -87,12 +87,12 @@ def render() -> str:
     out += ["```", "", "A `<recipe>` (one training run of the engine; every key optional):", "", "```yaml"]
     out += _section_lines(TrainConfig, to_dict(TrainConfig()), 0)
     out += ["```", "", "### Method-owned sections", "",
-            "Declared next to the method that owns them (`CONFIG = {...}` in its module); any method may "
-            "list them in `SECTIONS`.", ""]
-    from . import methods
+            "Declared next to the method that owns them (`@register_section(\"name\")` on a dataclass, "
+            "bench/registry.py); any method may list them in `SECTIONS`.", ""]
+    from . import registry
 
     owners: dict[str, list[str]] = {}
-    for mod in methods.registry().values():
+    for mod in registry.methods().values():
         for s in mod.SECTIONS:
             if s in own:
                 owners.setdefault(s, []).append(mod.NAME)

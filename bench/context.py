@@ -24,7 +24,8 @@ import torch
 import torch.nn as nn
 
 from . import engine
-from .config import HARNESS_VERSION, Config, TrainConfig, hash_identity, runtime_identity, to_dict
+from .config import HARNESS_VERSION, Config, TrainConfig, to_dict
+from .grid import hash_identity, runtime_identity
 from .checkpoint import EpochCheckpoint
 from .engine import PhaseTimer, TrainResult
 from .leases import Lease, wait_for
@@ -179,10 +180,10 @@ class RunContext:
     def pair_with(self, method: str) -> None:
         """Record (``extra.pairs_with``) the run a control is compared with: ``method`` on this run's
         config, hence the same dataset, seed and sparsity, by the run id that method's cell gets."""
-        from . import methods
-        from .config import identity
+        from . import registry
+        from .grid import identity
 
-        mod = methods.get(method)
+        mod = registry.get(method)
         self.extra["pairs_with"] = {
             "method": method, "run_id": hash_identity(identity(self.cfg, mod, self.device.type)),
             "dataset": self.cfg.dataset.name, "seed": self.cfg.seed,

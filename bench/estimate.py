@@ -188,12 +188,12 @@ class Cell:
 def plan_cells(specs, states: list[str]) -> list[Cell]:
     """Each cell's work (bench/plan.py); an unreachable target costs nothing (its record is written
     without training)."""
-    from . import methods
+    from . import registry
     from .masks import UnreachableSparsity
 
     cells = []
     for spec, state in zip(specs, states):
-        plan = getattr(methods.get(spec.method.name), "plan", None)
+        plan = getattr(registry.get(spec.method.name), "plan", None)
         if plan is None:
             cells.append(Cell(spec, state, [], f"no plan: method {spec.method.name!r} declares none, not estimated"))
             continue
@@ -385,7 +385,8 @@ def cells_from_records(results_dir: Path) -> list[Cell]:
     Records made before targets had a measure (no ``sparsity_measure``) targeted the method's own
     set ("prunable"); before ``colt``/``egp.exact_final_round`` existed the chains ran the official
     full rounds (false)."""
-    from .config import Config, MethodEntry, RunSpec, from_dict
+    from .config import Config, MethodEntry, from_dict
+    from .grid import RunSpec
     from .store import load_runs
 
     specs = []
@@ -433,14 +434,14 @@ def cmd_estimate(args) -> int:
     if args.records:
         check_records(args.records, args.workers or 1, args.device)
         return 0
-    from . import methods
-    from .config import ConfigError, device_type, expand_grid, load_config
-    from .runner import status_of
+    from .config import ConfigError, device_type, load_config
+    from .grid import expand_grid
+    from .store import status_of
 
     if args.config is None:
         raise ConfigError("give a config (a YAML file or a preset name), or --records DIR")
     cfg = load_config(args.config, args.overrides)
-    specs = expand_grid(cfg, methods.get, device_type(cfg.runtime))
+    specs = expand_grid(cfg, device_type(cfg.runtime))
     cells = plan_cells(specs, [status_of(args.results, s)[0] for s in specs])
     devices, warning = devices_for(cfg, args.device)
     if warning:

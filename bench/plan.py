@@ -15,7 +15,8 @@ import math
 from dataclasses import dataclass
 from typing import Optional
 
-from .config import Config, DatasetConfig, TrainConfig, hash_identity
+from .config import Config, DatasetConfig, TrainConfig
+from .grid import hash_identity
 
 # A forward pass without gradients costs about a third of a training step of the same network
 # (forward + backward = about three forwards; docs/performance.md checks it against the H100 records).

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from . import registry
 from .leases import job_id
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -93,6 +94,8 @@ def provenance(device: torch.device) -> dict:
         "gpu_count": torch.cuda.device_count() if cuda else 0,
         "hostname": socket.gethostname(), "job_id": job_id(), "platform": platform.platform(), "cpu_count": os.cpu_count(),
         "argv": sys.argv,
+        # plug-in methods (--plugin FILE): which files, and what they held when this process loaded them
+        **({"plugins": registry.plugins()} if registry.plugins() else {}),
     }
 
 

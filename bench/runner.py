@@ -17,8 +17,9 @@ from typing import Callable
 
 import torch
 
-from . import methods
-from .config import Config, RunSpec, expand_grid, precision, to_dict
+from . import registry
+from .config import Config, precision, to_dict
+from .grid import RunSpec, expand_grid
 from .checkpoint import CorruptEpochCheckpointError
 from .context import Artifacts, CorruptCheckpointError, RunContext
 from .engine import persistent_compile_cache, resolve_device
@@ -26,21 +27,15 @@ from .interrupt import Interrupted, stop_on_signals, stop_requested, stop_signal
 from .leases import Lease
 from .masks import TOLERANCE, UnreachableSparsity, sparsity_stats
 from .provenance import device_name, provenance
-from .store import ResultsDirError, atomic_write_json, cell_state, iter_run_files, read_run, run_path
+from .store import ResultsDirError, atomic_write_json, iter_run_files, run_path, status_of
 
 
 def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def status_of(results_dir: Path, spec: RunSpec) -> tuple[str, dict | None]:
-    """done, failed, interrupted or pending, and the stored record if any."""
-    rec = read_run(run_path(results_dir, spec.dataset, spec.method.display, spec.sparsity, spec.seed, spec.run_id))
-    return cell_state(rec), rec
-
-
 def _base_record(spec: RunSpec, device: torch.device) -> dict:
-    mod = methods.get(spec.method.name)
+    mod = registry.get(spec.method.name)
     return {
         "run_id": spec.run_id, "dataset": spec.dataset, "model": spec.config.model.arch,
         "method": spec.method.display, "method_name": spec.method.name, "method_version": mod.VERSION,
@@ -81,7 +76,7 @@ def weights_digest(model) -> str:
 
 def execute(spec: RunSpec, ctx: RunContext) -> dict:
     """Run one grid cell in ``ctx`` and return its record fields (status ok); exceptions propagate."""
-    mod = methods.get(spec.method.name)
+    mod = registry.get(spec.method.name)
     cfg, device, data = spec.config, ctx.device, ctx.data
     if cfg.runtime.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
@@ -189,7 +184,7 @@ def run_grid(cfg: Config, results_dir: Path, data_dir: Path, *, download: bool =
 
     results_dir = Path(results_dir)
     device = resolve_device(cfg.runtime)
-    specs = expand_grid(cfg, methods.get, device.type)
+    specs = expand_grid(cfg, device.type)
     datasets = {json.dumps(to_dict(s.config.dataset), sort_keys=True): s.config.dataset for s in specs}
     if dry_run:
         return _dry_run(cfg, specs, datasets.values(), results_dir, Path(data_dir), device, log, workers)

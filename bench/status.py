@@ -125,13 +125,13 @@ def cmd_status(args) -> int:
 
     specs, stale_after = None, 120.0
     if args.config:
-        from . import methods
-        from .config import device_type, expand_grid, load_config
+        from .config import device_type, load_config
+        from .grid import expand_grid
 
         cfg = load_config(args.config, args.overrides)
         # device_type, not resolve_device: a login node without a GPU can look at a GPU grid
         # (give --set runtime.device=cuda there).
-        specs = expand_grid(cfg, methods.get, device_type(cfg.runtime))
+        specs = expand_grid(cfg, device_type(cfg.runtime))
         stale_after = cfg.runtime.stale_after_s
     claims = [read_lease(c) or {} for c in sorted((Path(args.results) / "claims").glob("*.claim"))]
     submission = latest_submission(args.results)
@@ -163,8 +163,8 @@ def elsewhere_text(args, specs) -> str:
     """Lines on the stored records of the grid's datasets that are no cell of ``specs`` (the grid on this
     machine): per device type and precision they were made on, how many, and the command that lists them,
     a status with --set runtime.device/amp when that makes them cells of the grid, else one without a config."""
-    from . import methods
-    from .config import device_type, expand_grid, load_config, precision
+    from .config import device_type, load_config, precision
+    from .grid import expand_grid
     from .store import iter_run_files
 
     cfg = load_config(args.config, args.overrides)
@@ -190,7 +190,7 @@ def elsewhere_text(args, specs) -> str:
         matched = 0
         if extra and dev in ("cpu", "cuda"):
             there = load_config(args.config, list(args.overrides) + extra)
-            matched = len(set(rids) & _names(expand_grid(there, methods.get, dev)))
+            matched = len(set(rids) & _names(expand_grid(there, dev)))
         every = f"python -m bench status --results {shlex.quote(str(args.results))} lists every stored record"
         if matched:
             rest = len(rids) - matched

@@ -102,6 +102,12 @@ def read_run(path: Path) -> dict | None:
         raise CorruptResultError(f"result file {path} is not valid JSON ({e}); move it aside to rerun that run") from e
 
 
+def status_of(results_dir: Path, spec) -> tuple[str, dict | None]:
+    """done, failed, interrupted or pending, and the stored record if any, of grid cell ``spec`` (a RunSpec)."""
+    rec = read_run(run_path(results_dir, spec.dataset, spec.method.display, spec.sparsity, spec.seed, spec.run_id))
+    return cell_state(rec), rec
+
+
 def iter_run_files(results_dir: Path, dataset: str | None = None) -> Iterable[Path]:
     root = Path(results_dir) / "runs"
     pattern = f"{dataset}/*.json" if dataset else "*/*.json"

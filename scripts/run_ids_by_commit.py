@@ -18,12 +18,21 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 EXPAND = """
 import json, sys
-from bench import methods
-from bench.config import load_config, expand_grid
+from bench.config import load_config
+try:                                    # bench.grid and bench.registry (--plugin) since issue 18
+    from bench import registry
+    from bench.grid import expand_grid
+except ImportError:
+    from bench import methods
+    from bench.config import expand_grid as old_expand
+    registry = None
+    expand_grid = lambda cfg, dev: old_expand(cfg, methods.get, dev)
 got = set()
 for argv, dev in json.loads(sys.argv[1]):
     sets = [argv[i + 1] for i, a in enumerate(argv) if a == "--set"]
-    got |= {s.run_id for s in expand_grid(load_config(argv[2], sets), methods.get, dev)}
+    if registry is not None:
+        registry.load_plugins([argv[i + 1] for i, a in enumerate(argv) if a == "--plugin"])
+    got |= {s.run_id for s in expand_grid(load_config(argv[2], sets), dev)}
 print(json.dumps(sorted(got)))
 """
 

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from bench import methods
-from bench.config import ConfigError, expand_grid, load_config
+from bench import registry
+from bench.config import ConfigError, load_config
+from bench.grid import expand_grid
 from bench.leases import read_lease
 from bench.report.aggregate import grid_totals
 from bench.store import load_runs
@@ -201,10 +202,10 @@ def test_cli_errors_are_one_line(tmp_path):
 
 def test_slurm_section_is_validated_and_never_part_of_a_run_id(tmp_path):
     cfg = config(tmp_path)
-    base = [s.run_id for s in expand_grid(load_config(cfg), methods.get, "cuda")]
+    base = [s.run_id for s in expand_grid(load_config(cfg), "cuda")]
     moved = load_config(cfg, ["slurm.partition=gpu", "slurm.time_min=30", "slurm.gpus_per_job=0",
                               "slurm.sbatch={account: abc}", "slurm.setup=['module load cuda']"])
-    assert [s.run_id for s in expand_grid(moved, methods.get, "cuda")] == base
+    assert [s.run_id for s in expand_grid(moved, "cuda")] == base
     assert moved.slurm.sbatch == {"account": "abc"}
     with pytest.raises(ConfigError, match="slurm.signal_delay_s"):
         load_config(cfg, ["slurm.time_min=1", "slurm.signal_delay_s=90"])

@@ -1,8 +1,9 @@
 """Config validation, overrides, grid expansion and pinned run ids."""
 import pytest
 
-from bench import methods
-from bench.config import Config, ConfigError, expand_grid, from_dict, load_config
+from bench import registry
+from bench.config import Config, ConfigError, from_dict, load_config
+from bench.grid import expand_grid
 
 # A config written out here (not a shipped preset) so the pins only move when the schema,
 # a default, or the identity rule changes, which must be a deliberate act.
@@ -29,7 +30,7 @@ PINNED_IDS = {
 
 def grid_ids(data, dev="cpu"):
     cfg = from_dict(Config, data)
-    return {(r.method.display, r.sparsity): r.run_id for r in expand_grid(cfg, methods.get, dev)}
+    return {(r.method.display, r.sparsity): r.run_id for r in expand_grid(cfg, dev)}
 
 
 def test_pinned_run_ids():
@@ -50,9 +51,9 @@ def test_run_id_ignores_cosmetic_fields_and_unused_sections():
 
 def test_grid_expansion_counts_and_dense_once_per_seed():
     cfg = load_config("smoke")
-    runs = expand_grid(cfg, methods.get)
+    runs = expand_grid(cfg)
     n_seeds, n_sp = len(cfg.grid.seeds), len(cfg.grid.sparsities)
-    pruning = sum(methods.get(m.name).PRUNES for m in cfg.grid.methods)
+    pruning = sum(registry.get(m.name).PRUNES for m in cfg.grid.methods)
     assert len(runs) == n_seeds * (len(cfg.grid.methods) - pruning) + n_seeds * n_sp * pruning
     assert len({r.run_id for r in runs}) == len(runs)
     assert all(r.sparsity == 0 for r in runs if r.method.name == "dense")
@@ -61,7 +62,7 @@ def test_grid_expansion_counts_and_dense_once_per_seed():
 def test_method_entry_with_label_and_overrides():
     data = dict(PINNED, grid={"methods": ["tgp", {"name": "tgp", "label": "tgp-beta0.9", "set": {"tgp.beta": 0.9}}],
                               "sparsities": [0.9], "seeds": [0]})
-    runs = expand_grid(from_dict(Config, data), methods.get)
+    runs = expand_grid(from_dict(Config, data))
     by_label = {r.method.display: r for r in runs}
     assert by_label["tgp-beta0.9"].config.tgp.beta == 0.9
     assert by_label["tgp"].config.tgp.beta == 0.99
@@ -84,7 +85,7 @@ def test_method_entry_with_label_and_overrides():
 def test_bad_values_name_key_value_and_allowed(override, fragment):
     with pytest.raises(ConfigError) as e:
         cfg = load_config("smoke", [override])
-        expand_grid(cfg, methods.get)
+        expand_grid(cfg)
     assert fragment in str(e.value)
 
 
@@ -112,7 +113,7 @@ def test_overrides_apply_and_presets_load():
     assert cfg.retrain.epochs == 3 and cfg.kd.temperature == 4.0
     for name in ("smoke", "cifar10-fast", "cifar10-paper", "cifar100-fast", "cifar100-paper",
                  "tinyimagenet-fast", "tinyimagenet-paper"):
-        assert expand_grid(load_config(name), methods.get)
+        assert expand_grid(load_config(name))
     assert load_config("tinyimagenet-paper").kd.temperature == 5.0
 
 

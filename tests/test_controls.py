@@ -3,8 +3,9 @@ random_layerwise,tgp_rewind,dense_kd}.py): each one's defining property, on the 
 import pytest
 import torch
 
-from bench import methods
-from bench.config import Config, expand_grid, from_dict
+from bench import registry
+from bench.config import Config, from_dict
+from bench.grid import expand_grid
 from bench.context import Artifacts, RunContext
 from bench.data import load_dataset
 from bench.losses import CrossEntropy, Distillation
@@ -22,7 +23,7 @@ def quiet(_):
 
 def spec_for(method, sparsity=0.9, seed=0):
     cfg = from_dict(Config, {**TINY, "grid": {"methods": [method], "sparsities": [sparsity], "seeds": [seed]}})
-    return expand_grid(cfg, methods.get, "cpu")[0]
+    return expand_grid(cfg, "cpu")[0]
 
 
 class Trainings:
@@ -65,7 +66,7 @@ def run_method(name, cache, sparsity=0.9, seed=0):
     spec = spec_for(name, sparsity, seed)
     data = load_dataset(spec.config.dataset, cache, "cpu")
     ctx = RunContext(spec.config, data, torch.device("cpu"), Artifacts(cache / "cache"), quiet)
-    return ctx, methods.get(name).run(ctx)
+    return ctx, registry.get(name).run(ctx)
 
 
 @pytest.fixture(scope="module")

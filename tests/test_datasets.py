@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from baselines import colt
-from bench import methods
-from bench.config import Config, ConfigError, DatasetConfig, SyntheticConfig, expand_grid, from_dict, load_config, \
-    to_dict
+from bench import registry
+from bench.config import Config, ConfigError, DatasetConfig, SyntheticConfig, from_dict, load_config, to_dict
+from bench.grid import expand_grid
 from bench.data import load_dataset, resize
 from bench.masks import Masks, Target
 from bench.models import build_model
@@ -37,10 +37,10 @@ def quiet(_):
 @pytest.mark.parametrize("preset", ["smoke-real", "cifar100-cpu", "tinyimagenet-cpu"])
 def test_real_data_presets_run_every_registered_method_at_90_and_98_overall(preset):
     cfg = load_config(preset)
-    assert {m.name for m in cfg.grid.methods} == set(methods.registry())
+    assert {m.name for m in cfg.grid.methods} == set(registry.methods())
     assert {0.9, 0.98} <= set(cfg.grid.sparsities) and cfg.grid.sparsity_measure == "overall"
     assert len(cfg.grid.seeds) == (1 if preset == "smoke-real" else 3)
-    assert expand_grid(cfg, methods.get, "cpu")
+    assert expand_grid(cfg, "cpu")
 
 
 def _prunable_set(spec) -> str:
@@ -59,8 +59,8 @@ def _prunable_set(spec) -> str:
 def unreachable_cells(preset: str) -> set[tuple[str, str, float]]:
     """(dataset, method label, target) of every cell whose set, pruned whole, stays below its target."""
     out = set()
-    for spec in expand_grid(load_config(preset), methods.get, "cpu"):
-        if not methods.get(spec.method.name).PRUNES:
+    for spec in expand_grid(load_config(preset), "cpu"):
+        if not registry.get(spec.method.name).PRUNES:
             continue
         model = build_model(spec.config.model.arch, {"cifar10": 10, "cifar100": 100, "tinyimagenet": 200}[spec.dataset])
         layers = _prunable_set(spec)
@@ -74,7 +74,7 @@ def conv_only_at_98(preset: str) -> set[tuple[str, str, float]]:
     """Every pruning cell of ``preset`` at 98% but the SD rows' (conv + linear)."""
     cfg = load_config(preset)
     return {(cfg.dataset.name, m.display, 0.98) for m in cfg.grid.methods
-            if methods.get(m.name).PRUNES and m.name not in SD_ROWS}
+            if registry.get(m.name).PRUNES and m.name not in SD_ROWS}
 
 
 def test_cpu_presets_leave_unreachable_exactly_the_cells_their_headers_name():
@@ -124,8 +124,8 @@ def test_image_size_resizes_at_load_is_recorded_and_leaves_other_run_ids_alone()
     assert "image_size" not in to_dict(syn) and "image_size" not in to_dict(Config())["dataset"]
     cfg = load_config("smoke", ["dataset.image_size=8"])
     assert to_dict(cfg)["dataset"]["image_size"] == 8
-    ids = {s.run_id for s in expand_grid(load_config("smoke"), methods.get, "cpu")}
-    assert not ids & {s.run_id for s in expand_grid(cfg, methods.get, "cpu")}
+    ids = {s.run_id for s in expand_grid(load_config("smoke"), "cpu")}
+    assert not ids & {s.run_id for s in expand_grid(cfg, "cpu")}
     with pytest.raises(ConfigError, match="'dataset.image_size' has value 4"):
         load_config("smoke", ["dataset.image_size=4"])
 

@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 
 from bench import engine, methods
-from bench.config import Config, KDConfig, RuntimeConfig, TrainConfig, expand_grid, from_dict
+from bench.config import Config, KDConfig, RuntimeConfig, TrainConfig, from_dict
+from bench.grid import expand_grid
 from bench.context import Artifacts, Outcome, RunContext
 from bench.data import load_dataset
 from bench.engine import PhaseTimer, lr_factor
@@ -188,7 +189,7 @@ def _two_round_module(off_target="the toy stops at the first round at or past th
 
 
 def test_two_round_method_records_rounds_and_reuses_the_chain(tmp_path, monkeypatch):
-    monkeypatch.setitem(methods.registry(), "toy-rounds", _two_round_module())
+    monkeypatch.setitem(registry.methods(), "toy-rounds", _two_round_module())
     grid = {"methods": ["toy-rounds"], "seeds": [0], "sparsity_measure": "prunable"}
     cfg = from_dict(Config, {**TINY, "grid": {**grid, "sparsities": [0.5]}})
     assert run_grid(cfg, tmp_path, tmp_path, log=quiet)["ok"] == 1
@@ -210,7 +211,7 @@ def test_two_round_method_records_rounds_and_reuses_the_chain(tmp_path, monkeypa
 
 
 def test_a_method_that_misses_its_target_without_a_reason_fails(tmp_path, monkeypatch):
-    monkeypatch.setitem(methods.registry(), "toy-rounds", _two_round_module(off_target=None))
+    monkeypatch.setitem(registry.methods(), "toy-rounds", _two_round_module(off_target=None))
     cfg = from_dict(Config, {**TINY, "grid": {"methods": ["toy-rounds"], "sparsities": [0.7], "seeds": [0],
                                               "sparsity_measure": "prunable"}})
     assert run_grid(cfg, tmp_path, tmp_path, log=quiet)["failed"] == 1
@@ -252,10 +253,10 @@ def test_tgp_kd_retrains_with_the_joint_objective(tmp_path, monkeypatch):
     histories = {}
     for name in ("tgp", "tgp-kd"):
         spec = expand_grid(from_dict(Config, {**TINY, "grid": {"methods": [name], "sparsities": [0.9], "seeds": [0]}}),
-                           methods.get, "cpu")[0]
+                           \"cpu\")[0]
         data = load_dataset(spec.config.dataset, tmp_path, "cpu")
         ctx = RunContext(spec.config, data, torch.device("cpu"), Artifacts(tmp_path / "cache"), quiet)
-        out = methods.get(name).run(ctx)
+        out = registry.get(name).run(ctx)
         histories[name] = out.result.history[0]["train_loss"]
     assert seen[0] is None and isinstance(seen[1], Distillation)
     assert histories["tgp"] != pytest.approx(histories["tgp-kd"], rel=1e-3)

@@ -11,9 +11,10 @@ import pytest
 import torch
 
 from bench import estimate as E
-from bench import methods
+from bench import registry
 from bench.cli import main
-from bench.config import Config, expand_grid, from_dict
+from bench.config import Config, from_dict
+from bench.grid import expand_grid
 
 from tiny import TINY, write_config
 
@@ -24,12 +25,12 @@ H100_NAME = "NVIDIA H100 80GB HBM3"
 
 def cells_of(grid: dict, **sections) -> list[E.Cell]:
     cfg = from_dict(Config, {**TINY, **sections, "grid": grid})
-    specs = expand_grid(cfg, methods.get, "cpu")
+    specs = expand_grid(cfg, "cpu")
     return E.plan_cells(specs, ["pending"] * len(specs))
 
 
 def test_every_registered_method_declares_a_plan():
-    assert [n for n, m in methods.registry().items() if not callable(getattr(m, "plan", None))] == []
+    assert [n for n, m in registry.methods().items() if not callable(getattr(m, "plan", None))] == []
 
 
 def test_shared_artifacts_are_counted_once():

@@ -2,9 +2,10 @@
 import pytest
 import torch
 
-from bench import methods
+from bench import registry
 from bench.cli import main
-from bench.config import Config, expand_grid, from_dict, load_config
+from bench.config import Config, from_dict, load_config
+from bench.grid import expand_grid
 from bench.context import Artifacts, RunContext
 from bench.data import load_dataset
 from bench.runner import run_grid
@@ -19,7 +20,7 @@ def quiet(_):
 
 def ids(data, dev="cpu"):
     return {(r.method.display, r.sparsity, r.seed): r.run_id
-            for r in expand_grid(from_dict(Config, data), methods.get, dev)}
+            for r in expand_grid(from_dict(Config, data), dev)}
 
 
 GRID = {**TINY, "grid": {"methods": ["dense", "magnitude", "tgp"], "sparsities": [0.5], "seeds": [0]}}
@@ -53,7 +54,7 @@ def test_fp32_and_bf16_runs_get_different_checkpoints(tmp_path):
 
 def test_changing_a_method_version_changes_only_its_ids(monkeypatch):
     before = ids(GRID)
-    monkeypatch.setattr(methods.get("magnitude"), "VERSION", 99)
+    monkeypatch.setattr(registry.get("magnitude"), "VERSION", 99)
     after = ids(GRID)
     for key, rid in before.items():
         assert (after[key] != rid) == (key[0] == "magnitude"), key
@@ -81,7 +82,7 @@ def test_grid_seeds_share_one_teacher_and_bench_teacher_reports_it(tmp_path, cap
 def test_records_carry_versions_precision_and_every_sparsity_definition(tmp_path):
     run_grid(from_dict(Config, GRID), tmp_path, tmp_path, log=quiet)
     for r in load_runs(tmp_path):
-        assert r["method_version"] == methods.get(r["method_name"]).VERSION
+        assert r["method_version"] == registry.get(r["method_name"]).VERSION
         assert r["precision"] == "fp32" and r["device_type"] == "cpu"
         assert r["identity"]["runtime"] == {"device_type": "cpu", "precision": "fp32", "deterministic": False}
         assert set(r["sparsity"]) == {"prunable", "conv", "overall", "conv+linear", "conv-noshortcut"}

@@ -8,8 +8,9 @@ from torch import nn
 
 from baselines import pai
 from baselines import selfdistill as sd
-from bench import methods
-from bench.config import Config, expand_grid, from_dict
+from bench import registry
+from bench.config import Config, from_dict
+from bench.grid import expand_grid
 from bench.data import load_dataset
 from bench.masks import Masks
 from bench.models import build_model
@@ -133,7 +134,7 @@ def test_budget_and_scoring_switches_enter_the_run_identity():
     base = {**TINY, "grid": {"methods": ["cskd-simple", "cskd"], "sparsities": [0.9], "seeds": [0]}}
 
     def ids(**extra):
-        return {r.method.name: r.run_id for r in expand_grid(from_dict(Config, {**base, **extra}), methods.get, "cpu")}
+        return {r.method.name: r.run_id for r in expand_grid(from_dict(Config, {**base, **extra}), "cpu")}
 
     plain = ids()
     official = ids(sd={"budget": "official"})
@@ -167,16 +168,16 @@ def test_paper_presets_run_the_sd_rows_at_the_official_budget_and_others_label_t
     from bench.config import load_config
 
     for preset in ("cifar10-paper", "cifar100-paper", "tinyimagenet-paper"):
-        specs = [s for s in expand_grid(load_config(preset), methods.get, "cuda") if s.method.name in SD_METHODS]
+        specs = [s for s in expand_grid(load_config(preset), "cuda") if s.method.name in SD_METHODS]
         assert specs and all(s.config.sd.budget == "official" and s.method.display == s.method.name for s in specs)
     for preset in ("cifar10-fast", "cifar10-cpu", "smoke"):
-        specs = [s for s in expand_grid(load_config(preset), methods.get, "cpu") if s.method.name in SD_METHODS]
+        specs = [s for s in expand_grid(load_config(preset), "cpu") if s.method.name in SD_METHODS]
         assert specs and all(s.config.sd.budget == "matched" and s.method.display == s.method.name + "-matched"
                              for s in specs)
     # Both budgets in one grid: two labels, two sets of runs (never one column).
     cfg = from_dict(Config, {**TINY, "grid": {"methods": ["cskd-simple", {"name": "cskd-simple",
                                                                          "set": {"sd.budget": "official"}}],
                                               "sparsities": [0.9], "seeds": [0]}})
-    specs = expand_grid(cfg, methods.get, "cpu")
+    specs = expand_grid(cfg, "cpu")
     assert sorted(s.method.display for s in specs) == ["cskd-simple", "cskd-simple-matched"]
     assert len({s.run_id for s in specs}) == 2

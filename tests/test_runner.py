@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench import methods
+from bench import registry
 from bench.cli import main
-from bench.config import Config, expand_grid, from_dict
+from bench.config import Config, from_dict
+from bench.grid import expand_grid
 from bench.context import Artifacts, CorruptCheckpointError, RunContext
 from bench.data import load_dataset
 from bench.masks import sparsity_stats
@@ -110,8 +111,7 @@ def test_corrupt_cached_checkpoint_is_an_error_not_a_retrain(tmp_path):
     run_grid(cfg, tmp_path, tmp_path, log=quiet)
     (pt,) = (tmp_path / "cache" / "dense").glob("*.pt")
     pt.write_bytes(pt.read_bytes()[:-10] + b"corrupted!")
-    spec = expand_grid(from_dict(Config, {**TINY, "grid": {"methods": ["random"], "sparsities": [0.5], "seeds": [0]}}),
-                       methods.get)[0]
+    spec = expand_grid(from_dict(Config, {**TINY, "grid": {"methods": ["random"], "sparsities": [0.5], "seeds": [0]}}))[0]
     data = load_dataset(spec.config.dataset, tmp_path, "cpu")
     ctx = RunContext(spec.config, data, torch.device("cpu"), Artifacts(tmp_path / "cache"), quiet)
     with pytest.raises(CorruptCheckpointError, match="sha256.*delete"):
@@ -134,11 +134,10 @@ def test_magnitude_beats_random_at_high_sparsity(tmp_path):
 def test_tgp_end_to_end_prunes_exactly_and_never_revives(tmp_path):
     """The proposed method on the synthetic dataset at a high sparsity."""
     for name in ("tgp", "tgp-kd"):
-        spec = expand_grid(from_dict(Config, {**TINY, "grid": {"methods": [name], "sparsities": [0.95], "seeds": [0]}}),
-                           methods.get)[0]
+        spec = expand_grid(from_dict(Config, {**TINY, "grid": {"methods": [name], "sparsities": [0.95], "seeds": [0]}}))[0]
         data = load_dataset(spec.config.dataset, tmp_path, "cpu")
         ctx = RunContext(spec.config, data, torch.device("cpu"), Artifacts(tmp_path / "cache"), quiet)
-        out = methods.get(name).run(ctx)
+        out = registry.get(name).run(ctx)
         pruned = [m == 0 for m in out.masks.masks]
         stats = sparsity_stats(out.model)
         assert sum(int(z.sum()) for z in pruned) == round(0.95 * stats["overall_weights"])    # exactly, overall
@@ -153,15 +152,14 @@ def test_tgp_end_to_end_prunes_exactly_and_never_revives(tmp_path):
 def test_random_scores_do_not_replay_the_weight_initialisation(tmp_path, monkeypatch):
     """Regression: a score generator seeded with the run seed replays the draws the initial weights
     were made from, so 'random' pruning removed the most negative initial weights."""
-    spec = expand_grid(from_dict(Config, {**TINY, "grid": {"methods": ["random"], "sparsities": [0.5], "seeds": [0]}}),
-                       methods.get)[0]
+    spec = expand_grid(from_dict(Config, {**TINY, "grid": {"methods": ["random"], "sparsities": [0.5], "seeds": [0]}}))[0]
     data = load_dataset(spec.config.dataset, tmp_path, "cpu")
     ctx = RunContext(spec.config, data, torch.device("cpu"), Artifacts(tmp_path / "cache"), quiet)
     init = ctx.build()  # the dense model starts from exactly this initialisation
     captured = {}
     monkeypatch.setattr(ctx, "dense_model", lambda: (init, None))
     monkeypatch.setattr(ctx, "prune_and_retrain", lambda model, scores, objective=None: captured.update(s=scores))
-    methods.get("random").run(ctx)
+    registry.get("random").run(ctx)
     w = torch.cat([p.detach().flatten() for p in ctx.masks(init).params])
     s = torch.cat([x.flatten() for x in captured["s"]])
     assert abs(float(torch.corrcoef(torch.stack([w, s]))[0, 1])) < 0.02

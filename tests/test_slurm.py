@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from bench import methods
-from bench.config import expand_grid, load_config
+from bench import registry
+from bench.config import load_config
+from bench.grid import expand_grid
 from bench.leases import read_lease
 from bench.store import load_runs
 
@@ -169,7 +170,7 @@ def test_a_failing_cell_and_a_crashing_job_leave_their_tracebacks(slurm, tmp_pat
             "sparsities": [0.5], "seeds": [0]}
     cfg = config(tmp_path, grid=grid, runtime={**RUNTIME, "nonfinite_check_steps": 1})
     results = tmp_path / "r"
-    diverges, magnitude = expand_grid(load_config(cfg), methods.get, "cpu")
+    diverges, magnitude = expand_grid(load_config(cfg), "cpu")
     damaged = results / "cache" / "epochs" / f"run-{magnitude.run_id}" / "retrain.pt"
     damaged.parent.mkdir(parents=True)
     damaged.write_bytes(b"not a checkpoint")

@@ -73,10 +73,10 @@ def test_unreachable_cell_is_recorded_done_and_not_retried(tmp_path):
     assert rec["status"] == "unreachable" and rec["sparsity_measure"] == "overall"
     assert rec["max_sparsity"] == pytest.approx(295344 / 307328) and "conv-noshortcut" in rec["reason"]   # 4 classes
     assert not (tmp_path / "cache" / "egp-dense").exists()          # nothing was trained
-    from bench import methods
-    from bench.config import expand_grid
+    from bench import registry
+    from bench.grid import expand_grid
 
-    (spec,) = expand_grid(cfg, methods.get, "cpu")
+    (spec,) = expand_grid(cfg, "cpu")
     assert status_of(tmp_path, spec)[0] == "done"
     assert run_grid(cfg, tmp_path, tmp_path, log=quiet)["skipped"] == 1
 

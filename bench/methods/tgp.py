@@ -15,13 +15,15 @@ from typing import Literal
 import torch
 
 from .. import plan as P
-from ..config import AugmentConfig, TrainConfig, _check, to_dict
+from ..config import AugmentConfig, TrainConfig, check, to_dict
+from ..registry import register_section
 from ..context import Outcome
 from ..importance import EMAImportance
 from ..losses import Distillation, teacher_mean_confidence
 from ..plan import Work
 
 
+@register_section("tgp")
 @dataclass
 class TGPConfig:
     """Teacher-guided importance of the proposed method (docs/method.md)."""
@@ -32,13 +34,12 @@ class TGPConfig:
     beta: float = 0.99                   # EMA decay (bias-corrected)
 
     def validate(self, key):
-        _check(0 <= self.beta < 1, f"{key}.beta", self.beta, "a number in [0, 1)")
+        check(0 <= self.beta < 1, f"{key}.beta", self.beta, "a number in [0, 1)")
 
 
 NAME = "tgp"
 VERSION = 1
 PRUNES = True
-CONFIG = {"tgp": TGPConfig}
 SECTIONS = ("pretrain", "retrain", "teacher", "kd", "tgp")
 
 

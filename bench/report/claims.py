@@ -619,9 +619,9 @@ def evaluate(claims: Sequence[Claim], runs: Sequence[dict], references: Sequence
     that have no records at all share one row. ``known``: the method names in the harness (default: the
     registry)."""
     if known is None:
-        from .. import methods
+        from .. import registry
 
-        known = methods.registry()
+        known = registry.methods()
     known = set(known)
     fld = accuracy_field(accuracy)
     runs = list(runs)
