@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from bench import engine, methods
+from bench import engine, registry
 from bench.config import Config, KDConfig, RuntimeConfig, TrainConfig, from_dict
 from bench.grid import expand_grid
 from bench.context import Artifacts, Outcome, RunContext
@@ -253,7 +253,7 @@ def test_tgp_kd_retrains_with_the_joint_objective(tmp_path, monkeypatch):
     histories = {}
     for name in ("tgp", "tgp-kd"):
         spec = expand_grid(from_dict(Config, {**TINY, "grid": {"methods": [name], "sparsities": [0.9], "seeds": [0]}}),
-                           \"cpu\")[0]
+                           "cpu")[0]
         data = load_dataset(spec.config.dataset, tmp_path, "cpu")
         ctx = RunContext(spec.config, data, torch.device("cpu"), Artifacts(tmp_path / "cache"), quiet)
         out = registry.get(name).run(ctx)

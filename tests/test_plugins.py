@@ -92,3 +92,28 @@ def test_a_bad_plugin_file_is_one_line_and_exit_code_2(tmp_path, source, fragmen
     assert out.returncode == 2 and out.stdout == ""
     assert out.stderr.startswith("plug-in error: ") and len(out.stderr.strip().splitlines()) == 1, out.stderr
     assert fragment.format(path=path) in out.stderr
+
+
+def test_a_worker_carries_its_plugins_to_another_process(plugin, tmp_path):
+    """--executor local/slurm pickle a Worker: the config goes as plain data with the plug-in files, and the
+    other process loads them before it rebuilds the config."""
+    dump = f"""
+import pickle, sys
+from bench import registry
+from bench.cluster import Worker
+from bench.config import load_config
+registry.load_plugin({str(plugin)!r})
+cfg = load_config('smoke', ['normmag.power=0.25', 'grid.methods=[normmag]'])
+sys.stdout.buffer.write(pickle.dumps(Worker(cfg, 'results', 'data')))
+"""
+    load = """
+import pickle, sys
+from bench import registry
+w = pickle.loads(sys.stdin.buffer.read())
+print(w.cfg.normmag.power, registry.get('normmag').NAME, [m.name for m in w.cfg.grid.methods])
+"""
+    env = {"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
+    data = subprocess.run([sys.executable, "-c", dump], cwd=tmp_path, capture_output=True, env=env, check=True).stdout
+    out = subprocess.run([sys.executable, "-c", load], cwd=tmp_path, input=data, capture_output=True, env=env)
+    assert out.returncode == 0, out.stderr.decode()
+    assert out.stdout.decode().split() == ["0.25", "normmag", "['normmag']"]

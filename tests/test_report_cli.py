@@ -103,7 +103,6 @@ def test_verdicts_on_a_terminal_are_a_rich_table():
 
 
 def test_status_names_records_made_on_another_device_and_how_to_see_them(tmp_path, capsys):
-    from bench import registry
     from bench.config import load_config
     from bench.grid import expand_grid
     from bench.store import atomic_write_json, run_path
@@ -112,7 +111,7 @@ def test_status_names_records_made_on_another_device_and_how_to_see_them(tmp_pat
     cfg_path = write_config(tmp_path / "tiny.yaml")
     res = tmp_path / "r"
     # The same grid run on a GPU: run ids include the device type and precision (cuda, bf16).
-    for s in expand_grid(load_config(str(cfg_path), ["runtime.device=cuda"]), registry.get, "cuda"):
+    for s in expand_grid(load_config(str(cfg_path), ["runtime.device=cuda"]), "cuda"):
         atomic_write_json(run_path(res, s.dataset, s.method.display, s.sparsity, s.seed, s.run_id),
                           {"run_id": s.run_id, "status": "ok", "dataset": s.dataset, "method": s.method.display,
                            "target_sparsity": s.sparsity, "seed": s.seed, "top1_final": 50.0, "device_type": "cuda",
