@@ -1,4 +1,5 @@
-"""Pruning at initialisation for the self-distillation rows, then SD training with the masks fixed.
+"""Helper library (no ``NAME``; the methods are the rows of selfdistill_rows.py): pruning at
+initialisation for the self-distillation rows, then SD training with the masks fixed.
 
 * **Simple** (EPSD's "Simple Combination"): ProsPr's meta-gradient with cross-entropy. On a copy of
   the freshly initialised network, every prunable weight is multiplied by a mask m = 1; the copy

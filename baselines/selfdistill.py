@@ -1,4 +1,5 @@
-"""Three self-distillation (SD) objectives, CS-KD, PS-KD and DLB, and how an SD row is trained.
+"""Helper library (no ``NAME``; the methods are the rows of selfdistill_rows.py): three
+self-distillation (SD) objectives, CS-KD, PS-KD and DLB, and how an SD row is trained.
 
 Each objective is a ``bench.losses.Objective``: ``objective(model, batch) -> (loss, logits)``,
 with all its state (memories, the previous batch, its random generator) in ``state_dict()``.

@@ -16,8 +16,9 @@ that lists it in ``SECTIONS``.
 
 Where methods come from (``load()``, once, before the first look-up):
 
-* the built-in packages ``bench.methods`` and ``baselines``: a module there that defines ``NAME``
-  is itself a method (registered as it is imported); modules without one are helper libraries;
+* the built-in packages ``bench.methods`` and ``baselines``: every module there is imported; one
+  that defines ``NAME`` is itself a method, one may register several (baselines/selfdistill_rows.py),
+  and one that registers none is a helper library and says so in its docstring;
 * installed packages: the entry-point group ``prune_kd_bench.methods`` (each entry point is a
   module to import; it registers what it defines as above);
 * files named on the command line: ``--plugin path/to/my_method.py`` (``load_plugin``).
@@ -56,7 +57,16 @@ _loaded = False
 
 
 def _origin(obj) -> str:
-    return getattr(obj, "__file__", None) or getattr(obj, "__module__", None) or repr(obj)
+    """The module that defines ``obj``: a module itself, or a class's or an instance's module."""
+    if isinstance(obj, ModuleType):
+        return obj.__name__
+    return obj.__module__ if isinstance(obj, type) else type(obj).__module__
+
+
+def origin(name: str) -> str:
+    """The module that registered method ``name`` (for a plug-in file: bench_plugin_<stem>_<n>)."""
+    methods()
+    return _origins[name]
 
 
 def register_method(obj):

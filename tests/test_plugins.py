@@ -31,6 +31,24 @@ def doc_commands() -> list[list[str]]:
     return [shlex.split(ln)[3:] for ln in lines]
 
 
+def test_every_built_in_module_registers_a_method_or_says_it_is_a_helper():
+    import importlib
+    import pkgutil
+
+    from bench import registry
+
+    by_module = {}
+    for name in registry.methods():
+        by_module.setdefault(registry.origin(name), []).append(name)
+    assert sorted(by_module["baselines.selfdistill_rows"]) == sorted(
+        f"{sd}{suffix}" for sd in ("cskd", "pskd", "dlb") for suffix in ("", "-simple", "-epsd"))
+    for pkg in registry.BUILTIN_PACKAGES:
+        for info in pkgutil.iter_modules(importlib.import_module(pkg).__path__):
+            mod = importlib.import_module(f"{pkg}.{info.name}")
+            assert by_module.get(mod.__name__) or mod.__doc__.startswith("Helper library"), mod.__name__
+            assert not hasattr(mod, "NAME") or by_module[mod.__name__] == [mod.NAME]
+
+
 @pytest.fixture
 def plugin(tmp_path):
     (source,) = [b for b in doc_blocks("python") if b.startswith("# normmag.py")]
