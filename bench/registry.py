@@ -159,6 +159,9 @@ def load_plugin(path: str | Path) -> list[str]:
     except RegistryError as e:
         sys.modules.pop(mod_name, None)
         raise RegistryError(f"plug-in file {str(path)!r}: {e}") from None
+    except SyntaxError as e:
+        sys.modules.pop(mod_name, None)
+        raise RegistryError(f"plug-in file {str(path)!r} is not valid Python (line {e.lineno}: {e.msg})") from None
     added = sorted((set(_methods) | {f"section:{s}" for s in _sections}) - before)
     if not any(not a.startswith("section:") for a in added):
         raise RegistryError(f"plug-in file {str(path)!r} registers no method; decorate a class with "

@@ -96,6 +96,7 @@ def test_the_plugin_section_is_a_config_section(plugin, tmp_path):
 @pytest.mark.parametrize("source, fragment", [
     (None, "plug-in file '{path}' not found"),
     ("X = 1\n", "registers no method"),
+    ("def (:\n", "is not valid Python (line 1"),
     ("from bench.registry import register_method\n\n@register_method\nclass M:\n    NAME = 'magnitude'\n"
      "    VERSION, PRUNES, SECTIONS = 1, True, ()\n    run = staticmethod(lambda ctx: None)\n",
      "method name 'magnitude' from"),
