@@ -44,7 +44,8 @@ def _base_record(spec: RunSpec, device: torch.device) -> dict:
     return {
         "run_id": spec.run_id, "dataset": spec.dataset, "model": spec.config.model.arch,
         "method": spec.method.display, "method_name": spec.method.name, "method_version": mod.VERSION,
-        "target_sparsity": spec.sparsity, "seed": spec.seed, "config": to_dict(spec.config),
+        "target_sparsity": spec.sparsity, "sparsity_measure": spec.config.grid.sparsity_measure, "seed": spec.seed,
+        "config": to_dict(spec.config),
         "identity": spec.identity, "device_type": device.type, "precision": precision(spec.config.runtime, device.type),
         "device_name": device_name(device), "device_count": 1,
         "provenance": provenance(device),

@@ -849,3 +849,12 @@ def test_latency_keeps_a_cpu_and_a_gpu_run_of_the_same_cell_apart():
     assert sorted((row.device, row.method, row.runs) for row in lt.rows) == [
         (H100, "tgp-kd", 3), ("cpu", "tgp-kd", 3)]
     assert sorted(t.device for t in lt.totals) == [H100, "cpu"]
+
+
+def test_an_interrupted_record_is_on_its_configs_measure_not_old_accounting():
+    # Harnesses before this one wrote sparsity_measure only on success; the record's own config says it.
+    from bench.report.aggregate import record_measure
+
+    assert record_measure({"status": "interrupted", "config": {"grid": {"sparsity_measure": "overall"}}}) == "overall"
+    assert record_measure({"status": "ok", "sparsity_measure": "conv"}) == "conv"
+    assert record_measure({"status": "ok", "config": {"grid": {}}}) is None          # an old record

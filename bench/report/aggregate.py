@@ -105,6 +105,9 @@ def record_measure(r: dict) -> str | None:
     """The measure the record's target is on (``sparsity_measure``); None for an old record (its target
     was over the method's own prunable set)."""
     m = r.get("sparsity_measure")
+    if not m:       # a failed or interrupted record of a harness that wrote the measure only on success
+        grid = r.get("config", {}).get("grid") if isinstance(r.get("config"), dict) else None
+        m = grid.get("sparsity_measure") if isinstance(grid, dict) else None
     return str(m) if m else None
 
 
