@@ -14,8 +14,8 @@ import sys
 from pathlib import Path
 
 from bench.cli import main
+from conftest import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 FIX = Path(__file__).parent / "fixtures" / "report"
 
 DOC = """# Findings

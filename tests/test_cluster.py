@@ -18,11 +18,11 @@ from bench.leases import read_lease
 from bench.report.aggregate import grid_totals
 from bench.store import load_runs
 
+from conftest import REPO
 from tiny import TINY, write_config
 
 submitit = pytest.importorskip("submitit", reason="the local and slurm executors need submitit (pip install submitit)")
 
-REPO = Path(__file__).resolve().parents[1]
 RUNTIME = {"device": "cpu", "deterministic": True, "checkpoint_every_s": 0, "heartbeat_s": 0.2, "stale_after_s": 3}
 GRID = {"methods": ["dense", "magnitude", "tgp"], "sparsities": [0.5, 0.9], "seeds": [0]}
 N_CELLS = 1 + 2 * 2

@@ -21,15 +21,10 @@ from bench.models import build_model
 from bench.runner import run_grid
 from bench.store import load_runs
 
+from conftest import REPO
 from tiny import TINY
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared" / "data"
 SD_ROWS = {"cskd-simple", "cskd-epsd", "pskd-simple", "pskd-epsd", "dlb-simple", "dlb-epsd"}
-
-
-def quiet(_):
-    pass
 
 
 # --------------------------------------------------------------------------- presets
@@ -140,10 +135,8 @@ def test_data_info_counts_the_classes_a_slice_keeps():
 
 
 @pytest.fixture(scope="module")
-def cifar100_slice(tmp_path_factory) -> Path:
-    script = SHARED / "materialize.py"
-    if not script.is_file():
-        pytest.skip(f"{script} not present (shared data folder absent)")
+def cifar100_slice(tmp_path_factory, materialize) -> Path:
+    script = materialize
     d = tmp_path_factory.mktemp("data")
     subprocess.run([sys.executable, str(script), str(d), "--only", "cifar100"], check=True, capture_output=True)
     return d

@@ -19,11 +19,8 @@ from bench.models import build_model
 from bench.runner import run_grid
 from bench.store import load_runs
 
+from conftest import quiet
 from tiny import TINY
-
-
-def quiet(_):
-    pass
 
 
 # --------------------------------------------------------------------------- schedules

@@ -10,11 +10,8 @@ from bench.data import load_dataset
 from bench.runner import run_grid
 from bench.store import load_runs
 
+from conftest import quiet
 from tiny import TINY, write_config
-
-
-def quiet(_):
-    pass
 
 
 def ids(data, dev="cpu"):

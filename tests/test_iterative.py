@@ -15,6 +15,7 @@ from bench.models import build_model
 from bench.runner import run_grid
 from bench.store import load_runs
 
+from conftest import quiet
 from tiny import TINY
 
 TINY_ROUND = {"epochs": 1, "batch_size": 64, "lr": 0.02, "warmup_epochs": 0, "schedule": "constant", "milestones": []}
@@ -22,10 +23,6 @@ ITERATIVE = {**TINY,
              "colt": {"train": TINY_ROUND},
              "egp": {"dense": {**TINY_ROUND, "epochs": 2, "lr": 0.05}, "finetune": TINY_ROUND,
                      "augment": {"crop_padding": 1}, "entropy_batch_size": 64}}
-
-
-def quiet(_):
-    pass
 
 
 # --------------------------------------------------------------------------- COLT

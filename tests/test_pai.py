@@ -16,13 +16,10 @@ from bench.models import build_model
 from bench.runner import run_grid
 from bench.store import load_runs
 
+from conftest import quiet
 from tiny import TINY
 
 SD_METHODS = ["cskd", "pskd", "dlb", "cskd-simple", "cskd-epsd", "pskd-simple", "pskd-epsd", "dlb-simple", "dlb-epsd"]
-
-
-def quiet(_):
-    pass
 
 
 def test_prospr_meta_gradient_matches_finite_differences():

@@ -94,10 +94,11 @@ def test_claims_print_their_verdicts_and_write_the_forest_plot_under_the_results
 
 
 def test_verdicts_on_a_terminal_are_a_rich_table():
+    from bench.cli import registered_methods
     from bench.report.claims import evaluate_claims
     from bench.report.cli import verdict_text
 
-    _, rows = evaluate_claims(FIX, reference_dir=REF)
+    _, rows = evaluate_claims(FIX, reference_dir=REF, known=registered_methods())
     text = verdict_text(rows, tty=True)
     assert "The paper's claims, tested on paired runs" in text and "┃ claim" in text and "verdicts: " in text
 
