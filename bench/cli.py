@@ -16,11 +16,11 @@ def user_errors() -> tuple[type, ...]:
     from .context import CorruptCheckpointError
     from .data import DatasetFileError, DatasetNotFoundError
     from .estimate import CostError
-    from .report.references import ReferenceError
+    from .report.references import ReferenceFileError
     from .store import CorruptResultError, ResultsDirError
 
     return (ConfigError, CostError, CorruptResultError, ResultsDirError, DatasetNotFoundError, DatasetFileError,
-            CorruptCheckpointError, CorruptEpochCheckpointError, ReferenceError, FileNotFoundError,
+            CorruptCheckpointError, CorruptEpochCheckpointError, ReferenceFileError, FileNotFoundError,
             NotADirectoryError, IsADirectoryError, PermissionError)
 
 

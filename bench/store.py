@@ -7,6 +7,7 @@ Layout under a results directory (default ``results/``)::
 """
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import math
@@ -14,6 +15,11 @@ import os
 import tempfile
 from pathlib import Path
 from typing import Any, Iterable
+
+
+def utc_now() -> str:
+    """The time stamp of records and leases: UTC, ISO 8601, to the second."""
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
 def atomic_write_bytes(path: Path, data: bytes, fault: str = "") -> None:

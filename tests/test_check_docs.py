@@ -13,6 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from bench.cli import main
 from conftest import REPO
 
@@ -69,6 +71,7 @@ def make_repo(tmp_path: Path, monkeypatch) -> Path:
     return repo
 
 
+@pytest.mark.slow
 def test_documented_commands_reproduce_the_committed_files_or_the_check_fails(tmp_path, monkeypatch):
     cd = check_docs()
     repo = make_repo(tmp_path, monkeypatch)

@@ -77,6 +77,7 @@ def init_state(cfg):
     return build_model(cfg.model.arch, cfg.dataset.synthetic.num_classes).state_dict()
 
 
+@pytest.mark.slow
 def test_magnitude_ft_fine_tunes_like_tgp_without_the_teacher(tmp_path, monkeypatch):
     spy = Trainings(monkeypatch)
     run_method("tgp", tmp_path / "a")                # separate caches: both fine-tunes really train

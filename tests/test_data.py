@@ -240,6 +240,7 @@ def test_cifar100_partial(real_dir):
     assert d.info["complete"] is False
 
 
+@pytest.mark.slow
 def test_tinyimagenet_layout(tiny):
     from PIL import Image
 
@@ -256,6 +257,7 @@ def test_tinyimagenet_layout(tiny):
     assert data.TINY_MARKER in tiny.info["official_detail"]["tiny-imagenet-200.zip"]
 
 
+@pytest.mark.slow
 def test_tinyimagenet_marker_and_limit(real_dir, tiny):
     marker = real_dir / "tiny-imagenet-200" / data.TINY_MARKER
     marker.write_text(data.TINY_ZIP_MD5 + "\n")

@@ -25,6 +25,7 @@ from tiny import TINY, write_config
 FAST = {"checkpoint_every_s": 0, "heartbeat_s": 0.2, "stale_after_s": 3, "device": "cpu", "deterministic": True}
 GRID = {"methods": ["dense", "magnitude", "tgp"], "sparsities": [0.5, 0.9], "seeds": [0, 1]}
 N_CELLS = 2 + 2 * 2 * 2          # dense per seed + (magnitude, tgp) x 2 sparsities x 2 seeds
+pytestmark = pytest.mark.slow          # every test starts several `bench run` processes (20-90 s each)
 POINTS = ["step", "checkpoint-write", "checkpoint-saved", "record-write", "lease-acquired", "artifact-write"]
 
 
@@ -64,7 +65,6 @@ def check_no_restart_from_zero(before: dict, log: str):
         assert before.get(path) == (int(epoch) - 1, int(step)), (path, epoch, step, before.get(path))
 
 
-@pytest.mark.slow
 def test_kill_minus_nine_at_many_points_then_the_grid_completes(tmp_path):
     cfg, results = config(tmp_path), tmp_path / "results"
     rng = random.Random(2026)

@@ -259,6 +259,7 @@ def chains(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["colt", "egp"])
 def test_chain_lands_each_target_and_shares_its_full_rounds(chains, method):
     (first, second, official), made = chains[method]
@@ -328,6 +329,7 @@ def test_colt_ticket_is_theta0_with_the_round_mask(chains):
     assert zeros / conv == pytest.approx(rec["rounds"][-1]["sparsity"]["conv"])
 
 
+@pytest.mark.slow
 def test_rounds_figure_and_csv(chains, tmp_path):
     """The per-round figure and its CSV: every round of each chain, EGP on its own scale as well,
     minutes cumulative; the same records give the same bytes."""

@@ -12,7 +12,7 @@ from bench.models import build_model
 def test_resnet18_weight_counts_match_the_paper_notes():
     model = build_model("resnet18", 10)
     masks = Masks(model)
-    assert masks.numel == 11_159_232  # conv weights, shared/research/paper.md 2.2
+    assert masks.numel == 11_159_232  # conv weights (docs/method.md, Sparsity arithmetic)
     assert len(masks.params) == 20    # 17 3x3/stem convs + 3 shortcut 1x1 convs
     stats = sparsity_stats(model)
     assert stats["overall_weights"] == 11_169_152  # conv + linear + BN gamma

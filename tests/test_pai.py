@@ -160,6 +160,7 @@ def test_all_nine_sd_methods_run_hit_their_sparsity_and_keep_pruned_weights_zero
         assert r["extra"]["pai_scoring"] == ("EPSD (reimpl.)" if name.endswith("epsd") else "Simple")
 
 
+@pytest.mark.slow
 def test_paper_presets_run_the_sd_rows_at_the_official_budget_and_others_label_the_matched_variant():
     from bench.config import load_config
 

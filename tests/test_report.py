@@ -36,7 +36,7 @@ import pytest
 from bench import cli as bench_cli
 from bench.report import cli
 from bench.report.aggregate import mean_std, select
-from bench.report.references import (ReferenceError, Reference, load_reference_file, load_references,
+from bench.report.references import (ReferenceFileError, Reference, load_reference_file, load_references,
                                      make_reference, match_target)
 from bench.report.style import METHOD_STYLES, order_methods, style_for
 from bench.report.tables import (accuracy_latex, accuracy_markdown, build_accuracy_table, build_dataset_tables,
@@ -326,6 +326,7 @@ def test_write_tables_identical_bytes(tmp_path, runs):
                                      for suffix in (".md", ".tex", ".csv", "_paper.csv", "_latency.csv"))
 
 
+@pytest.mark.slow
 def test_figures_identical_bytes(tmp_path, runs, refs):
     from bench.report.figures import write_figures
 
@@ -351,6 +352,7 @@ def test_density_sparsity_choice(runs):
         plot_density(runs, "cifar10", sparsity=0.9)
 
 
+@pytest.mark.slow
 def test_cli_table_plot_and_errors(tmp_path, capsys):
     res = results_copy(tmp_path)
     assert bench_cli.main(["table", "--results", str(res), "--dataset", "cifar10", "--format", "csv",
@@ -391,6 +393,7 @@ def test_cli_register_adds_subcommands():
     assert (args.format, args.dataset, args.transpose, args.paper) == ("all", None, False, "block")
 
 
+@pytest.mark.slow
 def test_report(tmp_path):
     from bench.report.report import write_report
 
@@ -465,7 +468,7 @@ def test_reference_csv_format(tmp_path):
           top1=1), "differs from 'sparsity'"),
 ])
 def test_reference_validation_errors(row, message):
-    with pytest.raises(ReferenceError, match=None) as e:
+    with pytest.raises(ReferenceFileError, match=None) as e:
         make_reference(row, "f.yaml: row 1")
     assert message in str(e.value) and str(e.value).startswith("f.yaml: row 1: ")
 
@@ -473,7 +476,7 @@ def test_reference_validation_errors(row, message):
 def test_reference_yaml_errors(tmp_path):
     p = tmp_path / "bad.yaml"
     p.write_text("rowz: []\n")
-    with pytest.raises(ReferenceError, match="unknown top-level key"):
+    with pytest.raises(ReferenceFileError, match="unknown top-level key"):
         load_reference_file(p)
 
 

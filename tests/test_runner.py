@@ -34,6 +34,7 @@ def core(counts):
     return {k: counts[k] for k in ("ok", "failed", "skipped")}
 
 
+@pytest.mark.slow
 def test_grid_records_every_field_and_skips_finished_runs(tmp_path):
     cfg = from_dict(Config, TINY)
     counts = run_grid(cfg, tmp_path, tmp_path / "data", log=quiet)
@@ -128,6 +129,7 @@ def test_magnitude_beats_random_at_high_sparsity(tmp_path):
     assert acc["magnitude"] > acc["random"] + 10, acc
 
 
+@pytest.mark.slow
 def test_tgp_end_to_end_prunes_exactly_and_never_revives(tmp_path):
     """The proposed method on the synthetic dataset at a high sparsity."""
     for name in ("tgp", "tgp-kd"):
@@ -188,6 +190,7 @@ def test_corrupt_result_file_is_reported_and_left_alone(tmp_path, capsys):
     assert rec.read_text() == '{"status": "ok", "trunc'
 
 
+@pytest.mark.slow
 def test_gpu_code_paths_bf16_autocast_and_channels_last_run_on_cpu(tmp_path):
     """The settings a GPU turns on by default (bf16 autocast, channels_last), forced on the CPU:
     masks on channels_last weights stay exact and the distillation objective runs under autocast."""

@@ -173,11 +173,11 @@ def cmd_report(args) -> int:
 def _wrap(func):
     """Report errors in the inputs (bad reference file, unknown dataset, sparsity not present) in one line."""
     def run(args) -> int:
-        from .references import ReferenceError
+        from .references import ReferenceFileError
 
         try:
             return func(args)
-        except (ReferenceError, ValueError, FileNotFoundError) as e:
+        except (ReferenceFileError, ValueError, FileNotFoundError) as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
     run.__name__ = func.__name__
