@@ -143,3 +143,18 @@ def test_version_and_help(capsys):
         main(["--help"])
     text = capsys.readouterr().out
     assert "--version" in text and "`" not in text
+
+
+def test_report_modules_import_no_method_code_and_no_torch():
+    """report/ renders stored results only: importing every one of its modules loads neither torch nor a
+    method (the claims' method names come from the command layer)."""
+    import subprocess
+    import sys
+
+    code = ("import importlib, pkgutil, sys\nimport bench.report as R\n"
+            "for m in pkgutil.iter_modules(R.__path__): importlib.import_module('bench.report.' + m.name)\n"
+            "bad = sorted(m for m in sys.modules if m == 'torch' or m.startswith(('bench.methods', 'baselines',"
+            " 'bench.config', 'bench.engine', 'bench.context')))\nprint(bad)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1], capture_output=True,
+                         text=True, check=True).stdout
+    assert out.strip() == "[]"
