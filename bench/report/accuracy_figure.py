@@ -24,7 +24,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import FixedLocator, NullLocator
 
 from .aggregate import (ACCURACY_SHORT, DEFAULT_ACCURACY, accuracy_field, mean_std, measured_sparsity, models_of,
-                        select, sparsity_key)
+                        on_target, select, sparsity_key)
 from .format import pct
 from .references import Reference, for_dataset
 from .style import FAMILIES, PAPER_MARKER, dataset_title, family_of, order_methods, style_for
@@ -74,13 +74,6 @@ class AccuracyData:
     on_measure: bool                              # every pruned record's targets are on ``measure``
     unreachable: list[Unreachable] = field(default_factory=list)
     unplaced: list[str] = field(default_factory=list)   # 'method at target' without a measured sparsity
-
-
-def on_target(r: dict) -> bool:
-    """The record's realised sparsity is within the tolerance of its target (old records: not sparsity_exact false)."""
-    if r.get("sparsity_on_target") is not None:
-        return bool(r["sparsity_on_target"])
-    return r.get("sparsity_exact") is not False
 
 
 def axis_measure(records: Iterable[dict]) -> str:
