@@ -413,6 +413,7 @@ def test_unstated_sparsity_in_the_tables():
     assert pl.target is None and pl.note.startswith("the source states no sparsity")
 
 
+@pytest.mark.slow
 def test_cli_writes_table_csv_and_deterministic_forest_plot(tmp_path):
     import json
 

@@ -306,6 +306,7 @@ def test_chain_lands_each_target_and_shares_its_full_rounds(chains, method):
         assert second["budget"]["phases"]["pretrain"]["epochs"] == 2 and second["budget"]["phases"]["pretrain"]["reused"]
 
 
+@pytest.mark.slow
 def test_colt_ticket_is_theta0_with_the_round_mask(chains):
     """The final model starts from theta0's convs and BatchNorm under the last round's mask, with a
     fresh C-way head, and trains on the full data."""

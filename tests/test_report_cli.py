@@ -51,6 +51,7 @@ def test_a_dataset_without_records_is_named_with_those_that_have_some(tmp_path, 
     assert not (res / "plots").exists()
 
 
+@pytest.mark.slow
 def test_table_and_plot_render_every_dataset_and_figures_go_under_the_results_folder(tmp_path, monkeypatch, capsys):
     res = results_copy(tmp_path)
     monkeypatch.chdir(tmp_path)

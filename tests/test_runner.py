@@ -55,6 +55,7 @@ def test_grid_records_every_field_and_skips_finished_runs(tmp_path):
     assert {p: os.path.getmtime(p) for p in mtimes} == mtimes
 
 
+@pytest.mark.slow
 def test_killed_grid_resumes_without_redoing_or_duplicating(tmp_path):
     cfg_path = write_config(tmp_path / "tiny.yaml", grid={**TINY["grid"], "sparsities": [0.3, 0.5, 0.7, 0.9]})
     results = tmp_path / "results"
@@ -92,6 +93,7 @@ def test_failed_run_is_recorded_and_the_grid_goes_on(tmp_path):
     assert len(again["previous_failures"]) == 1 and "NonFiniteLossError" in again["previous_failures"][0]["error"]
 
 
+@pytest.mark.slow
 def test_cli_reports_bad_config_and_missing_dataset(tmp_path, capsys):
     assert main(["run", "smoke", "--set", "prune.sparsity=1.5", "--results", str(tmp_path)]) == 2
     assert "'prune.sparsity' has value 1.5" in capsys.readouterr().err
