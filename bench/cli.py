@@ -17,11 +17,11 @@ def user_errors() -> tuple[type, ...]:
     from .context import CorruptCheckpointError
     from .data import DatasetFileError, DatasetNotFoundError
     from .estimate import CostError
-    from .report.references import ReferenceError
+    from .report.references import ReferenceFileError
     from .store import CorruptResultError, ResultsDirError
 
     return (ConfigError, registry.RegistryError, CostError, CorruptResultError, ResultsDirError, DatasetNotFoundError, DatasetFileError,
-            CorruptCheckpointError, CorruptEpochCheckpointError, ReferenceError, FileNotFoundError,
+            CorruptCheckpointError, CorruptEpochCheckpointError, ReferenceFileError, FileNotFoundError,
             NotADirectoryError, IsADirectoryError, PermissionError)
 
 
@@ -74,9 +74,8 @@ def refuse_on_cpu(cfg, args) -> None:
 
 def cmd_collect(args) -> int:
     from .provenance import code_versions
-    from .store import collect, load_runs
+    from .store import load_runs
 
-    print(f"wrote {collect(args.results)}")
     runs = load_runs(args.results)
     print(f"the code that made the {len(runs)} records in {args.results} (fingerprint, git commit, harness version):")
     for line in code_versions(runs):
@@ -148,6 +147,11 @@ class _Version(argparse.Action):
         parser.exit()
 
 
+def registered_methods() -> list[str]:
+    """The method names in the harness (imports every method: only when a command needs them)."""
+    return sorted(registry.methods())
+
+
 DESCRIPTION = ("Run a grid of pruning runs, collect their records, train teachers, and render tables, figures, "
                "claims and reports from the records. 'python -m bench COMMAND --help' describes each command.")
 
@@ -185,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "which is refused otherwise")
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("collect", help="gather all run records into <results>/summary.csv; list the code that made them")
+    p = sub.add_parser("collect", help="list the code (fingerprint, git commit, harness version) that made the run records")
     p.add_argument("--results", type=Path, default=Path("results"))
     p.set_defaults(func=cmd_collect)
 
@@ -206,7 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .estimate import register as register_estimate
     register_estimate(sub)
     from .report.cli import register as register_report
-    register_report(sub)
+    register_report(sub, method_names=registered_methods)
     for name in GRID_COMMANDS:
         sub.choices[name].add_argument(
             "--plugin", dest="plugins", action="append", default=[], metavar="FILE",

@@ -288,6 +288,14 @@ def work_table(cells: list[Cell], speed: Optional[Speed]) -> list[str]:
     return lines
 
 
+def _log_sources(speed: Speed, log: Callable[[str], None]) -> None:
+    """The notes of an estimate's speed and the throughput row behind each (arch, size, batch) it priced."""
+    for note in speed.notes:
+        log(f"  note: {note}")
+    for (arch, size, batch), how in sorted(speed.used.items()):
+        log(f"  {arch} {size}px batch {batch}: {how}")
+
+
 def preview(cells: list[Cell], devices: list[str], precision: Callable[[str], str], workers: Optional[int],
             log: Callable[[str], None] = print) -> dict[str, Total]:
     """Print what the cells still to run will train and cost on each of ``devices``; returns the totals."""
@@ -319,10 +327,7 @@ def preview(cells: list[Cell], devices: list[str], precision: Callable[[str], st
             tk = total(todo, speed, workers)
             log(f"  with {workers} cells per device (--workers {workers}): {_h(tk.wall_h)} h wall-clock per device "
                 f"({_h(tk.hours)} cell-hours)")
-        for note in speed.notes:
-            log(f"  note: {note}")
-        for (arch, size, batch), how in sorted(speed.used.items()):
-            log(f"  {arch} {size}px batch {batch}: {how}")
+        _log_sources(speed, log)
     if totals:
         log(f"  included: teacher forwards and forward-only passes at {FORWARD:.2f} of a training step, CS-KD's partner "
             "(x1.33) and DLB's second view (x2); not included: start-up, checkpoints, compile, data loading")
@@ -421,10 +426,7 @@ def check_records(results_dir: Path, workers: int, asked: Optional[str], log: Ca
         f"(phase seconds without evaluation, each of {measured.artifacts} artifacts once)")
     log(f"estimate with {workers} cell(s) per device on {speed.name}: {est.train_h * 60:.2f} cell-minutes training "
         f"(+ {est.eval_h * 60:.2f} evaluation): {ratio:.2f}x the measured total")
-    for note in speed.notes:
-        log(f"  note: {note}")
-    for (arch, size, batch), how in sorted(speed.used.items()):
-        log(f"  {arch} {size}px batch {batch}: {how}")
+    _log_sources(speed, log)
     return {"measured_min": measured.minutes, "estimate_min": est.train_h * 60, "ratio": ratio}
 
 

@@ -1,4 +1,4 @@
-"""Teacher-guided importance of the proposed method: bias-corrected EMA of |w * grad| (paper.md 1.6).
+"""Teacher-guided importance of the proposed method: bias-corrected EMA of |w * grad| (docs/method.md, Pipeline: importance, EMA).
 
     s_t = |w_t * g_t|   (or |g_t|)
     m_t = beta * m_{t-1} + (1 - beta) * s_t,   m_0 = 0

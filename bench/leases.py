@@ -9,7 +9,6 @@ creating its own. Guarantees and limits are in docs/reliability.md.
 """
 from __future__ import annotations
 
-import datetime as dt
 import json
 import os
 import socket
@@ -20,13 +19,9 @@ from pathlib import Path
 from typing import Optional
 
 from .interrupt import fault_point
-from .store import atomic_write_bytes
+from .store import atomic_write_bytes, utc_now
 
 HOST = socket.gethostname()
-
-
-def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
 def job_id() -> Optional[str]:
@@ -90,7 +85,7 @@ class Lease:
         from .engine import PROGRESS
 
         return {"token": self.token, "host": HOST, "pid": os.getpid(), "job_id": job_id(),
-                "what": self.what, "started_at": self._started, "heartbeat_at": _now(), "progress": dict(PROGRESS)}
+                "what": self.what, "started_at": self._started, "heartbeat_at": utc_now(), "progress": dict(PROGRESS)}
 
     def try_acquire(self) -> bool:
         """Take the lease if it is free or stale; False if a live holder has it."""
@@ -112,7 +107,7 @@ class Lease:
                 aside.unlink(missing_ok=True)
                 self.took_over = info
                 continue
-            self._started = _now()
+            self._started = utc_now()
             with os.fdopen(fd, "w") as f:
                 json.dump(self._info(), f)
             self.held = True

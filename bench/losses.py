@@ -164,7 +164,7 @@ class CrossEntropy(Objective):
 
 
 class Distillation(Objective):
-    """alpha * KD(student, teacher) + (1 - alpha) * CE(raw student logits, y) (paper.md 1.5).
+    """alpha * KD(student, teacher) + (1 - alpha) * CE(raw student logits, y) (docs/method.md, Pipeline: joint loss).
 
     KD is CA-KLD (``kd.loss == "ca-kld"``) with gamma = the precomputed teacher-mean confidence
     (``kd.gamma == "teacher-mean"``, pass it as ``gamma``) or the per-sample teacher confidence

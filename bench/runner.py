@@ -5,7 +5,6 @@ the process loses at most the run in progress and never leaves a half-written fi
 """
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import json
 import os
@@ -27,11 +26,7 @@ from .interrupt import Interrupted, stop_on_signals, stop_requested, stop_signal
 from .leases import Lease
 from .masks import TOLERANCE, UnreachableSparsity, sparsity_stats
 from .provenance import device_name, provenance
-from .store import ResultsDirError, atomic_write_json, iter_run_files, run_path, status_of
-
-
-def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+from .store import ResultsDirError, atomic_write_json, iter_run_files, run_path, status_of, utc_now
 
 
 def _base_record(spec: RunSpec, device: torch.device) -> dict:
@@ -39,7 +34,8 @@ def _base_record(spec: RunSpec, device: torch.device) -> dict:
     return {
         "run_id": spec.run_id, "dataset": spec.dataset, "model": spec.config.model.arch,
         "method": spec.method.display, "method_name": spec.method.name, "method_version": mod.VERSION,
-        "target_sparsity": spec.sparsity, "seed": spec.seed, "config": to_dict(spec.config),
+        "target_sparsity": spec.sparsity, "sparsity_measure": spec.config.grid.sparsity_measure, "seed": spec.seed,
+        "config": to_dict(spec.config),
         "identity": spec.identity, "device_type": device.type, "precision": precision(spec.config.runtime, device.type),
         "device_name": device_name(device), "device_count": 1,
         "provenance": provenance(device),
@@ -286,7 +282,7 @@ class CellLog:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.file = open(self.path, "a", buffering=1)
         job = job_id()
-        self.file.write(f"=== attempt at {_now()} on {HOST} pid {os.getpid()}" + (f" job {job}" if job else "")
+        self.file.write(f"=== attempt at {utc_now()} on {HOST} pid {os.getpid()}" + (f" job {job}" if job else "")
                         + " ===\n")
         return self
 
@@ -309,7 +305,7 @@ def _run_one(spec, old, data_cache, artifacts, device, results_dir, keep_checkpo
     """Run one claimed cell and write its record (status ok, failed or interrupted); returns it."""
     path = run_path(results_dir, spec.dataset, spec.method.display, spec.sparsity, spec.seed, spec.run_id)
     record = _base_record(spec, device)
-    record["started_at"] = _now()
+    record["started_at"] = utc_now()
     data = data_cache.get(spec.config)
     ctx = RunContext(spec.config, data, device, artifacts, log, run_id=spec.run_id, load_data=data_cache.dataset)
     try:
@@ -336,7 +332,7 @@ def _run_one(spec, old, data_cache, artifacts, device, results_dir, keep_checkpo
         record["previous_interruptions"] = old.get("previous_interruptions", [])
         record[key] = record[key] + [{**{k: old.get(k) for k in ("error", "started_at", "ended_at")},
                                       **{k: (old.get("provenance") or {}).get(k) for k in ("hostname", "job_id")}}]
-    record["ended_at"] = _now()
+    record["ended_at"] = utc_now()
     atomic_write_json(path, record, fault="record-write")
     if record["status"] == "ok" and not keep_checkpoints:
         ctx.remove_checkpoints()

@@ -1,13 +1,13 @@
-"""Results on disk: one JSON file per run, written atomically, gathered into a table on demand.
+"""Results on disk: one JSON file per run, written atomically.
 
 Layout under a results directory (default ``results/``)::
 
     runs/<dataset>/<method>__sp<sparsity>__seed<seed>__<run_id>.json   one file per run
     cache/                                                            reusable checkpoints
-    summary.csv                                                       `python -m bench collect`
 """
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import math
@@ -15,6 +15,11 @@ import os
 import tempfile
 from pathlib import Path
 from typing import Any, Iterable
+
+
+def utc_now() -> str:
+    """The time stamp of records and leases: UTC, ISO 8601, to the second."""
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
 def atomic_write_bytes(path: Path, data: bytes, fault: str = "") -> None:
@@ -123,36 +128,3 @@ def load_runs(results_dir: Path, dataset: str | None = None, status: str | None 
             rec["_path"] = str(p)
             runs.append(rec)
     return runs
-
-
-SUMMARY_COLUMNS = [
-    "run_id", "status", "dataset", "model", "method", "method_name", "target_sparsity", "seed",
-    "sparsity_prunable", "sparsity_overall", "top1_final", "top1_best", "top5_final", "top5_best",
-    "best_epoch", "time_total_s", "time_train_s", "device_name", "data_official", "teacher_sha256",
-    "teacher_top1", "git_commit", "git_dirty", "started_at", "ended_at", "error",
-]
-
-
-def summary_rows(runs: list[dict]) -> list[dict]:
-    rows = []
-    for r in runs:
-        row = {k: r.get(k) for k in SUMMARY_COLUMNS}
-        row["data_official"] = (r.get("data") or {}).get("official")
-        row["teacher_sha256"] = (r.get("teacher") or {}).get("sha256")
-        row["teacher_top1"] = (r.get("teacher") or {}).get("top1")
-        prov = r.get("provenance") or {}
-        row["git_commit"], row["git_dirty"] = prov.get("git_commit"), prov.get("git_dirty")
-        row["error"] = (r.get("error") or "")[:200] or None
-        rows.append(row)
-    return rows
-
-
-def collect(results_dir: Path) -> Path:
-    """Gather every run into ``<results_dir>/summary.csv`` (one row per run) and return its path."""
-    import pandas as pd
-
-    df = pd.DataFrame(summary_rows(load_runs(results_dir)), columns=SUMMARY_COLUMNS)
-    df = df.sort_values(["dataset", "method", "target_sparsity", "seed"], kind="stable")
-    out = Path(results_dir) / "summary.csv"
-    atomic_write_bytes(out, df.to_csv(index=False).encode())
-    return out

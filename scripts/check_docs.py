@@ -6,7 +6,7 @@ with placeholders, like ``[--dataset NAME]``, and every ``run`` are left alone: 
 Copies the repository's files (tracked, and untracked ones git does not ignore) into a temporary
 folder, without the committed outputs of those folders, and runs the commands there in the order
 the docs give them. After each command, every committed text file it wrote (tables, claims,
-summary.csv, REPORT.md, the rounds CSV) must equal the committed one byte for byte. Every
+REPORT.md, the rounds CSV) must equal the committed one byte for byte. Every
 committed table (``results/*/tables/*``) must be written by some documented command. Figures
 (PNG, PDF) are regenerated, not compared: their bytes depend on the matplotlib and FreeType
 versions. Exit code 0: every committed file reproduced; 1: what differs, with a diff; 2: bad input.
@@ -92,7 +92,7 @@ def outputs_of(cmd: Command, rel: str) -> bool:
     """Whether ``rel`` is something ``cmd`` may write (so it is left out of the copy)."""
     res = cmd.results.rstrip("/") + "/"
     plots = (cmd.plots.rstrip("/") if cmd.plots else res + "plots") + "/"
-    return (rel.startswith(res + "tables/") or rel in (res + "summary.csv", res + "REPORT.md")
+    return (rel.startswith(res + "tables/") or rel == res + "REPORT.md"
             or rel.startswith(plots))
 
 

@@ -23,8 +23,8 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))
-from tiny import TINY  # noqa: E402
+sys.path.insert(0, str(REPO))
+from bench.tiny import TINY  # noqa: E402
 
 
 def bench(*args, env=None, timeout=300):

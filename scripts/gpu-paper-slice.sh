@@ -32,7 +32,7 @@
 # shared 2-core machine OpenMP's spinning threads made two-thread processes many times slower).
 # Output in $OUT (7 files): run.log (everything, time-stamped steps, the plan first), device.txt,
 # profile.txt, performance.md (rows for docs/performance.md), summary.md (the slice's table, claims,
-# cell states, planned vs spent), slice.tgz (records, summary.csv, tables, claims, REPORT.md,
+# cell states, planned vs spent), slice.tgz (records, tables, claims, REPORT.md,
 # figures, cell and worker logs; no checkpoints), smoke.tgz (the smoke grid's records and tables).
 set -uo pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD

@@ -3,16 +3,14 @@ no traceback, and nothing in the results folder changed."""
 import hashlib
 import os
 import pickle
-import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from bench.cli import main
 
+from conftest import run_ids
 from tiny import TINY, write_config
 
 GRID = {"methods": ["dense", "magnitude"], "sparsities": [0.5], "seeds": [0]}
@@ -122,10 +120,7 @@ CASES = [
 
 def _epoch_case(tmp, cfg):
     """A torn epoch checkpoint where the next magnitude run (sparsity 0.7) will look for it."""
-    out = subprocess.run([sys.executable, "-m", "bench", "run", str(cfg), "--results", str(tmp / "results"),
-                          "--set", "grid.sparsities=[0.7]", "--dry-run", "--data-dir", str(tmp)],
-                         capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1]).stdout
-    (rid,) = re.findall(r"pending .*magnitude.* ([0-9a-f]{16})", out)
+    rid = run_ids(cfg, ["grid.sparsities=[0.7]"])["magnitude"]
     d = tmp / "results" / "cache" / "epochs" / f"run-{rid}"
     d.mkdir(parents=True)
     (d / "retrain.pt").write_bytes(b"torn")

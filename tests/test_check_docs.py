@@ -13,9 +13,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bench.cli import main
+import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from bench.cli import main
+from conftest import REPO
+
 FIX = Path(__file__).parent / "fixtures" / "report"
 
 DOC = """# Findings
@@ -69,6 +71,7 @@ def make_repo(tmp_path: Path, monkeypatch) -> Path:
     return repo
 
 
+@pytest.mark.slow
 def test_documented_commands_reproduce_the_committed_files_or_the_check_fails(tmp_path, monkeypatch):
     cd = check_docs()
     repo = make_repo(tmp_path, monkeypatch)

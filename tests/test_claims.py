@@ -14,7 +14,11 @@ from pathlib import Path
 
 import pytest
 
+from bench import cli as bench_cli
 from bench.report import claims as C
+from bench.report import claims_file as F
+from bench.report import claims_render as R
+from bench.report import stats as S
 from bench.report.references import Reference, load_references, make_reference
 
 REPO_REF = Path(__file__).resolve().parents[1] / "results" / "reference"
@@ -56,7 +60,7 @@ def pairs(a, b, diffs, target=0.9, base=50.0, **kw):
 def claim(**kw):
     raw = {"id": "c", "statement": "a beats b.", "a": "tgp", "b": "magnitude", "direction": "greater",
            "datasets": ["cifar10"], **kw}
-    return C.make_claim(raw, "test")
+    return F.make_claim(raw, "test")
 
 
 def rows_of(cl, runs, refs=(), known=KNOWN, **kw):
@@ -68,8 +72,8 @@ def rows_of(cl, runs, refs=(), known=KNOWN, **kw):
 @pytest.mark.parametrize("df, q", [(1, 12.706205), (2, 4.302653), (3, 3.182446), (4, 2.776445), (10, 2.228139),
                                    (30, 2.042272)])
 def test_t_quantile_matches_the_tables(df, q):
-    assert C.t_quantile(0.975, df) == pytest.approx(q, abs=1e-5)
-    assert C.t_quantile(0.025, df) == pytest.approx(-q, abs=1e-5)
+    assert S.t_quantile(0.975, df) == pytest.approx(q, abs=1e-5)
+    assert S.t_quantile(0.025, df) == pytest.approx(-q, abs=1e-5)
 
 
 @pytest.mark.parametrize("diffs, direction, mean, low, high, verdict", [
@@ -80,14 +84,14 @@ def test_t_quantile_matches_the_tables(df, q):
     ([5, 6], "greater", 5.5, -0.85310, 11.85310, ("inconclusive", "n < 3")),
 ])
 def test_paired_statistics_and_verdicts(diffs, direction, mean, low, high, verdict):
-    st = C.paired_stats(diffs)
+    st = S.paired_stats(diffs)
     assert (st.n, st.mean) == (len(diffs), pytest.approx(mean))
     assert (st.low, st.high) == (pytest.approx(low, abs=1e-4), pytest.approx(high, abs=1e-4))
     assert C.verdict(st, direction) == verdict
 
 
 def test_one_pair_has_no_interval_and_is_inconclusive():
-    st = C.paired_stats([4.0])
+    st = S.paired_stats([4.0])
     assert (st.n, st.mean, st.low, st.high) == (1, 4.0, None, None)
     assert C.verdict(st, "greater") == ("inconclusive", "n < 3")
 
@@ -137,7 +141,7 @@ def test_latency_claim_pairs_minutes_on_one_device_as_a_log_ratio():
     expected = [math.log(10 / 100), math.log(11 / 100), math.log(9 / 110)]
     assert row.diffs == pytest.approx(expected) and row.device == "cpu"
     assert row.verdict_text == "holds" and "1 pair(s) dropped: on different devices" in row.notes
-    cells = C._row_cells(row)
+    cells = R._row_cells(row)
     assert cells[5] == "< 1× (paper 0.10×)"
     assert cells[6] == f"{math.exp(sum(expected) / 3):.2f}×"
 
@@ -210,7 +214,7 @@ def test_pairs_only_ok_on_target_runs_and_says_why_not():
     assert egp[0.9].diffs == [3.0, 4.0, 5.0] and egp[0.9].verdict_text == "holds"
     assert (egp[0.98].verdict_text, egp[0.98].notes) == (
         "no data", ["no pair: egp unreachable at 98.00% overall (max 97.91%) (3 seeds)"])
-    md = C.claims_markdown(list(egp.values()), [])
+    md = R.claims_markdown(list(egp.values()), [])
     assert "| c | cifar10 | resnet18 | 98.00% | tgp-kd − egp, top-1 (pp) | > 0 |  |  |  | no data | no pair: egp " \
            "unreachable at 98.00% overall (max 97.91%) (3 seeds) |" in md
 
@@ -248,8 +252,8 @@ def test_egp_shortcut_stands_in_only_where_egp_is_unreachable():
     assert 0.9 not in rows
     bad = {"id": "x", "statement": "s", "a": "tgp", "b": dict(egp, fallback="always"), "direction": "greater",
            "datasets": ["d"]}
-    with pytest.raises(C.ClaimError, match="'fallback' is 'always'; allowed: absent, unreachable"):
-        C.make_claim(bad, "f.yaml: claim 1")
+    with pytest.raises(F.ClaimError, match="'fallback' is 'always'; allowed: absent, unreachable"):
+        F.make_claim(bad, "f.yaml: claim 1")
 
 
 def test_ranges_are_read_on_the_overall_measure_with_the_tolerance():
@@ -264,7 +268,7 @@ def test_ranges_are_read_on_the_overall_measure_with_the_tolerance():
     assert row.target is None and row.verdict_text == "no data"
     conv = pairs("tgp", "magnitude", [1, 1, 1], 0.9, measure="conv", overall=0.8999987)   # within the tolerance
     assert [r.target for r in rows_of(claim(sparsity={"min": 90, "definition": "overall"}), conv)] == [0.9]
-    claims = {c.id: c for c in C.load_claims(REPO_REF / "claims.yaml")}
+    claims = {c.id: c for c in F.load_claims(REPO_REF / "claims.yaml")}
     lat = claims["cheaper-than-colt-cifar10"]
     at = lambda t: [rec(m, t, s, 90, measure="overall", minutes=mins) for s in range(3)  # noqa: E731
                     for m, mins in (("tgp-kd", 10), ("colt", 100))]
@@ -316,7 +320,7 @@ def test_cost_convention_tgp_kd_against_colt_by_hand():
     assert "| GPU | colt | 3 | n/a | n/a | 70.00 | 10.00 | n/a | 80.00 | 80.00 | 240.00 | 1.86× | 3.48× |" in md
     (total,) = grid_totals(runs)
     assert (total.minutes, total.per_run_sum) == (pytest.approx(329), pytest.approx(369))
-    claims = {c.id: c for c in C.load_claims(REPO_REF / "claims.yaml")}
+    claims = {c.id: c for c in F.load_claims(REPO_REF / "claims.yaml")}
     (row,) = C.evaluate([claims["cheaper-than-colt-cifar10"]], runs, known=KNOWN)
     assert row.target == 0.977 and row.device == "GPU"
     assert row.diffs == pytest.approx([math.log(43 / 80), math.log(44 / 82), math.log(42 / 78)])
@@ -324,7 +328,7 @@ def test_cost_convention_tgp_kd_against_colt_by_hand():
     student = math.exp((math.log(23 / 80) + math.log(24 / 82) + math.log(22 / 78)) / 3)
     assert f"{student:.2f}" == "0.29"
     assert "without the teacher: 0.29× (per run / per run, geometric mean over 3 pairs)" in row.notes
-    cells = C._row_cells(row)
+    cells = R._row_cells(row)
     assert cells[4] == "tgp-kd / colt, minutes per run + teacher"
     assert cells[6] == f"{math.exp(sum(row.diffs) / 3):.2f}×" == "0.54×"
 
@@ -348,7 +352,7 @@ def test_published_number_stands_in_for_a_method_without_runs():
 # --------------------------------------------------------------------------- the claims file, outputs
 
 def test_shipped_claims_cover_the_papers_statements_and_the_harness_questions():
-    claims = {c.id: c for c in C.load_claims(REPO_REF / "claims.yaml")}
+    claims = {c.id: c for c in F.load_claims(REPO_REF / "claims.yaml")}
     sd = {"cskd-simple", "cskd-epsd", "pskd-simple", "pskd-epsd", "dlb-simple", "dlb-epsd"}
     assert {c.b.method for c in claims.values() if c.a.method == "tgp-kd" and c.direction == "greater"} >= sd | {"egp", "tgp"}
     assert all(claims[f"beats-{m}"].sparsity_min == 90 for m in sd)
@@ -383,8 +387,8 @@ def test_shipped_claims_cover_the_papers_statements_and_the_harness_questions():
      "a side is a method label or a mapping with 'method'"),
 ])
 def test_bad_claims_name_the_claim_and_the_fix(raw, message):
-    with pytest.raises(C.ClaimError) as e:
-        C.make_claim(raw, "f.yaml: claim 1")
+    with pytest.raises(F.ClaimError) as e:
+        F.make_claim(raw, "f.yaml: claim 1")
     assert message in str(e.value) and str(e.value).startswith("f.yaml: claim 1 (x")
 
 
@@ -409,10 +413,9 @@ def test_unstated_sparsity_in_the_tables():
     assert pl.target is None and pl.note.startswith("the source states no sparsity")
 
 
+@pytest.mark.slow
 def test_cli_writes_table_csv_and_deterministic_forest_plot(tmp_path):
     import json
-
-    from bench.report import cli
 
     res = tmp_path / "results"
     runs = pairs("tgp", "magnitude", [2, 3, 4]) + pairs("tgp-kd", "tgp", [-2, -3, -4], 0.98)
@@ -422,7 +425,7 @@ def test_cli_writes_table_csv_and_deterministic_forest_plot(tmp_path):
         p.write_text(json.dumps(r))
     outs = []
     for name in ("a", "b"):
-        assert cli.main(["claims", "--results", str(res), "--plots", str(tmp_path / name)]) == 0
+        assert bench_cli.main(["claims", "--results", str(res), "--plots", str(tmp_path / name)]) == 0
         outs.append({p.name: p.read_bytes() for p in (tmp_path / name).iterdir()})
     assert outs[0] == outs[1] and sorted(outs[0]) == ["claims.pdf", "claims.png"]
     md = (res / "tables" / "claims.md").read_text()
@@ -435,4 +438,4 @@ def test_cli_writes_table_csv_and_deterministic_forest_plot(tmp_path):
     row = next(r for r in rows if r["claim"] == "harness-tgp-vs-magnitude")
     assert (row["n"], row["mean"], row["ci_low"], row["interval"], row["diffs"]) == (
         "3", "3.000000", "0.515862", "t", "2.000000;3.000000;4.000000")
-    assert cli.main(["claims", "--results", str(res), "--claims", str(tmp_path / "none.yaml")]) == 2
+    assert bench_cli.main(["claims", "--results", str(res), "--claims", str(tmp_path / "none.yaml")]) == 2

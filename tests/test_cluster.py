@@ -19,11 +19,11 @@ from bench.leases import read_lease
 from bench.report.aggregate import grid_totals
 from bench.store import load_runs
 
+from conftest import REPO
 from tiny import TINY, write_config
 
 submitit = pytest.importorskip("submitit", reason="the local and slurm executors need submitit (pip install submitit)")
 
-REPO = Path(__file__).resolve().parents[1]
 RUNTIME = {"device": "cpu", "deterministic": True, "checkpoint_every_s": 0, "heartbeat_s": 0.2, "stale_after_s": 3}
 GRID = {"methods": ["dense", "magnitude", "tgp"], "sparsities": [0.5, 0.9], "seeds": [0]}
 N_CELLS = 1 + 2 * 2
@@ -65,6 +65,7 @@ def inline_and_local(tmp_path_factory):
     return cfg, tmp, inline, local
 
 
+@pytest.mark.slow
 def test_local_workers_make_the_records_of_an_inline_run(inline_and_local):
     cfg, tmp, inline, local = inline_and_local
     assert inline.returncode == 0, inline.stdout[-3000:]
@@ -89,6 +90,7 @@ def test_local_workers_make_the_records_of_an_inline_run(inline_and_local):
     assert submission["executor"] == "local" and len(submission["jobs"]) == 2
 
 
+@pytest.mark.slow
 def test_grid_total_counts_each_shared_artifact_once(inline_and_local):
     cfg, tmp, *_ = inline_and_local
     runs = load_runs(tmp / "local")
@@ -106,6 +108,7 @@ def test_grid_total_counts_each_shared_artifact_once(inline_and_local):
     assert total.per_run_sum > total.minutes
 
 
+@pytest.mark.slow
 def test_status_shows_the_workers_and_their_states(inline_and_local):
     cfg, tmp, *_ = inline_and_local
     out = subprocess.run([sys.executable, "-m", "bench", "status", str(cfg), "--results", str(tmp / "local")],
@@ -115,6 +118,7 @@ def test_status_shows_the_workers_and_their_states(inline_and_local):
     assert re.search(r"jobs \(local, submitted \S+\): 2 ENDED: local-\d+ ENDED, local-\d+ ENDED", out.stdout)
 
 
+@pytest.mark.slow
 def test_debug_executor_runs_the_workers_in_this_process(tmp_path):
     from bench.cluster import run_with_workers
 
@@ -144,6 +148,7 @@ def _wait_for_training(results, proc, epoch=2, timeout=120):
     raise AssertionError("no worker reached a training epoch")
 
 
+@pytest.mark.slow
 def test_a_killed_worker_loses_nothing_and_a_rerun_runs_nothing_twice(tmp_path):
     cfg = config(tmp_path, pretrain={**TINY["pretrain"], "epochs": 8})
     results = tmp_path / "r"
@@ -172,6 +177,7 @@ def test_a_killed_worker_loses_nothing_and_a_rerun_runs_nothing_twice(tmp_path):
     assert re.search(r"pretrain: resuming at epoch ([2-9]|\d\d)/8", logs), logs[-3000:]
 
 
+@pytest.mark.slow
 def test_preemption_signal_checkpoints_requeues_and_resumes(tmp_path):
     """USR2 (what SLURM sends before the time limit or on preemption): the worker stops at the next
     step, writes its epoch checkpoint and an interrupted record, and requeues itself; the requeued
@@ -192,6 +198,7 @@ def test_preemption_signal_checkpoints_requeues_and_resumes(tmp_path):
     assert len(tries) == 2 and "INTERRUPTED" in tries[0]
 
 
+@pytest.mark.slow
 def test_cli_errors_are_one_line(tmp_path):
     cfg = config(tmp_path)
     no_workers = bench(cfg, tmp_path / "r", "--executor", "local")

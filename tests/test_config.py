@@ -49,6 +49,7 @@ def test_run_id_ignores_cosmetic_fields_and_unused_sections():
     assert changed[("tgp-kd", 0.5)] != base[("tgp-kd", 0.5)]
 
 
+@pytest.mark.slow
 def test_grid_expansion_counts_and_dense_once_per_seed():
     cfg = load_config("smoke")
     runs = expand_grid(cfg)
@@ -108,6 +109,7 @@ def test_missing_config_file_lists_presets():
         load_config("no-such-config")
 
 
+@pytest.mark.slow
 def test_overrides_apply_and_presets_load():
     cfg = load_config("cifar10-paper", ["retrain.epochs=3", "kd.temperature=4"])
     assert cfg.retrain.epochs == 3 and cfg.kd.temperature == 4.0

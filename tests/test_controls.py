@@ -3,6 +3,7 @@ random_layerwise,tgp_rewind,dense_kd}.py): each one's defining property, on the 
 import pytest
 import torch
 
+from bench import cli as bench_cli
 from bench import registry
 from bench.config import Config, from_dict
 from bench.grid import expand_grid
@@ -14,11 +15,8 @@ from bench.models import build_model
 from bench.runner import run_grid
 from bench.store import load_runs
 
+from conftest import quiet
 from tiny import TINY
-
-
-def quiet(_):
-    pass
 
 
 def spec_for(method, sparsity=0.9, seed=0):
@@ -80,6 +78,7 @@ def init_state(cfg):
     return build_model(cfg.model.arch, cfg.dataset.synthetic.num_classes).state_dict()
 
 
+@pytest.mark.slow
 def test_magnitude_ft_fine_tunes_like_tgp_without_the_teacher(tmp_path, monkeypatch):
     spy = Trainings(monkeypatch)
     run_method("tgp", tmp_path / "a")                # separate caches: both fine-tunes really train
@@ -183,8 +182,6 @@ def test_dense_kd_trains_the_initial_student_with_the_joint_objective(tmp_path, 
 def test_controls_in_a_grid_pair_with_the_runs_they_control(tmp_path):
     """The five controls, tgp and dense in one tiny grid; each record names the run it pairs with, and
     `bench claims` renders on the result."""
-    from bench.report import cli
-
     names = ["dense", "tgp", "magnitude-ft", "grad-ce", "random-layerwise", "tgp-rewind", "dense-kd"]
     cfg = from_dict(Config, {**TINY, "grid": {"methods": names, "sparsities": [0.9], "seeds": [0]}})
     assert {k: v for k, v in run_grid(cfg, tmp_path, tmp_path, log=quiet).items() if k in ("ok", "failed", "skipped")} == {"ok": 7, "failed": 0, "skipped": 0}
@@ -195,7 +192,7 @@ def test_controls_in_a_grid_pair_with_the_runs_they_control(tmp_path):
         assert pair["run_id"] == partner["run_id"] and pair["seed"] == partner["seed"] == 0
         assert pair["target_sparsity"] == partner["target_sparsity"]
     assert recs["dense-kd"]["extra"]["pairs_with"]["method"] == "dense"
-    assert cli.main(["claims", "--results", str(tmp_path), "--plots", str(tmp_path / "plots")]) == 0
+    assert bench_cli.main(["claims", "--results", str(tmp_path), "--plots", str(tmp_path / "plots")]) == 0
     md = (tmp_path / "tables" / "claims.md").read_text()
     assert "| harness-tgp-vs-magnitude-ft | synthetic |" in md and "inconclusive (n < 3)" in md
     assert (tmp_path / "plots" / "claims.png").is_file()

@@ -19,11 +19,11 @@ import torch
 
 import bench.data as data
 from bench.config import AugmentConfig, ConfigError, DatasetConfig, SyntheticConfig
+from conftest import MATERIALIZE
 from bench.data import (Batch, DatasetFileError, DatasetNotFoundError, DeviceData, load_dataset,
                         make_generator)
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-NPZ = SHARED / "data"
+NPZ = MATERIALIZE.parent          # the real-data sources (../shared/data); the tests that read them skip without
 NO_AUG = AugmentConfig(crop_padding=0, flip=False, rotate_deg=0.0)
 
 
@@ -184,10 +184,8 @@ def test_limit_on_class_sorted_split_keeps_all_classes():
 # --------------------------------------------------------------------------- real layouts
 
 @pytest.fixture(scope="session")
-def real_dir(tmp_path_factory) -> Path:
-    script = NPZ / "materialize.py"
-    if not script.is_file():
-        pytest.skip(f"{script} not present (shared data folder absent)")
+def real_dir(tmp_path_factory, materialize) -> Path:
+    script = materialize
     d = tmp_path_factory.mktemp("data")
     for args in (["--only", "cifar10,cifar100", "--cifar10-exact"],
                  ["--only", "tinyimagenet", "--tinyimagenet-per-class", "2"]):
@@ -242,6 +240,7 @@ def test_cifar100_partial(real_dir):
     assert d.info["complete"] is False
 
 
+@pytest.mark.slow
 def test_tinyimagenet_layout(tiny):
     from PIL import Image
 
@@ -258,6 +257,7 @@ def test_tinyimagenet_layout(tiny):
     assert data.TINY_MARKER in tiny.info["official_detail"]["tiny-imagenet-200.zip"]
 
 
+@pytest.mark.slow
 def test_tinyimagenet_marker_and_limit(real_dir, tiny):
     marker = real_dir / "tiny-imagenet-200" / data.TINY_MARKER
     marker.write_text(data.TINY_ZIP_MD5 + "\n")

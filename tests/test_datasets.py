@@ -21,19 +21,15 @@ from bench.models import build_model
 from bench.runner import run_grid
 from bench.store import load_runs
 
+from conftest import REPO
 from tiny import TINY
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared" / "data"
 SD_ROWS = {"cskd-simple", "cskd-epsd", "pskd-simple", "pskd-epsd", "dlb-simple", "dlb-epsd"}
-
-
-def quiet(_):
-    pass
 
 
 # --------------------------------------------------------------------------- presets
 
+@pytest.mark.slow
 @pytest.mark.parametrize("preset", ["smoke-real", "cifar100-cpu", "tinyimagenet-cpu"])
 def test_real_data_presets_run_every_registered_method_at_90_and_98_overall(preset):
     cfg = load_config(preset)
@@ -77,6 +73,7 @@ def conv_only_at_98(preset: str) -> set[tuple[str, str, float]]:
             if registry.get(m.name).PRUNES and m.name not in SD_ROWS}
 
 
+@pytest.mark.slow
 def test_cpu_presets_leave_unreachable_exactly_the_cells_their_headers_name():
     """resnet_small: conv-only sets reach 95.77% overall with 100 classes and 92.08% with 200, EGP's
     92.41% and 88.85%; so at 98% only the SD rows run, at 90% EGP stops on Tiny ImageNet, and the
@@ -111,6 +108,7 @@ def test_resize_is_antialiased_and_keeps_flat_regions():
     assert 40 <= int(y[1, :, 1:3, 1:3].float().mean()) <= 90      # about 255/4, not 0 or 255 (no aliasing)
 
 
+@pytest.mark.slow
 def test_image_size_resizes_at_load_is_recorded_and_leaves_other_run_ids_alone():
     syn = DatasetConfig(name="synthetic", synthetic=SyntheticConfig(image_size=16, train_size=40, test_size=20))
     native = load_dataset(syn, "/nonexistent")
@@ -140,10 +138,8 @@ def test_data_info_counts_the_classes_a_slice_keeps():
 
 
 @pytest.fixture(scope="module")
-def cifar100_slice(tmp_path_factory) -> Path:
-    script = SHARED / "materialize.py"
-    if not script.is_file():
-        pytest.skip(f"{script} not present (shared data folder absent)")
+def cifar100_slice(tmp_path_factory, materialize) -> Path:
+    script = materialize
     d = tmp_path_factory.mktemp("data")
     subprocess.run([sys.executable, str(script), str(d), "--only", "cifar100"], check=True, capture_output=True)
     return d

@@ -20,11 +20,8 @@ from bench.models import build_model
 from bench.runner import run_grid
 from bench.store import load_runs
 
+from conftest import quiet
 from tiny import TINY
-
-
-def quiet(_):
-    pass
 
 
 # --------------------------------------------------------------------------- schedules
@@ -240,6 +237,7 @@ def test_importance_depends_on_the_kd_loss(tmp_path):
     assert rel > 0.05
 
 
+@pytest.mark.slow
 def test_tgp_kd_retrains_with_the_joint_objective(tmp_path, monkeypatch):
     seen = []
     real = RunContext.train

@@ -5,7 +5,6 @@ import json
 import re
 import shutil
 import subprocess
-from pathlib import Path
 
 import pytest
 import torch
@@ -16,9 +15,9 @@ from bench.cli import main
 from bench.config import Config, from_dict
 from bench.grid import expand_grid
 
+from conftest import REPO
 from tiny import TINY, write_config
 
-REPO = Path(__file__).resolve().parents[1]
 H100 = REPO / "results" / "h100-small-cifar10"
 H100_NAME = "NVIDIA H100 80GB HBM3"
 
@@ -172,7 +171,7 @@ def test_collect_lists_the_code_of_the_records(tmp_path, capsys):
         (runs / f"dense__sp0__seed{i}__r{i}.json").write_text(json.dumps(rec))
     assert main(["collect", "--results", str(tmp_path)]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[2:] == ["     2 records  code 0123456789abcdef  git e0dd3c5 (clean)  harness 2",
+    assert out[1:] == ["     2 records  code 0123456789abcdef  git e0dd3c5 (clean)  harness 2",
                        "     1 record   code unknown (made before fingerprints)  git 5dfc9d5 (dirty)  harness 2"]
     from bench.provenance import code_versions
     from bench.store import load_runs

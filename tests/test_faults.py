@@ -12,7 +12,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
@@ -20,12 +19,13 @@ import torch
 from bench.leases import HOST
 from bench.store import load_runs, read_run
 
+from conftest import REPO
 from tiny import TINY, write_config
 
-REPO = Path(__file__).resolve().parents[1]
 FAST = {"checkpoint_every_s": 0, "heartbeat_s": 0.2, "stale_after_s": 3, "device": "cpu", "deterministic": True}
 GRID = {"methods": ["dense", "magnitude", "tgp"], "sparsities": [0.5, 0.9], "seeds": [0, 1]}
 N_CELLS = 2 + 2 * 2 * 2          # dense per seed + (magnitude, tgp) x 2 sparsities x 2 seeds
+pytestmark = pytest.mark.slow          # every test starts several `bench run` processes (20-90 s each)
 POINTS = ["step", "checkpoint-write", "checkpoint-saved", "record-write", "lease-acquired", "artifact-write"]
 
 
@@ -68,13 +68,14 @@ def check_no_restart_from_zero(before: dict, log: str):
 def test_kill_minus_nine_at_many_points_then_the_grid_completes(tmp_path):
     cfg, results = config(tmp_path), tmp_path / "results"
     rng = random.Random(2026)
-    kills, runs = [], 0
+    kills, runs, logs = [], 0, []
     while len(kills) < 10 and runs < 30:
         point = rng.choice(POINTS)
         fault = f"{point}:{rng.randint(1, 2 if point != 'step' else 8)}"
         before = checkpoints(results)
         proc = bench_run(cfg, results, fault)
         runs += 1
+        logs.append(proc.stdout)
         check_no_restart_from_zero(before, proc.stdout)
         if proc.returncode == -signal.SIGKILL:
             kills.append(fault)
@@ -86,6 +87,7 @@ def test_kill_minus_nine_at_many_points_then_the_grid_completes(tmp_path):
     for _ in range(3):                      # finish whatever is left
         before = checkpoints(results)
         proc = bench_run(cfg, results)
+        logs.append(proc.stdout)
         check_no_restart_from_zero(before, proc.stdout)
         assert proc.returncode == 0, proc.stdout[-3000:]
     files = list((results / "runs").glob("*/*.json"))
@@ -93,7 +95,9 @@ def test_kill_minus_nine_at_many_points_then_the_grid_completes(tmp_path):
     assert len(files) == N_CELLS and all(r["status"] == "ok" for r in recs)
     assert len({r["run_id"] for r in recs}) == N_CELLS           # no cell recorded twice
     assert not list((results / "claims").glob("*.claim"))      # every claim released or taken over
-    assert any(r["resumed_from"] for r in recs) or "resuming" in proc.stdout or kills
+    # Some kill fell inside a training run after an epoch checkpoint (the fault sequence is seeded):
+    # a later run resumed from it instead of starting over.
+    assert any("resuming at epoch" in log for log in logs), kills
 
 
 def _started(log: str) -> list[str]:

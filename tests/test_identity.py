@@ -11,11 +11,8 @@ from bench.data import load_dataset
 from bench.runner import run_grid
 from bench.store import load_runs
 
+from conftest import quiet
 from tiny import TINY, write_config
-
-
-def quiet(_):
-    pass
 
 
 def ids(data, dev="cpu"):
@@ -38,6 +35,7 @@ def test_effective_precision_and_device_type_enter_the_run_id():
     assert ids({**GRID, "runtime": {"device": "cpu", "eval_batch_size": 3, "channels_last": "on"}}) == cpu
 
 
+@pytest.mark.slow
 def test_fp32_and_bf16_runs_get_different_checkpoints(tmp_path):
     keys = {}
     for amp in ("off", "bf16"):
@@ -60,6 +58,7 @@ def test_changing_a_method_version_changes_only_its_ids(monkeypatch):
         assert (after[key] != rid) == (key[0] == "magnitude"), key
 
 
+@pytest.mark.slow
 def test_grid_seeds_share_one_teacher_and_bench_teacher_reports_it(tmp_path, capsys):
     data = {**TINY, "grid": {"methods": ["tgp"], "sparsities": [0.5], "seeds": [0, 1]}}
     assert run_grid(from_dict(Config, data), tmp_path, tmp_path, log=quiet)["ok"] == 2

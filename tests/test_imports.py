@@ -6,8 +6,6 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-# Cycles another branch of issue 18 breaks (report/ split by concern); empty this once it is merged.
-KNOWN_CYCLES = [{"bench.report.accuracy_figure", "bench.report.figures", "bench.report.rounds"}]
 METHOD_CODE = ("bench.methods", "baselines")
 
 
@@ -73,7 +71,7 @@ def test_the_cycle_finder_finds_a_cycle():
 def test_the_bench_package_has_no_import_cycle():
     graph = import_graph()
     assert "bench.registry" in graph["bench.config"]          # the graph sees relative imports
-    assert [c for c in cycles(graph) if c not in KNOWN_CYCLES] == []
+    assert cycles(graph) == []
 
 
 def test_no_core_module_imports_method_code():

@@ -15,6 +15,7 @@ from bench.models import build_model
 from bench.runner import run_grid
 from bench.store import load_runs
 
+from conftest import quiet
 from tiny import TINY
 
 TINY_ROUND = {"epochs": 1, "batch_size": 64, "lr": 0.02, "warmup_epochs": 0, "schedule": "constant", "milestones": []}
@@ -22,10 +23,6 @@ ITERATIVE = {**TINY,
              "colt": {"train": TINY_ROUND},
              "egp": {"dense": {**TINY_ROUND, "epochs": 2, "lr": 0.05}, "finetune": TINY_ROUND,
                      "augment": {"crop_padding": 1}, "entropy_batch_size": 64}}
-
-
-def quiet(_):
-    pass
 
 
 # --------------------------------------------------------------------------- COLT
@@ -262,6 +259,7 @@ def chains(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["colt", "egp"])
 def test_chain_lands_each_target_and_shares_its_full_rounds(chains, method):
     (first, second, official), made = chains[method]
@@ -308,6 +306,7 @@ def test_chain_lands_each_target_and_shares_its_full_rounds(chains, method):
         assert second["budget"]["phases"]["pretrain"]["epochs"] == 2 and second["budget"]["phases"]["pretrain"]["reused"]
 
 
+@pytest.mark.slow
 def test_colt_ticket_is_theta0_with_the_round_mask(chains):
     """The final model starts from theta0's convs and BatchNorm under the last round's mask, with a
     fresh C-way head, and trains on the full data."""
@@ -331,6 +330,7 @@ def test_colt_ticket_is_theta0_with_the_round_mask(chains):
     assert zeros / conv == pytest.approx(rec["rounds"][-1]["sparsity"]["conv"])
 
 
+@pytest.mark.slow
 def test_rounds_figure_and_csv(chains, tmp_path):
     """The per-round figure and its CSV: every round of each chain, EGP on its own scale as well,
     minutes cumulative; the same records give the same bytes."""

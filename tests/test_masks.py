@@ -12,12 +12,13 @@ from bench.models import build_model
 def test_resnet18_weight_counts_match_the_paper_notes():
     model = build_model("resnet18", 10)
     masks = Masks(model)
-    assert masks.numel == 11_159_232  # conv weights, shared/research/paper.md 2.2
+    assert masks.numel == 11_159_232  # conv weights (docs/method.md, Sparsity arithmetic)
     assert len(masks.params) == 20    # 17 3x3/stem convs + 3 shortcut 1x1 convs
     stats = sparsity_stats(model)
     assert stats["overall_weights"] == 11_169_152  # conv + linear + BN gamma
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("classes, overall", [(10, 98.41), (100, 98.01), (200, 97.56)])
 def test_conv_sparsity_0985_reports_the_papers_overall_figure(classes, overall):
     model = build_model("resnet18", classes)
@@ -93,6 +94,7 @@ def test_bad_scores_are_rejected():
         masks.prune_global(bad, 0.5)
 
 
+@pytest.mark.slow
 def test_masked_weights_stay_exactly_zero_through_sgd_with_momentum_and_weight_decay():
     data = load_dataset(from_dict(DatasetConfig, {"name": "synthetic", "synthetic": {"train_size": 256, "test_size": 64}}),
                         "unused", "cpu")

@@ -17,13 +17,10 @@ from bench.models import build_model
 from bench.runner import run_grid
 from bench.store import load_runs
 
+from conftest import quiet
 from tiny import TINY
 
 SD_METHODS = ["cskd", "pskd", "dlb", "cskd-simple", "cskd-epsd", "pskd-simple", "pskd-epsd", "dlb-simple", "dlb-epsd"]
-
-
-def quiet(_):
-    pass
 
 
 def test_prospr_meta_gradient_matches_finite_differences():
@@ -164,6 +161,7 @@ def test_all_nine_sd_methods_run_hit_their_sparsity_and_keep_pruned_weights_zero
         assert r["extra"]["pai_scoring"] == ("EPSD (reimpl.)" if name.endswith("epsd") else "Simple")
 
 
+@pytest.mark.slow
 def test_paper_presets_run_the_sd_rows_at_the_official_budget_and_others_label_the_matched_variant():
     from bench.config import load_config
 

@@ -33,9 +33,10 @@ from pathlib import Path
 
 import pytest
 
+from bench import cli as bench_cli
 from bench.report import cli
 from bench.report.aggregate import mean_std, select
-from bench.report.references import (ReferenceError, Reference, load_reference_file, load_references,
+from bench.report.references import (ReferenceFileError, Reference, load_reference_file, load_references,
                                      make_reference, match_target)
 from bench.report.style import METHOD_STYLES, order_methods, style_for
 from bench.report.tables import (accuracy_latex, accuracy_markdown, build_accuracy_table, build_dataset_tables,
@@ -325,6 +326,7 @@ def test_write_tables_identical_bytes(tmp_path, runs):
                                      for suffix in (".md", ".tex", ".csv", "_paper.csv", "_latency.csv"))
 
 
+@pytest.mark.slow
 def test_figures_identical_bytes(tmp_path, runs, refs):
     from bench.report.figures import write_figures
 
@@ -350,9 +352,10 @@ def test_density_sparsity_choice(runs):
         plot_density(runs, "cifar10", sparsity=0.9)
 
 
+@pytest.mark.slow
 def test_cli_table_plot_and_errors(tmp_path, capsys):
     res = results_copy(tmp_path)
-    assert cli.main(["table", "--results", str(res), "--dataset", "cifar10", "--format", "csv",
+    assert bench_cli.main(["table", "--results", str(res), "--dataset", "cifar10", "--format", "csv",
                      "--reference", str(REF)]) == 0
     assert sorted(p.name for p in (res / "tables").iterdir()) == ["cifar10.csv", "cifar10_latency.csv",
                                                                   "cifar10_paper.csv"]
@@ -360,21 +363,21 @@ def test_cli_table_plot_and_errors(tmp_path, capsys):
     assert rows[("magnitude", "0.985000")]["accuracy"] == "final"
     assert rows[("magnitude", "0.985000")]["mean"] == "91.000000"       # final epoch (best would be 88.30)
     # No --accuracy: final-epoch numbers, and the caption says so.
-    assert cli.main(["table", "--results", str(res), "--dataset", "cifar10", "--format", "md",
+    assert bench_cli.main(["table", "--results", str(res), "--dataset", "cifar10", "--format", "md",
                      "--reference", str(REF)]) == 0
     md = (res / "tables" / "cifar10.md").read_text()
     assert "top-1 accuracy (%), final epoch, old accounting\n" in md
     assert "Top-1 test accuracy (%), final epoch (test accuracy after" in md
     assert md_row(md, "98.50")[2] == "**91.00** ± 0.14 (n=2)" and "best epoch" not in md
-    assert cli.main(["table", "--results", str(res), "--dataset", "cifar100", "--format", "md", "--accuracy",
+    assert bench_cli.main(["table", "--results", str(res), "--dataset", "cifar100", "--format", "md", "--accuracy",
                      "final", "--transpose", "--reference", str(REF)]) == 0
     md = (res / "tables" / "cifar100.md").read_text()
     assert "final epoch" in md and md_row(md, "tgp")[1] == "**71.00**"
-    assert cli.main(["plot", "--results", str(res), "--plots", str(tmp_path / "plots"), "--dataset", "cifar100",
+    assert bench_cli.main(["plot", "--results", str(res), "--plots", str(tmp_path / "plots"), "--dataset", "cifar100",
                      "--format", "png", "--reference", str(REF)]) == 0
     assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == [
         "cifar100_accuracy.png", "cifar100_density.png", "cifar100_latency.png"]
-    assert cli.main(["table", "--results", str(res), "--dataset", "imagenet"]) == 2
+    assert bench_cli.main(["table", "--results", str(res), "--dataset", "imagenet"]) == 2
     assert "no run records for dataset 'imagenet'" in capsys.readouterr().err
 
 
@@ -382,7 +385,7 @@ def test_cli_register_adds_subcommands():
     import argparse
 
     parser = argparse.ArgumentParser()
-    cli.register(parser.add_subparsers(dest="command"))
+    cli.register(parser.add_subparsers(dest="command"), method_names=list)
     args = parser.parse_args(["plot", "--sparsity", "98.5"])
     assert (args.results, args.plots, args.sparsity, args.accuracy) == (Path("results"), None, 0.985, "final")
     assert cli.plots_dir(args) == Path("results") / "plots"             # the results folder's own plots/
@@ -390,12 +393,13 @@ def test_cli_register_adds_subcommands():
     assert (args.format, args.dataset, args.transpose, args.paper) == ("all", None, False, "block")
 
 
+@pytest.mark.slow
 def test_report(tmp_path):
     from bench.report.report import write_report
 
     res = results_copy(tmp_path)
     shutil.copytree(REF, res / "reference")          # <results>/reference is used when present
-    out = write_report(res, tmp_path / "plots")
+    out = write_report(res, tmp_path / "plots", known=bench_cli.registered_methods())
     assert out == res / "REPORT.md"
     assert (tmp_path / "plots" / "cifar100_latency.pdf").is_file()
     text = out.read_text()
@@ -415,14 +419,14 @@ def test_report(tmp_path):
         assert (out.parent / link).is_file(), link
     assert (res / "tables" / "cifar10.md").is_file()
     # Rerendering gives the same page (png only the second time, to keep the test fast: no PDF links).
-    again = write_report(res, tmp_path / "plots", figure_formats=("png",)).read_bytes()
+    again = write_report(res, tmp_path / "plots", figure_formats=("png",), known=bench_cli.registered_methods()).read_bytes()
     assert again == re.sub(rb" \[PDF\]\([^)]*\)", b"", first)
 
 
 def test_report_without_runs(tmp_path):
     from bench.report.report import write_report
 
-    text = write_report(tmp_path / "empty", tmp_path / "plots", reference_dir=REPO_REF).read_text()
+    text = write_report(tmp_path / "empty", tmp_path / "plots", reference_dir=REPO_REF, known=()).read_text()
     assert "No run records" in text and "cifar10 (" in text
 
 
@@ -464,7 +468,7 @@ def test_reference_csv_format(tmp_path):
           top1=1), "differs from 'sparsity'"),
 ])
 def test_reference_validation_errors(row, message):
-    with pytest.raises(ReferenceError, match=None) as e:
+    with pytest.raises(ReferenceFileError, match=None) as e:
         make_reference(row, "f.yaml: row 1")
     assert message in str(e.value) and str(e.value).startswith("f.yaml: row 1: ")
 
@@ -472,7 +476,7 @@ def test_reference_validation_errors(row, message):
 def test_reference_yaml_errors(tmp_path):
     p = tmp_path / "bad.yaml"
     p.write_text("rowz: []\n")
-    with pytest.raises(ReferenceError, match="unknown top-level key"):
+    with pytest.raises(ReferenceFileError, match="unknown top-level key"):
         load_reference_file(p)
 
 
@@ -745,7 +749,8 @@ def test_latency_declared_groups_and_other_device(tin):
 
 
 def test_phase_groups_inferred_for_old_records():
-    from bench.report.aggregate import phase_group, record_phases, run_time
+    from bench.phases import phase_group
+    from bench.report.aggregate import record_phases, run_time
 
     assert [phase_group(n) for n in ("pretrain", "teacher", "finetune", "score", "prune", "retrain", "eval",
                                      "mystery")] == ["pretrain", "teacher", "score+prune", "score+prune",
@@ -849,3 +854,12 @@ def test_latency_keeps_a_cpu_and_a_gpu_run_of_the_same_cell_apart():
     assert sorted((row.device, row.method, row.runs) for row in lt.rows) == [
         (H100, "tgp-kd", 3), ("cpu", "tgp-kd", 3)]
     assert sorted(t.device for t in lt.totals) == [H100, "cpu"]
+
+
+def test_an_interrupted_record_is_on_its_configs_measure_not_old_accounting():
+    # Harnesses before this one wrote sparsity_measure only on success; the record's own config says it.
+    from bench.report.aggregate import record_measure
+
+    assert record_measure({"status": "interrupted", "config": {"grid": {"sparsity_measure": "overall"}}}) == "overall"
+    assert record_measure({"status": "ok", "sparsity_measure": "conv"}) == "conv"
+    assert record_measure({"status": "ok", "config": {"grid": {}}}) is None          # an old record

@@ -51,6 +51,7 @@ def test_a_dataset_without_records_is_named_with_those_that_have_some(tmp_path, 
     assert not (res / "plots").exists()
 
 
+@pytest.mark.slow
 def test_table_and_plot_render_every_dataset_and_figures_go_under_the_results_folder(tmp_path, monkeypatch, capsys):
     res = results_copy(tmp_path)
     monkeypatch.chdir(tmp_path)
@@ -94,10 +95,11 @@ def test_claims_print_their_verdicts_and_write_the_forest_plot_under_the_results
 
 
 def test_verdicts_on_a_terminal_are_a_rich_table():
+    from bench.cli import registered_methods
     from bench.report.claims import evaluate_claims
     from bench.report.cli import verdict_text
 
-    _, rows = evaluate_claims(FIX, reference_dir=REF)
+    _, rows = evaluate_claims(FIX, reference_dir=REF, known=registered_methods())
     text = verdict_text(rows, tty=True)
     assert "The paper's claims, tested on paired runs" in text and "┃ claim" in text and "verdicts: " in text
 
@@ -142,3 +144,18 @@ def test_version_and_help(capsys):
         main(["--help"])
     text = capsys.readouterr().out
     assert "--version" in text and "`" not in text
+
+
+def test_report_modules_import_no_method_code_and_no_torch():
+    """report/ renders stored results only: importing every one of its modules loads neither torch nor a
+    method (the claims' method names come from the command layer)."""
+    import subprocess
+    import sys
+
+    code = ("import importlib, pkgutil, sys\nimport bench.report as R\n"
+            "for m in pkgutil.iter_modules(R.__path__): importlib.import_module('bench.report.' + m.name)\n"
+            "bad = sorted(m for m in sys.modules if m == 'torch' or m.startswith(('bench.methods', 'baselines',"
+            " 'bench.config', 'bench.engine', 'bench.context')))\nprint(bad)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1], capture_output=True,
+                         text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -6,7 +6,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
@@ -22,16 +21,12 @@ from bench.runner import run_grid
 from bench.provenance import code_fingerprint
 from bench.store import load_runs
 
+from conftest import REPO, quiet, run_ids
 from tiny import TINY, write_config
 
-REPO = Path(__file__).resolve().parents[1]
 REQUIRED = ["run_id", "status", "dataset", "model", "method", "target_sparsity", "seed", "sparsity_prunable",
             "sparsity_overall", "top1_final", "top1_best", "time_total_s", "time_train_s", "device_name", "config",
             "provenance", "data", "phases", "layer_density", "started_at", "ended_at"]
-
-
-def quiet(_):
-    pass
 
 
 def core(counts):
@@ -40,6 +35,7 @@ def core(counts):
     return {k: counts[k] for k in ("ok", "failed", "skipped")}
 
 
+@pytest.mark.slow
 def test_grid_records_every_field_and_skips_finished_runs(tmp_path):
     cfg = from_dict(Config, TINY)
     counts = run_grid(cfg, tmp_path, tmp_path / "data", log=quiet)
@@ -60,6 +56,7 @@ def test_grid_records_every_field_and_skips_finished_runs(tmp_path):
     assert {p: os.path.getmtime(p) for p in mtimes} == mtimes
 
 
+@pytest.mark.slow
 def test_killed_grid_resumes_without_redoing_or_duplicating(tmp_path):
     cfg_path = write_config(tmp_path / "tiny.yaml", grid={**TINY["grid"], "sparsities": [0.3, 0.5, 0.7, 0.9]})
     results = tmp_path / "results"
@@ -91,16 +88,20 @@ def test_failed_run_is_recorded_and_the_grid_goes_on(tmp_path):
     failed = load_runs(tmp_path, status="failed")
     assert len(failed) == 1 and failed[0]["method"] == "exploding"
     assert "NonFiniteLossError" in failed[0]["error"] and failed[0]["traceback"]
+    assert failed[0]["sparsity_measure"] == cfg.grid.sparsity_measure       # a failed cell is on its grid's measure
     # A rerun retries only the failed run, and keeps the earlier failure on record.
     assert core(run_grid(cfg, tmp_path, tmp_path, log=quiet)) == {"ok": 0, "failed": 1, "skipped": 2}
     again = load_runs(tmp_path, status="failed")[0]
     assert len(again["previous_failures"]) == 1 and "NonFiniteLossError" in again["previous_failures"][0]["error"]
 
 
+@pytest.mark.slow
 def test_cli_reports_bad_config_and_missing_dataset(tmp_path, capsys):
     assert main(["run", "smoke", "--set", "prune.sparsity=1.5", "--results", str(tmp_path)]) == 2
     assert "'prune.sparsity' has value 1.5" in capsys.readouterr().err
-    assert main(["run", "cifar10-fast", "--results", str(tmp_path), "--data-dir", str(tmp_path / "nowhere")]) == 2
+    # --allow-cpu: cifar10-fast is over the CPU-hours limit here, which would be refused before the data check.
+    assert main(["run", "cifar10-fast", "--results", str(tmp_path), "--data-dir", str(tmp_path / "nowhere"),
+                 "--allow-cpu"]) == 2
     err = capsys.readouterr().err
     assert "nowhere" in err and "--download" in err
     assert not list(tmp_path.glob("runs/*/*.json"))  # nothing recorded for a set-up error
@@ -131,6 +132,7 @@ def test_magnitude_beats_random_at_high_sparsity(tmp_path):
     assert acc["magnitude"] > acc["random"] + 10, acc
 
 
+@pytest.mark.slow
 def test_tgp_end_to_end_prunes_exactly_and_never_revives(tmp_path):
     """The proposed method on the synthetic dataset at a high sparsity."""
     for name in ("tgp", "tgp-kd"):
@@ -189,6 +191,7 @@ def test_corrupt_result_file_is_reported_and_left_alone(tmp_path, capsys):
     assert rec.read_text() == '{"status": "ok", "trunc'
 
 
+@pytest.mark.slow
 def test_gpu_code_paths_bf16_autocast_and_channels_last_run_on_cpu(tmp_path):
     """The settings a GPU turns on by default (bf16 autocast, channels_last), forced on the CPU:
     masks on channels_last weights stay exact and the distillation objective runs under autocast."""
@@ -220,9 +223,7 @@ def test_status_lists_done_failed_running_and_pending_cells(tmp_path, capsys):
                  "{name: magnitude, label: exploding, set: {retrain.lr: 1.0e12}}]"]) == 1
     capsys.readouterr()
     # A live claim on the pending random cell, as another runner would hold it.
-    dry = subprocess.run([sys.executable, "-m", "bench", "run", str(cfg_path), *base, "--dry-run",
-                          "--data-dir", str(tmp_path)], cwd=REPO, capture_output=True, text=True).stdout
-    (rid,) = re.findall(r"pending .*random .* ([0-9a-f]{16})", dry)
+    rid = run_ids(cfg_path)["random"]
     claims = tmp_path / "r" / "claims"
     claims.mkdir(exist_ok=True)
     (claims / f"{rid}.claim").write_text(json.dumps({"host": "gpu-node-7", "pid": 4242, "job_id": "991",

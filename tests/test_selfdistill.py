@@ -18,11 +18,8 @@ from bench.data import load_dataset
 from bench.engine import PhaseTimer
 from bench.models import build_model
 
+from conftest import quiet
 from tiny import TINY
-
-
-def quiet(_):
-    pass
 
 
 # --------------------------------------------------------------------------- hand-computed maths

@@ -16,9 +16,9 @@ import pytest
 from bench.config import load_config
 from bench.store import load_runs
 
+from conftest import REPO
 from tiny import TINY, write_config
 
-REPO = Path(__file__).resolve().parents[1]
 spec = importlib.util.spec_from_file_location("slice_plan", REPO / "scripts" / "slice_plan.py")
 slice_plan = sys.modules["slice_plan"] = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(slice_plan)

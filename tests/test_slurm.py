@@ -18,11 +18,11 @@ from bench.leases import read_lease
 from bench.store import load_runs
 
 from slurm_cluster import Cluster, Unavailable, install
+from conftest import REPO
 from tiny import TINY, write_config
 
 pytestmark = pytest.mark.slurm
 
-REPO = Path(__file__).resolve().parents[1]
 RUNTIME = {"device": "cpu", "deterministic": True, "checkpoint_every_s": 0, "heartbeat_s": 0.2, "stale_after_s": 5}
 # CPU jobs of one CPU each: two run at once on a 2-core machine; one thread each, like the inline run.
 SLURM = {"gpus_per_job": 0, "cpus_per_job": 1, "time_min": 30, "signal_delay_s": 60}

@@ -10,11 +10,8 @@ from bench.models import build_model
 from bench.runner import run_grid, status_of
 from bench.store import load_runs
 
+from conftest import quiet
 from tiny import TINY
-
-
-def quiet(_):
-    pass
 
 
 @pytest.mark.parametrize("layers,measure", [("conv", "overall"), ("conv+linear", "overall"), ("conv", "conv"),

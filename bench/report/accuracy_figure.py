@@ -24,18 +24,17 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import FixedLocator, NullLocator
 
 from .aggregate import (ACCURACY_SHORT, DEFAULT_ACCURACY, accuracy_field, mean_std, measured_sparsity, models_of,
-                        select, sparsity_key)
+                        on_target, select, sparsity_key)
 from .format import pct
 from .references import Reference, for_dataset
 from .style import FAMILIES, PAPER_MARKER, dataset_title, family_of, order_methods, style_for
-from .figures import new_figure
+from .plotting import REMAINING_TICKS, new_figure
 
 MEASURE_WORDS = {"overall": "conv + linear + BN weights", "conv": "conv weights", "prunable": "each method's own set",
                  "conv+linear": "conv + linear weights", "conv-noshortcut": "conv weights without shortcuts"}
 FAMILY_TITLES = {"proposed": "the proposed method", "references": "reference methods", "controls": "controls",
                  "self-distillation": "self-distillation rows", "iterative": "iterative baselines",
                  "other": "other methods"}
-NICE_TICKS = (100, 50, 20, 10, 5, 2, 1, 0.5, 0.2, 0.1, 0.05, 0.02, 0.01)      # remaining weights, %
 
 
 @dataclass(frozen=True)
@@ -75,13 +74,6 @@ class AccuracyData:
     on_measure: bool                              # every pruned record's targets are on ``measure``
     unreachable: list[Unreachable] = field(default_factory=list)
     unplaced: list[str] = field(default_factory=list)   # 'method at target' without a measured sparsity
-
-
-def on_target(r: dict) -> bool:
-    """The record's realised sparsity is within the tolerance of its target (old records: not sparsity_exact false)."""
-    if r.get("sparsity_on_target") is not None:
-        return bool(r["sparsity_on_target"])
-    return r.get("sparsity_exact") is not False
 
 
 def axis_measure(records: Iterable[dict]) -> str:
@@ -181,7 +173,7 @@ def _ticks(d: AccuracyData, lo: float, hi: float) -> list[float]:
     if d.on_measure:
         cand = sorted({round(100 * (1 - t), 6) for t in d.targets} | ({100.0} if hi >= 99.99 else set()), reverse=True)
     else:
-        cand = [t for t in NICE_TICKS if lo / 1.3 <= t <= hi * 1.3]
+        cand = [t for t in REMAINING_TICKS if lo / 1.3 <= t <= hi * 1.3]
     out: list[float] = []
     for t in cand:            # keep ticks at least 0.09 decades apart (labels would overlap)
         if not out or math.log10(out[-1]) - math.log10(t) >= 0.09:

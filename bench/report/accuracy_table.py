@@ -232,12 +232,6 @@ def build_accuracy_table(runs: Iterable[dict], dataset: str, model: str | None =
 
 # --------------------------------------------------------------------------- captions and notes
 
-def _measure_text(t: AccuracyTable) -> str:
-    if t.old_accounting:
-        return OLD_ACCOUNTING
-    return f"targets on {t.measure} sparsity ({MEASURE_WORDS.get(t.measure, t.measure)})"
-
-
 def _caption(t: AccuracyTable) -> str:
     official = {(r.get("data") or {}).get("official") for r in t.selection.ok}
     data_note = ""

@@ -29,6 +29,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Iterable
 
+from ..phases import GROUPS, STUDENT_GROUPS, TIMED_GROUPS, phase_group
 from .style import order_methods
 
 ACCURACY_FIELDS = {"best": "top1_best", "final": "top1_final"}
@@ -63,19 +64,10 @@ ACCURACY_WORDS = {
 ACCURACY_SHORT = {"best": "best epoch, selected on the test set (optimistic)", "final": "final epoch"}
 DEFAULT_REF_METHODS = ("tgp-kd", "tgp")
 
-# Latency: every phase of a record belongs to one group, declared by the method in the phase's
-# "group" (records written before groups existed: inferred from the phase name). The cost of a run
-# (docs/reporting.md, "The cost convention") is the time from a randomly initialised student to the
-# final pruned model: 'per run' sums pretrain + score+prune + retrain + other (dense pre-training
-# included, a reused cached artifact at what it cost when it was made); the teacher is its own group,
-# and 'per run + teacher' adds it. eval is excluded.
-PHASE_GROUPS = ("pretrain", "teacher", "score+prune", "retrain", "other", "eval")
-STUDENT_GROUPS = ("pretrain", "score+prune", "retrain", "other")   # summed into 'per run'
-TIMED_GROUPS = ("pretrain", "teacher", "score+prune", "retrain", "other")   # every group the table shows
+# Latency: every phase of a record belongs to one group (bench/phases.py), declared by the method in the
+# phase's "group" (records written before groups existed: inferred from the phase name).
 GROUP_ATTR = {"pretrain": "pretrain", "teacher": "teacher", "score+prune": "score_prune", "retrain": "retrain",
               "other": "other"}                                    # LatencyRow attribute of each shown group
-LEGACY_PHASE_GROUPS = {"pretrain": "pretrain", "teacher": "teacher", "finetune": "score+prune",
-                       "score": "score+prune", "prune": "score+prune", "retrain": "retrain", "eval": "eval"}
 
 
 def sparsity_key(x) -> float:
@@ -105,6 +97,9 @@ def record_measure(r: dict) -> str | None:
     """The measure the record's target is on (``sparsity_measure``); None for an old record (its target
     was over the method's own prunable set)."""
     m = r.get("sparsity_measure")
+    if not m:       # a failed or interrupted record of a harness that wrote the measure only on success
+        grid = r.get("config", {}).get("grid") if isinstance(r.get("config"), dict) else None
+        m = grid.get("sparsity_measure") if isinstance(grid, dict) else None
     return str(m) if m else None
 
 
@@ -463,7 +458,7 @@ def _seconds(x) -> float:
 class Phase:
     """One timed phase of a record, as the latency table counts it."""
     name: str
-    group: str                  # one of PHASE_GROUPS (an unknown declared group becomes "other")
+    group: str                  # one of phases.GROUPS (an unknown declared group becomes "other")
     seconds: float
     reused: bool                # the artifact came from the checkpoint cache
     device: str                 # where the seconds were measured (the record's device when not recorded)
@@ -471,7 +466,7 @@ class Phase:
 
     @property
     def unknown_group(self) -> bool:
-        return self.declared is not None and self.declared not in PHASE_GROUPS
+        return self.declared is not None and self.declared not in GROUPS
 
     def counts_on(self, device: str) -> bool:
         """False for a reused artifact made on another device than ``device``: its cost there is unknown.
@@ -481,14 +476,6 @@ class Phase:
     def other_label(self) -> str:
         """The name as the caption lists it under 'other' (with the unknown group it declared, if any)."""
         return f"{self.name} (group '{self.declared}')" if self.unknown_group else self.name
-
-
-def phase_group(name: str, declared: str | None = None) -> str:
-    """The group a phase is counted in: the declared one when known, 'other' when the declared group is
-    unknown, else (records without groups) inferred from the name; a name not known is 'other'."""
-    if declared:
-        return declared if declared in PHASE_GROUPS else "other"
-    return LEGACY_PHASE_GROUPS.get(name, "other")
 
 
 def record_phases(r: dict) -> list[Phase]:
@@ -554,11 +541,6 @@ def run_time(r: dict) -> RunTime:
         else:
             excluded[p.group].append(p)
     return RunTime({g: math.fsum(v) / 60 if v else None for g, v in secs.items()}, excluded, other)
-
-
-def phase_minutes(r: dict) -> dict[str, float | None]:
-    """Minutes of each shown group of one run, keyed by LatencyRow attribute (None: no counted phase)."""
-    return {GROUP_ATTR[g]: v for g, v in run_time(r).minutes.items()}
 
 
 @dataclass

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Callable, Iterable
 
 from .aggregate import ACCURACY_FIELDS, DEFAULT_ACCURACY, datasets_of
 
@@ -100,7 +101,8 @@ def cmd_table(args) -> int:
 
 
 def cmd_plot(args) -> int:
-    from .figures import FIG_FORMATS, write_figures
+    from .figures import write_figures
+    from .plotting import FIG_FORMATS
 
     runs = records(args.results, args.dataset)
     formats = FIG_FORMATS if args.format == "all" else (args.format,)
@@ -112,11 +114,12 @@ def cmd_plot(args) -> int:
 
 
 def cmd_claims(args) -> int:
-    from .claims import evaluate_claims, write_claim_figure, write_claim_tables
+    from .claims import evaluate_claims
+    from .claims_render import write_claim_figure, write_claim_tables
 
     runs = records(args.results, args.dataset)
     formats = ("png", "pdf") if args.format == "all" else (args.format,)
-    claims, rows = evaluate_claims(args.results, args.dataset, accuracy=args.accuracy, claims_path=args.claims,
+    claims, rows = evaluate_claims(args.results, args.dataset, known=args.method_names(), accuracy=args.accuracy, claims_path=args.claims,
                                    reference_dir=args.reference, runs=runs)
     sys.stdout.write(verdict_text(rows, sys.stdout.isatty()))
     for p in write_claim_tables(args.results, claims, rows, args.accuracy) + \
@@ -131,7 +134,8 @@ VERDICT_COLUMNS = ("claim", "dataset", "sparsity", "compared", "claimed", "mean"
 def verdict_text(rows, tty: bool) -> str:
     """The claims' rows as the terminal shows them: a rich table on a terminal, else one plain line per row;
     then the number of rows of each verdict."""
-    from .claims import HEADER, VERDICTS, _row_cells
+    from .claims import VERDICTS
+    from .claims_render import HEADER, _row_cells
 
     cells = [dict(zip(HEADER, _row_cells(r))) for r in rows]
     counts = {v: sum(r.verdict[0] == v for r in rows) for v in list(VERDICTS) + sorted({r.verdict[0] for r in rows}
@@ -161,7 +165,7 @@ def cmd_report(args) -> int:
     runs = records(args.results, None)
     out = write_report(args.results, plots_dir(args), args.out, accuracy=args.accuracy,
                        reference_dir=args.reference, ref_method=args.ref_method, transpose=args.transpose,
-                       paper=args.paper, sparsity=args.sparsity, runs=runs)
+                       paper=args.paper, sparsity=args.sparsity, runs=runs, known=args.method_names())
     print(f"wrote {out}")
     return 0
 
@@ -169,11 +173,11 @@ def cmd_report(args) -> int:
 def _wrap(func):
     """Report errors in the inputs (bad reference file, unknown dataset, sparsity not present) in one line."""
     def run(args) -> int:
-        from .references import ReferenceError
+        from .references import ReferenceFileError
 
         try:
             return func(args)
-        except (ReferenceError, ValueError, FileNotFoundError) as e:
+        except (ReferenceFileError, ValueError, FileNotFoundError) as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
     run.__name__ = func.__name__
@@ -181,8 +185,10 @@ def _wrap(func):
     return run
 
 
-def register(subparsers) -> None:
-    """Add the ``table``, ``plot``, ``claims`` and ``report`` subcommands to an argparse subparsers object."""
+def register(subparsers, method_names: Callable[[], Iterable[str]]) -> None:
+    """Add the ``table``, ``plot``, ``claims`` and ``report`` subcommands to an argparse subparsers object.
+    ``method_names()``: the methods in the harness, which claims are tested against (the caller imports the
+    registry; report/ imports no method code)."""
     p = subparsers.add_parser("table", help="accuracy and latency tables per dataset (md, tex, csv)",
                               description="Render <results>/tables/<dataset>.{md,tex,csv} (plus <dataset>_paper.csv "
                                           "and <dataset>_latency.csv) from stored results.")
@@ -220,7 +226,7 @@ def register(subparsers) -> None:
     p.add_argument("--reference", type=Path, default=None, metavar="DIR",
                    help="published numbers that stand in for a method without runs (default as for table)")
     p.add_argument("--format", choices=("png", "pdf", "all"), default="all", help="figure format (default: all)")
-    p.set_defaults(func=_wrap(cmd_claims))
+    p.set_defaults(func=_wrap(cmd_claims), method_names=method_names)
 
     p = subparsers.add_parser("report", help="results/REPORT.md: every table and figure, and the environment",
                               description="Render every dataset's tables and figures and write a Markdown report.")
@@ -231,16 +237,4 @@ def register(subparsers) -> None:
                    help="paper-reported values in a separate block (default) or also inside the cells")
     p.add_argument("--sparsity", type=_sparsity, default=None,
                    help="target sparsity of the density profiles (default: the highest present per dataset)")
-    p.set_defaults(func=_wrap(cmd_report))
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Standalone entry (tests, or before bench/cli.py registers these subcommands)."""
-    parser = argparse.ArgumentParser(prog="bench-report")
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return args.func(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    p.set_defaults(func=_wrap(cmd_report), method_names=method_names)

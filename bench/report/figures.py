@@ -1,110 +1,32 @@
 """Figures from stored results: accuracy vs sparsity (accuracy_figure.py), per-layer density, latency,
-the rounds of the iterative methods (rounds.py).
-
-Every figure is drawn on a bare ``matplotlib.figure.Figure`` (Agg canvas, no pyplot state), under
-one rc context: seaborn's whitegrid/paper style, DejaVu Sans (shipped with matplotlib, so the
-output does not depend on the fonts of the machine), TrueType (Type 42) fonts in PDF/PS, a fixed
-SVG hash salt, and no creation dates or software versions in the files. Rendering the same
-results twice gives the same bytes.
+the rounds of the iterative methods (rounds.py); the shared helpers (style, saving, axes) are in
+plotting.py. Rendering the same results twice gives the same bytes.
 """
 from __future__ import annotations
 
-import io
 import re
 import sys
 import textwrap
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
-import matplotlib
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
 
-matplotlib.use("Agg")
-
-from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.lines import Line2D  # noqa: E402
-from matplotlib.patches import Patch  # noqa: E402
-from matplotlib.ticker import FixedLocator, NullLocator  # noqa: E402
-
-from ..store import atomic_write_bytes, load_runs  # noqa: E402
-from .aggregate import DEFAULT_ACCURACY, datasets_of, models_of, select, sparsity_key  # noqa: E402
-from .format import pct  # noqa: E402
-from .latency_table import build_latency_table  # noqa: E402
-from .references import Reference, default_reference_dir, load_references  # noqa: E402
-from .style import PAPER_MARKER, dataset_title, order_methods, style_for  # noqa: E402
-
-FIG_FORMATS = ("png", "pdf")
-DPI = 150
-SAVE_METADATA = {
-    "png": {"Software": None},
-    "pdf": {"Creator": None, "Producer": None, "CreationDate": None, "ModDate": None},
-    "svg": {"Creator": None, "Date": None},
-}
-
-
-def _rc() -> dict:
-    import seaborn as sns
-
-    rc = {}
-    rc.update(sns.axes_style("whitegrid"))
-    rc.update(sns.plotting_context("paper", font_scale=1.1))
-    rc.update({
-        "font.family": "sans-serif", "font.sans-serif": ["DejaVu Sans"], "mathtext.fontset": "dejavusans",
-        "pdf.fonttype": 42, "ps.fonttype": 42, "svg.fonttype": "path", "svg.hashsalt": "bench-report",
-        "pdf.compression": 6, "savefig.dpi": DPI, "figure.dpi": 100, "path.simplify": True,
-        "axes.unicode_minus": True,
-    })
-    return rc
-
-
-@contextmanager
-def figure_style():
-    with matplotlib.rc_context(_rc()):
-        yield
-
-
-def new_figure(**kw) -> Figure:
-    fig = Figure(layout="constrained", **kw)
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def save_figure(fig: Figure, base: Path, formats: Sequence[str] = FIG_FORMATS) -> list[Path]:
-    """Write ``base.<fmt>`` for each format, without dates or versions in the file, and return the paths."""
-    out = []
-    for f in formats:
-        if f not in SAVE_METADATA:
-            raise ValueError(f"unknown figure format {f!r}; allowed: {', '.join(SAVE_METADATA)}")
-        buf = io.BytesIO()
-        fig.savefig(buf, format=f, dpi=DPI, metadata=SAVE_METADATA[f])
-        path = Path(f"{base}.{f}")
-        atomic_write_bytes(path, buf.getvalue())
-        out.append(path)
-    return out
+from ..store import load_runs
+from .accuracy_figure import plot_accuracy
+from .aggregate import DEFAULT_ACCURACY, datasets_of, models_of, select, sparsity_key
+from .format import pct
+from .latency_table import build_latency_table
+from .plotting import FIG_FORMATS, figure_style, new_figure, save_figure
+from .references import Reference, default_reference_dir, load_references
+from .rounds import write_rounds
+from .style import PAPER_MARKER, dataset_title, order_methods, style_for
 
 
 def _natural(name: str) -> list:
     return [int(s) if s.isdigit() else s for s in re.split(r"(\d+)", name)]
-
-
-def _fmt_tick(x: float) -> str:
-    return f"{x:.3g}"
-
-
-def sparsity_axis(axes, ticks: list[float], lo: float, hi: float, top_label: str):
-    """Log x-axes of remaining weights (%) on ``axes`` (the last one labelled), inverted so that
-    sparsity grows to the right, with a secondary top axis on ``axes[0]`` giving the sparsity."""
-    for ax in axes:
-        ax.set_xscale("log")
-        ax.set_xlim(hi * 1.25, lo / 1.25)
-        ax.xaxis.set_major_locator(FixedLocator(ticks))
-        ax.xaxis.set_minor_locator(NullLocator())
-    axes[-1].set_xticks(ticks, labels=[_fmt_tick(v) for v in ticks])
-    top = axes[0].secondary_xaxis("top")
-    top.set_xticks(ticks, labels=[_fmt_tick(100 - v) for v in ticks])
-    top.xaxis.set_minor_locator(NullLocator())
-    top.set_xlabel(top_label)
 
 
 # --------------------------------------------------------------------------- per-layer density
@@ -325,7 +247,6 @@ def render_dataset_figures(runs: list[dict], dataset: str, plots_dir: Path, *, a
     with figure_style():
         for model in models:
             prefix = f"{model}:" if multi else ""
-            from .accuracy_figure import plot_accuracy
             fig = plot_accuracy(runs, dataset, model, accuracy, references)
             out[prefix + "accuracy"] = save_figure(fig, plots_dir / _stem(dataset, model, multi, "accuracy"), formats)
             try:
@@ -338,7 +259,6 @@ def render_dataset_figures(runs: list[dict], dataset: str, plots_dir: Path, *, a
             fig = plot_latency(runs, dataset, model, references, ref_method)
             if fig is not None:
                 out[prefix + "latency"] = save_figure(fig, plots_dir / _stem(dataset, model, multi, "latency"), formats)
-            from .rounds import write_rounds        # per-round figure of iterative methods (+ CSV), if any
             paths = write_rounds(runs, dataset, model, plots_dir / _stem(dataset, model, multi, "rounds"), accuracy, formats)
             if paths:
                 out[prefix + "rounds"] = paths
@@ -363,13 +283,3 @@ def write_figures(results_dir: Path, plots_dir: Path, dataset: str | Sequence[st
                                             references=refs, ref_method=ref_method, formats=formats).values():
             written += paths
     return written
-
-
-def __getattr__(name: str):
-    """``figures.plot_accuracy`` and ``figures.accuracy_points`` live in accuracy_figure.py (which imports
-    this module): loaded on first use."""
-    if name in ("plot_accuracy", "accuracy_points"):
-        from . import accuracy_figure
-
-        return getattr(accuracy_figure, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

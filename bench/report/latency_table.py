@@ -11,9 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
-from .aggregate import (ANY_MEASURE, DEFAULT_REF_METHODS, GROUP_ATTR, OLD_ACCOUNTING, TIMED_GROUPS, GridTotal,
+from .aggregate import (ANY_MEASURE, DEFAULT_REF_METHODS, GROUP_ATTR, OLD_ACCOUNTING, GridTotal,
                         LatencyRow, Phase, accuracy_cells, grid_totals, latency_rows, match_reference, measures_of,
                         models_of, overall_by_target, resolve_ref_method, select)
+from ..phases import TIMED_GROUPS
 from .format import MD, TEX, Dialect, _md_table, _tex_tabular, fmt, md_escape, num, tex_escape
 from .references import Reference, for_dataset
 from .style import dataset_title
@@ -112,9 +113,6 @@ def build_latency_table(runs: Iterable[dict], dataset: str, model: str | None = 
                              f"reference method's)")
                 lt.paper.append(PaperLatency(ref, m, dev, target if at else None, ours, len(use), ratio, pratio, note))
     return lt
-
-
-COLUMN_OF = {GROUP_ATTR[g]: g for g in TIMED_GROUPS}     # LatencyRow attribute -> column name
 
 
 def _ref_row(lt: LatencyTable, row: LatencyRow) -> LatencyRow | None:

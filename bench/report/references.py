@@ -47,7 +47,7 @@ CONV_MATCH_TOL = 0.005    # percentage points: a conv sparsity must equal our ta
 OVERALL_MATCH_TOL = 0.1   # percentage points: nearest overall sparsity within this distance
 
 
-class ReferenceError(ValueError):
+class ReferenceFileError(ValueError):
     """A reference file that cannot be used; the message names the file, the row and the fix."""
 
 
@@ -92,8 +92,8 @@ class Reference:
         return f"{self.source}, {self.where}" if self.where else self.source
 
 
-def _err(origin: str, msg: str) -> ReferenceError:
-    return ReferenceError(f"{origin}: {msg}")
+def _err(origin: str, msg: str) -> ReferenceFileError:
+    return ReferenceFileError(f"{origin}: {msg}")
 
 
 def _number(origin: str, key: str, value: Any) -> float | None:
@@ -115,7 +115,7 @@ def _text(value: Any) -> str:
 
 
 def make_reference(raw: dict, origin: str = "<row>") -> Reference:
-    """Validate one raw row (from YAML or CSV) and build a Reference; raise ReferenceError if it is wrong."""
+    """Validate one raw row (from YAML or CSV) and build a Reference; raise ReferenceFileError if it is wrong."""
     if not isinstance(raw, dict):
         raise _err(origin, f"a row must be a mapping of column -> value, got {type(raw).__name__}")
     unknown = sorted(set(raw) - set(COLUMNS))
@@ -180,25 +180,25 @@ def _yaml_rows(path: Path) -> list[tuple[str, dict]]:
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
-        raise ReferenceError(f"{path}: not valid YAML ({e})") from e
+        raise ReferenceFileError(f"{path}: not valid YAML ({e})") from e
     if data is None:
         return []
     defaults: dict = {}
     if isinstance(data, dict):
         extra = sorted(set(data) - {"defaults", "rows"})
         if extra:
-            raise ReferenceError(f"{path}: unknown top-level key(s) {', '.join(map(str, extra))}; "
+            raise ReferenceFileError(f"{path}: unknown top-level key(s) {', '.join(map(str, extra))}; "
                                  "a reference YAML is a list of rows or {defaults: {...}, rows: [...]}")
         defaults = data.get("defaults") or {}
         if not isinstance(defaults, dict):
-            raise ReferenceError(f"{path}: 'defaults' must be a mapping")
+            raise ReferenceFileError(f"{path}: 'defaults' must be a mapping")
         data = data.get("rows") or []
     if not isinstance(data, list):
-        raise ReferenceError(f"{path}: expected a list of rows (or {{defaults, rows}}), got {type(data).__name__}")
+        raise ReferenceFileError(f"{path}: expected a list of rows (or {{defaults, rows}}), got {type(data).__name__}")
     out = []
     for i, row in enumerate(data, start=1):
         if not isinstance(row, dict):
-            raise ReferenceError(f"{path}: row {i}: a row must be a mapping, got {row!r}")
+            raise ReferenceFileError(f"{path}: row {i}: a row must be a mapping, got {row!r}")
         out.append((f"{path}: row {i}", {**defaults, **row}))
     return out
 
@@ -215,7 +215,7 @@ def _csv_rows(path: Path) -> list[tuple[str, dict]]:
     out = []
     for (lineno, _), values in zip(numbered[1:], rows[1:]):
         if len(values) != len(header):
-            raise ReferenceError(f"{path}: line {lineno}: {len(values)} values for {len(header)} columns")
+            raise ReferenceFileError(f"{path}: line {lineno}: {len(values)} values for {len(header)} columns")
         out.append((f"{path}: line {lineno}", dict(zip(header, values))))
     return out
 

@@ -90,8 +90,9 @@ def render_report(results_dir: Path, plots_dir: Path, out: Path | None = None, *
                   reference_dir: Path | None = None, ref_method: str | Sequence[str] | None = None,
                   transpose: bool = False, paper: str = "block", sparsity: float | None = None,
                   figures: bool = True, tables: bool = True, figure_formats: Sequence[str] = ("png", "pdf"),
-                  runs: list[dict] | None = None) -> str:
-    """The report's Markdown text; also writes each dataset's table files and figures (unless disabled)."""
+                  runs: list[dict] | None = None, known: Iterable[str]) -> str:
+    """The report's Markdown text; also writes each dataset's table files and figures (unless disabled).
+    ``known``: the method names in the harness, for the claims section (see claims.evaluate)."""
     from .figures import render_dataset_figures
 
     results_dir, plots_dir = Path(results_dir), Path(plots_dir)
@@ -138,7 +139,8 @@ def render_report(results_dir: Path, plots_dir: Path, out: Path | None = None, *
                 if png is not None:
                     lines.append(f"![{cap}]({_rel(png, out.parent)})\n")
                 lines.append(f"*{cap}.*" + (f" {others}" if others else "") + "\n")
-    lines += _claims_section(results_dir, plots_dir, out, runs, accuracy, ref_dir, figures, tables, figure_formats)
+    lines += _claims_section(results_dir, plots_dir, out, runs, accuracy, ref_dir, figures, tables, figure_formats,
+                             known)
     orphan = sorted({r.dataset for r in refs} - set(datasets))
     if orphan:
         lines.append("## Reference numbers without runs\n")
@@ -148,13 +150,15 @@ def render_report(results_dir: Path, plots_dir: Path, out: Path | None = None, *
 
 
 def _claims_section(results_dir: Path, plots_dir: Path, out: Path, runs: list[dict], accuracy: str,
-                    ref_dir: Path | None, figures: bool, tables: bool, figure_formats: Sequence[str]) -> list[str]:
+                    ref_dir: Path | None, figures: bool, tables: bool, figure_formats: Sequence[str],
+                    known: Iterable[str]) -> list[str]:
     """The claims table (as ``python -m bench claims`` writes it) and the forest plot; [] without a claims file."""
-    from .claims import claims_markdown, default_claims_path, evaluate_claims, write_claim_figure, write_claim_tables
+    from .claims import default_claims_path, evaluate_claims
+    from .claims_render import claims_markdown, write_claim_figure, write_claim_tables
 
     if default_claims_path(results_dir) is None:
         return []
-    claims, rows = evaluate_claims(results_dir, accuracy=accuracy, reference_dir=ref_dir, runs=runs)
+    claims, rows = evaluate_claims(results_dir, known=known, accuracy=accuracy, reference_dir=ref_dir, runs=runs)
     lines = ['<a id="claims"></a>\n', claims_markdown(rows, claims, accuracy, level=2)]
     if tables:
         write_claim_tables(results_dir, claims, rows, accuracy)

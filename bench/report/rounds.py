@@ -24,12 +24,11 @@ from matplotlib.lines import Line2D
 from ..store import atomic_write_bytes
 from .aggregate import (ACCURACY_SHORT, DEFAULT_ACCURACY, DEFAULT_REF_METHODS, accuracy_field, measured_sparsity,
                         record_device, run_time, select)
-from .figures import FIG_FORMATS, new_figure, save_figure, sparsity_axis
+from .plotting import FIG_FORMATS, REMAINING_TICKS, new_figure, save_figure, sparsity_axis
 from .format import _csv_text, num
 from .style import dataset_title, order_methods, style_for
 
 COMMON = "overall"                    # the x axis: zeros / (conv + linear + BN weights)
-TICKS = (100, 50, 20, 10, 5, 2, 1, 0.5, 0.2, 0.1, 0.05, 0.02, 0.01)     # remaining weights, %
 
 
 @dataclass(frozen=True)
@@ -174,7 +173,7 @@ def plot_rounds(runs: Iterable[dict], dataset: str, model: str | None = None,
                                       label=f"{tag(m, dev)}: {label}"))
     if not xs:
         return None
-    ticks = sorted((t for t in TICKS if min(xs) / 1.5 <= t <= max(xs) * 1.5), reverse=True) or sorted(xs)
+    ticks = sorted((t for t in REMAINING_TICKS if min(xs) / 1.5 <= t <= max(xs) * 1.5), reverse=True) or sorted(xs)
     sparsity_axis([acc, mins], ticks, min(xs), max(xs), "realised sparsity, overall (%)")
     mins.set_xlabel("remaining weights (% of conv + linear + BN weights, log scale)")
     acc.set_ylabel(f"top-1 test accuracy (%),\n{ACCURACY_SHORT[accuracy]}")
@@ -201,7 +200,7 @@ def rounds_csv(runs: Iterable[dict], dataset: str, model: str | None = None, acc
 def write_rounds(runs: Sequence[dict], dataset: str, model: str | None, base: Path, accuracy: str = DEFAULT_ACCURACY,
                  formats: Sequence[str] = FIG_FORMATS) -> list[Path]:
     """``base.<fmt>`` (the figure) and ``base.csv`` (every round under every definition); nothing, and
-    [] returned, when no record of ``dataset`` has rounds. Call inside ``figures.figure_style()``."""
+    [] returned, when no record of ``dataset`` has rounds. Call inside ``plotting.figure_style()``."""
     fig = plot_rounds(runs, dataset, model, accuracy)
     if fig is None:
         return []
