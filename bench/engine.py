@@ -287,13 +287,29 @@ class _Progress:
 PROGRESS: dict = {}
 
 
+class Hooks:
+    """What a method can run inside the loop; pass any object with some of these methods as ``hooks``.
+    ``step`` counts the steps taken before this one in the call (epoch * steps_per_epoch + index), so
+    a schedule is a function of it with no host sync; ``epoch`` counts from 0. Step hooks run eagerly
+    (a call with any of them is never replayed as a CUDA graph)."""
+    NAMES = ("epoch_start", "before_forward", "after_forward", "after_backward", "after_step", "epoch_end")
+    STEP = NAMES[1:5]
+
+    def epoch_start(self, epoch: int, epochs: int) -> None: ...
+    def before_forward(self, step: int, batch) -> None: ...
+    def after_forward(self, step: int, loss, logits) -> None: ...
+    def after_backward(self, step: int) -> None: ...
+    def after_step(self, step: int) -> None: ...             # after the optimizer step and the masks
+    def epoch_end(self, epoch: int, row: dict) -> None: ...  # row: the epoch's history entry
+
+
 def _state_of(obj) -> dict:
     return obj.state_dict() if hasattr(obj, "state_dict") else {}
 
 
 def train(model: nn.Module, data, recipe: TrainConfig, *, runtime: RuntimeConfig, timer: PhaseTimer,
           seed: int, augment, objective=None, masks=None, after_backward: Optional[Callable[[], None]] = None,
-          state: Optional[dict] = None, checkpoint=None, phase: str = "train",
+          hooks=(), state: Optional[dict] = None, checkpoint=None, phase: str = "train",
           log: Callable[[str], None] = print, profile: Optional[StepProfile] = None) -> TrainResult:
     """Train ``model`` in place with a fresh optimizer; evaluate after every epoch.
 
@@ -302,6 +318,8 @@ def train(model: nn.Module, data, recipe: TrainConfig, *, runtime: RuntimeConfig
     ``masks`` (if given) mask the gradients before and the weights after every optimizer step.
     ``after_backward()`` runs after each backward pass and before the step (importance scoring reads
     gradients there); objects in ``state`` (e.g. the importance tracker) are saved in checkpoints.
+    ``hooks``: objects with any of the methods of ``Hooks`` (a method's view of the loop: a gradual
+    pruning schedule updates its masks from ``after_step``).
     ``checkpoint`` (a ``bench.checkpoint.EpochCheckpoint``) makes the call resumable: progress is
     saved at epoch ends (and at the exact step when a stop is requested), and a call that finds a
     checkpoint continues from it. Training time is recorded under ``phase`` and evaluation under
@@ -370,8 +388,13 @@ def train(model: nn.Module, data, recipe: TrainConfig, *, runtime: RuntimeConfig
     elif checkpoint is not None:
         log(f"  {phase}: starting at epoch 1/{recipe.epochs} (epoch checkpoints: {checkpoint.path})")
 
+    hook = {name: [getattr(h, name) for h in hooks if hasattr(h, name)] for name in Hooks.NAMES}
+    if after_backward is not None:
+        hook["after_backward"].insert(0, lambda step: after_backward())
+    step_hooks = any(hook[n] for n in Hooks.STEP)
+
     if runtime.cuda_graphs == "on":
-        reason = graphs.why_not(runtime, device, objective, after_backward, profile)
+        reason = graphs.why_not(runtime, device, objective, step_hooks or None, profile)
         if reason is None:
             graphs.tensor_lr(opt, device)            # after any resume: the restored LR, as a tensor
             lr_tensors = [g["lr"] for g in opt.param_groups]
@@ -380,16 +403,20 @@ def train(model: nn.Module, data, recipe: TrainConfig, *, runtime: RuntimeConfig
         else:
             log(f"  {phase}: CUDA graphs off for this call: {reason}")
 
-    def step_body(batch) -> None:
-        """One training step's device work: eager, or recorded into a CUDA graph (``graphed``), so
-        everything it updates is updated in place."""
+    def step_body(batch, step: int = -1) -> None:
+        """One training step's device work: eager, or recorded into a CUDA graph (``graphed``; never
+        with step hooks), so everything it updates is updated in place. ``step``: steps taken before."""
+        for h in hook["before_forward"]:
+            h(step, batch)
         with section("forward"), autocast(runtime, device, cache=graphed is None):
             loss, logits = objective(net, batch)
+        for h in hook["after_forward"]:
+            h(step, loss, logits)
         with section("backward"):
             opt.zero_grad(set_to_none=graphed is None)     # a graph keeps the gradients' addresses
             loss.backward()
-            if after_backward is not None:
-                after_backward()
+            for h in hook["after_backward"]:
+                h(step)
         with section("masks"):
             if masks is not None:
                 masks.mask_grads()
@@ -398,6 +425,8 @@ def train(model: nn.Module, data, recipe: TrainConfig, *, runtime: RuntimeConfig
         with section("masks"):
             if masks is not None:
                 masks.apply()
+        for h in hook["after_step"]:
+            h(step)
         with section("metrics"):
             n = batch.y.numel()
             loss = loss.detach().float()
@@ -434,6 +463,8 @@ def train(model: nn.Module, data, recipe: TrainConfig, *, runtime: RuntimeConfig
                 count = 0
                 if hasattr(objective, "start_epoch"):   # a resumed epoch restored the state it set
                     objective.start_epoch(epoch, recipe.epochs)
+            for h in hook["epoch_start"]:
+                h(epoch, recipe.epochs)
             PROGRESS.update(phase=phase, epoch=epoch + 1, epochs=recipe.epochs)
             model.train()
             lr = recipe.lr * lr_factor(epoch * steps_per_epoch, total, warmup, recipe, steps_per_epoch)
@@ -451,7 +482,7 @@ def train(model: nn.Module, data, recipe: TrainConfig, *, runtime: RuntimeConfig
                     if graphed is not None and graphed.fits(batch):
                         graphed(batch)
                     else:
-                        step_body(batch)
+                        step_body(batch, epoch * steps_per_epoch + step)
                     with section("optimizer"):
                         sched.step()         # host side: sets the next step's learning rate
                         if graphed is not None:
@@ -482,6 +513,8 @@ def train(model: nn.Module, data, recipe: TrainConfig, *, runtime: RuntimeConfig
                             "test_top1": top1, "test_top5": top5, "lr": lr})
             if top1 > best[0]:
                 best = [top1, epoch + 1, top5]
+            for h in hook["epoch_end"]:
+                h(epoch, history[-1])
             progress.update(epoch + 1, f"loss {loss_sum / count:.3f} train {100 * correct / count:.1f}% "
                                        f"test {top1:.2f}% (best {best[0]:.2f}%)")
             last = epoch + 1 == recipe.epochs

@@ -46,7 +46,7 @@ def why_not(runtime, device: torch.device, objective, after_backward, profile) -
     if profile is not None:
         return "the step profile times the parts of an eager step"
     if after_backward is not None:
-        return "an after-backward hook (importance scores) keeps host-side state"
+        return "an after-backward or step hook (importance scores, a pruning schedule) keeps host-side state"
     if not type(objective).__dict__.get("GRAPH_SAFE", False):
         return f"the objective {type(objective).__name__} is not declared graph-safe"
     return None

@@ -111,7 +111,7 @@ def execute(spec: RunSpec, ctx: RunContext) -> dict:
         "layer_density": stats["layer_density"],
         "top1_final": res.top1_final, "top1_best": res.top1_best, "top5_final": res.top5_final,
         "top5_best": res.top5_best, "best_epoch": res.best_epoch, "history": res.history,
-        "phases": phases, "rounds": ctx.rounds, "artifacts": ctx.artifacts_used,
+        "phases": phases, "rounds": ctx.round_records, "artifacts": ctx.artifacts_used,
         "time_total_s": time.perf_counter() - t0,
         "time_train_s": sum(p["seconds"] for p in phases.values() if p["group"] == train_group and not p["reused"]),
         "final_weights_sha256": weights_digest(outcome.model),
