@@ -33,11 +33,11 @@ SECTIONS = ("pretrain", "retrain", "gmp")
 class GMPConfig:
     """Gradual magnitude pruning (docs/baselines.md, "GMP"); defaults tagged there."""
     start: Literal["dense", "init"] = "dense"        # prune while retraining the dense model, or from init
-    initial_sparsity: float = 0.0                    # s_i
+    initial_sparsity: float = 0.0                    # s_i: the schedule's first value
     begin: float = 0.0                               # t0, as a fraction of the training call's steps
     end: float = 0.75                                # t0 + n dt, as a fraction (the rest trains the final mask)
-    every_steps: int = 100                           # dt
-    scope: Literal["global", "layerwise"] = "global"
+    every_steps: int = 100                           # dt: steps between mask updates
+    scope: Literal["global", "layerwise"] = "global"  # one |w| ranking, or every layer to the same fraction
 
     def validate(self, key):
         _check(0 <= self.initial_sparsity < 1, f"{key}.initial_sparsity", self.initial_sparsity, "a number in [0, 1)")
