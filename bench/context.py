@@ -31,6 +31,7 @@ from .leases import Lease, wait_for
 from .masks import Masks, Target, sparsity_stats
 from .models import build_model
 from .provenance import code_state, device_name, git_state
+from .runtime import use_channels_last
 from .stages import stage_ident
 from .store import atomic_write_bytes, atomic_write_json, file_digest
 
@@ -198,7 +199,7 @@ class RunContext:
         """A freshly initialised model, its initial weights drawn from ``seed`` (default: the run seed)."""
         torch.manual_seed(self.cfg.seed if seed is None else seed)
         model = build_model(arch or self.cfg.model.arch, num_classes or self.data.num_classes).to(self.device)
-        if engine.use_channels_last(self.cfg.runtime, self.device):
+        if use_channels_last(self.cfg.runtime):
             model = model.to(memory_format=torch.channels_last)
         return model
 

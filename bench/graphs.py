@@ -52,6 +52,19 @@ def why_not(runtime, device: torch.device, objective, after_backward, profile) -
     return None
 
 
+def use(loop, profile, log) -> None:
+    """Replay ``loop``'s full-batch steps as a CUDA graph (``loop.graphed``) where ``why_not`` allows it."""
+    step_hooks = any(loop.hooks[n] for n in ("before_forward", "after_forward", "after_backward", "after_step"))
+    reason = why_not(loop.runtime, loop.device, loop.objective, step_hooks or None, profile)
+    if reason is not None:
+        log(f"  {loop.phase}: CUDA graphs off for this call: {reason}")
+        return
+    tensor_lr(loop.opt, loop.device)            # after any resume: the restored LR, as a tensor
+    loop.lr_tensors = [g["lr"] for g in loop.opt.param_groups]
+    loop.graphed = GraphedStep(lambda b: loop.step(b), loop.recipe.batch_size, loop.device,
+                               capture=loop.device.type == "cuda")
+
+
 def tensor_lr(opt: torch.optim.Optimizer, device: torch.device) -> None:
     """Make every param group's learning rate a one-element float32 tensor on ``device`` (the value
     the fused/foreach kernels use anyway): a captured step reads it from memory, and the LR

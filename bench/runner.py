@@ -21,7 +21,7 @@ from . import methods
 from .config import Config, RunSpec, expand_grid, precision, to_dict
 from .checkpoint import CorruptEpochCheckpointError
 from .context import Artifacts, CorruptCheckpointError, RunContext
-from .engine import persistent_compile_cache, resolve_device
+from .runtime import persistent_compile_cache, resolve_device
 from .interrupt import Interrupted, stop_on_signals, stop_requested, stop_signal
 from .leases import Lease
 from .masks import TOLERANCE, UnreachableSparsity, sparsity_stats
