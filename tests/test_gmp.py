@@ -52,3 +52,46 @@ def test_gmp_from_init_trains_only_the_pretrain_recipe(tmp_path):
     assert run_grid(from_dict(Config, data), tmp_path, tmp_path, log=quiet)["ok"] == 1
     (r,) = load_runs(tmp_path)
     assert r["sparsity_on_target"] and set(r["budget"]["phases"]) == {"pretrain"}
+
+
+def test_every_hook_runs_in_order_with_the_call_step(tmp_path):
+    """The loop's hooks (engine.Hooks): epoch_start, then per step before/after forward, after backward,
+    after step (``step`` counts across epochs), then epoch_end with the epoch's history row."""
+    from bench.context import Artifacts, RunContext
+    from bench.data import load_dataset
+
+    cfg = from_dict(Config, TINY)
+    data = load_dataset(cfg.dataset, tmp_path, "cpu")
+    ctx = RunContext(cfg, data, torch.device("cpu"), Artifacts(tmp_path / "cache"), quiet)
+    calls = []
+
+    class Recorder:
+        def epoch_start(self, epoch, epochs):
+            calls.append(("epoch_start", epoch))
+
+        def before_forward(self, step, batch):
+            calls.append(("before_forward", step))
+
+        def after_forward(self, step, loss, logits):
+            assert loss.requires_grad and logits.shape[0] == 64
+            calls.append(("after_forward", step))
+
+        def after_backward(self, step):
+            calls.append(("after_backward", step))
+
+        def after_step(self, step):
+            calls.append(("after_step", step))
+
+        def epoch_end(self, epoch, row):
+            calls.append(("epoch_end", epoch, row["epoch"]))
+
+    recipe = cfg.retrain.__class__(**{**cfg.retrain.__dict__, "epochs": 2})
+    ctx.train(ctx.build(), recipe, phase="retrain", hooks=[Recorder()])
+    per_epoch = data.steps_per_epoch(64, recipe.drop_last)
+    want = []
+    for e in range(2):
+        want.append(("epoch_start", e))
+        for s in range(e * per_epoch, (e + 1) * per_epoch):
+            want += [(n, s) for n in ("before_forward", "after_forward", "after_backward", "after_step")]
+        want.append(("epoch_end", e, e + 1))
+    assert calls == want
