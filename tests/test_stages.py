@@ -9,7 +9,7 @@ from bench import context
 from bench.config import Config, from_dict
 from bench.context import Artifacts, RunContext
 from bench.data import load_dataset
-from bench.methods import tgp
+from bench.methods import magnitude_ft, tgp
 from bench.stages import in_stages, part
 
 from tiny import TINY
@@ -18,7 +18,7 @@ from tiny import TINY
 DECLARED = [("dense", context.DENSE_SECTIONS, context.CONTEXT_VERSION),
             ("teachers", context.TEACHER_SECTIONS, context.CONTEXT_VERSION),
             ("tgp-finetune", tgp.finetune_sections(True), tgp.VERSION),
-            ("ce-finetune", tgp.finetune_sections(False), 1),
+            ("ce-finetune", tgp.finetune_sections(False), magnitude_ft.CE_FINETUNE_VERSION),
             ("colt-round", colt.CHAIN, colt.VERSION),
             ("egp-dense", egp.DENSE, egp.VERSION),
             ("egp-round", egp.CHAIN, egp.VERSION)]
