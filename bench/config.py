@@ -558,25 +558,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Co
 
 # --------------------------------------------------------------------------- grid and identity
 
-def device_type(runtime: RuntimeConfig) -> str:
-    """'cuda' or 'cpu': where ``runtime.device`` puts a run on this machine (auto: CUDA if present)."""
-    if runtime.device == "auto":
-        import torch
-
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return "cuda" if runtime.device.startswith("cuda") else "cpu"
-
-
-def precision(runtime: RuntimeConfig, dev_type: str) -> str:
-    """The effective training precision: 'bf16' (autocast) or 'fp32'."""
-    return "bf16" if runtime.amp == "bf16" or (runtime.amp == "auto" and dev_type == "cuda") else "fp32"
-
-
-def runtime_identity(runtime: RuntimeConfig, dev_type: str) -> dict:
-    """What of the runtime can change a result: device type, effective precision, determinism.
-    (channels_last, compile, the evaluation batch and the device index change float rounding at most.)"""
-    return {"device_type": dev_type, "precision": precision(runtime, dev_type),
-            "deterministic": runtime.deterministic}
+from .runtime import device_type, precision, runtime_identity  # noqa: E402  (policy: bench/runtime.py)
 
 
 @dataclass
