@@ -30,11 +30,12 @@ from dataclasses import dataclass, field
 import torch
 
 from bench import plan as P
-from bench.config import TrainConfig, check, to_dict
+from bench.config import TrainConfig, check
 from bench.registry import register_section
 from bench.context import Outcome
 from bench.engine import TrainResult
 from bench.masks import Masks, sparsity_stats
+from bench.stages import NOT_IN_STAGES, stage_ident
 
 LAYERS = "conv"          # COLT prunes every Conv2d weight, never the head or BatchNorm
 
@@ -48,11 +49,12 @@ class ColtConfig:
     # Each round's training of each partition model: the COLT lab recipe (50 epochs, milestones
     # [21, 31, 46]: the official MultiStepLR([20, 30, 45]) steps one epoch late; no batch dropped).
     train: TrainConfig = field(default_factory=lambda: TrainConfig(drop_last=False))
-    max_rounds: int = 60                 # the run fails if the target is not reached by this round
+    # the run fails if the target is not reached by this round (a stopping rule: not in the rounds' key)
+    max_rounds: int = field(default=60, metadata=NOT_IN_STAGES)
     # true: the last round prunes only what is left to reach the target (a stated deviation, so that
     # COLT meets the other methods at the same sparsity); false: the official full round, which
-    # overshoots the target (the record is then marked off target)
-    exact_final_round: bool = True
+    # overshoots the target (the record is then marked off target); the full rounds before it are the same
+    exact_final_round: bool = field(default=True, metadata=NOT_IN_STAGES)
 
     def validate(self, key):
         check(self.partitions >= 2, f"{key}.partitions", self.partitions, "an integer >= 2")
@@ -128,11 +130,8 @@ def final_round_count(masks: list[Masks], rate: float, target) -> int | None:
     return max(0, int(counted[need - 1]) - already + 1)
 
 
-def chain_ident(cfg) -> dict:
-    """What a chain of full rounds depends on (every target of a seed shares it; also its plan's key)."""
-    c = to_dict(cfg)
-    return {"dataset": c["dataset"], "model": c["model"], "seed": cfg.seed, "version": VERSION,
-            "colt": {k: v for k, v in c["colt"].items() if k not in ("max_rounds", "exact_final_round")}}
+# What a chain of full rounds depends on (every target of a seed shares it; also its plan's key).
+CHAIN = ("dataset", "model", "seed", "colt")
 
 
 def _mean(xs):
@@ -151,23 +150,14 @@ def run(ctx) -> Outcome:
     theta0 = {k: v.detach().clone() for k, v in init.state_dict().items()}
     models = [copy.deepcopy(init) for _ in parts]
     masks = [Masks(m, LAYERS) for m in models]
-    chain = chain_ident(cfg)
 
-    r, last = 0, False
-    while not last:
-        phase = f"round{r:02d}"
+    def step(r, phase):
         count = None
         if r > 0 and colt.exact_final_round:      # whether this round is the last (truncated) one
             with ctx.phase(f"{phase}-plan", group="score+prune"):
                 count = final_round_count(masks, colt.rate, target)
-        last = count is not None
-        ident = {**chain, "round": r}
-        if last:       # truncated to land on this target: not shared with other targets
-            ident.update(target=cfg.prune.sparsity, measure=target.measure)
-        made = []
 
         def produce():
-            made.append(True)
             pruned = [0] * len(models)
             if r > 0:
                 with ctx.phase(phase, group="score+prune"):
@@ -177,12 +167,14 @@ def run(ctx) -> Outcome:
                        for j, (m, mk, part) in enumerate(zip(models, masks, parts))]
             return ({"results": [x.to_dict() for x in results], "pruned": pruned},
                     {"models": [m.state_dict() for m in models], "mask": masks[0].state_dict()})
+        return count is not None, produce
 
-        meta, payload = ctx.stage("colt-round", ident, produce, (phase,))
-        if not made:                                                  # restored from the cache
-            for m, mk, state in zip(models, masks, payload["models"]):
-                m.load_state_dict(state)
-                mk.load_state_dict(payload["mask"])
+    def restore(payload):
+        for m, mk, state in zip(models, masks, payload["models"]):
+            m.load_state_dict(state)
+            mk.load_state_dict(payload["mask"])
+
+    def record(r, phase, meta, last):
         results = [TrainResult.from_dict(x) for x in meta["results"]]
         # COLT's own counter is model 0's, n-way head included (prune.py:200-215): "overall" here.
         ctx.add_round(r, phase=phase, sparsity=sparsity_stats(models[0], LAYERS)["sparsity"],
@@ -191,12 +183,11 @@ def run(ctx) -> Outcome:
                       partition_top1_final=[x.top1_final for x in results],
                       partition_top1_best=[x.top1_best for x in results], pruned_per_model=meta["pruned"],
                       truncated=last)
-        last = last or target.missing(masks[0]) <= 0
-        r += 1
-        if not last and r > colt.max_rounds:
-            raise RuntimeError(f"COLT did not reach sparsity {cfg.prune.sparsity} in colt.max_rounds="
-                               f"{colt.max_rounds} rounds (round {r - 1}: {masks[0].sparsity():.4f}); raise it")
-    r -= 1
+
+    r = ctx.rounds("colt-round", target, sections=CHAIN, version=VERSION, first=0, limit=colt.max_rounds,
+                   step=step, restore=restore, record=record, reached=lambda: target.missing(masks[0]) <= 0,
+                   too_many=lambda r: f"COLT did not reach sparsity {cfg.prune.sparsity} in colt.max_rounds="
+                                      f"{colt.max_rounds} rounds (round {r - 1}: {masks[0].sparsity():.4f}); raise it")
 
     missing, unexpected = final.load_state_dict({k: v for k, v in theta0.items() if not k.startswith("linear.")},
                                                 strict=False)
@@ -225,9 +216,9 @@ def plan(cfg) -> list[P.Work]:
     last = P.rounds_to(fraction, (1 - colt.rate) ** colt.partitions, colt.max_rounds)
     work = []
     for r in range(last + 1):
-        ident = {**chain_ident(cfg), "round": r}
+        ident = {"round": r}
         if r == last and colt.exact_final_round:
             ident.update(target=cfg.prune.sparsity, measure=cfg.grid.sparsity_measure)
-        work.append(P.training(cfg, colt.train, f"round{r:02d}", fraction=1 / colt.partitions,
-                               models=colt.partitions, shared=P.key("colt-round", ident)))
+        work.append(P.training(cfg, colt.train, f"round{r:02d}", fraction=1 / colt.partitions, models=colt.partitions,
+                               shared=P.key("colt-round", stage_ident(cfg, CHAIN, VERSION, **ident))))
     return [*work, P.training(cfg, cfg.retrain, "retrain")]

@@ -34,12 +34,13 @@ import torch
 import torch.nn as nn
 
 from bench import plan as P
-from bench.config import AugmentConfig, TrainConfig, check, to_dict
+from bench.config import AugmentConfig, TrainConfig, check
 from bench.registry import register_section
 from bench.context import Outcome
 from bench.data import make_generator
 from bench.engine import TrainResult
 from bench.masks import Masks, sparsity_stats
+from bench.stages import NOT_IN_STAGES, stage_ident
 
 
 def _egp_recipe() -> TrainConfig:
@@ -59,13 +60,14 @@ class EGPConfig:
     augment: AugmentConfig = field(default_factory=lambda: AugmentConfig(crop_padding=4, flip=True, rotate_deg=0.0))
     rate: float = 0.5                    # fraction of the eligible layers' remaining weights removed per iteration
     entropy_batch_size: int = 128        # batch of the entropy pass (EGP: its train loader's)
-    max_iterations: int = 9              # EGP runs 9; a target beyond the last iteration's sparsity fails
+    # EGP runs 9; a target beyond the last iteration's sparsity fails (a stopping rule: not in the keys)
+    max_iterations: int = field(default=9, metadata=NOT_IN_STAGES)
     # EGP's set: the convs followed by a ReLU (EGP main.py:318-327); conv: the 1x1 shortcuts too
     # (a variant, each scored by the entropy of the ReLU after its block's residual add)
     layers: Literal["conv-noshortcut", "conv"] = "conv-noshortcut"
     # true: the last iteration's budget is only what is left to reach the target (a stated deviation);
     # false: the official full iteration, which overshoots (the record is then marked off target)
-    exact_final_round: bool = True
+    exact_final_round: bool = field(default=True, metadata=NOT_IN_STAGES)
 
     def validate(self, key):
         check(0 < self.rate < 1, f"{key}.rate", self.rate, "a number in (0, 1)")
@@ -219,21 +221,10 @@ def iteration_counts(masks: Masks, entropy: dict[str, torch.Tensor], rate: float
 
 # --------------------------------------------------------------------------- the method
 
-def _base_ident(cfg) -> dict:
-    c = to_dict(cfg)
-    return {"dataset": c["dataset"], "model": c["model"], "seed": cfg.seed, "version": VERSION}
-
-
-def dense_ident(cfg) -> dict:
-    """What EGP's cached dense model depends on (also its plan's key)."""
-    egp = to_dict(cfg)["egp"]
-    return {**_base_ident(cfg), "dense": egp["dense"], "augment": egp["augment"]}
-
-
-def chain_ident(cfg) -> dict:
-    """What a chain of full iterations depends on (every target of a seed shares it; also its plan's key)."""
-    egp = to_dict(cfg)["egp"]
-    return {**_base_ident(cfg), "egp": {k: v for k, v in egp.items() if k not in ("max_iterations", "exact_final_round")}}
+# What EGP's cached dense model and a chain of full iterations depend on (every target of a seed
+# shares them; also their plan's keys).
+DENSE = ("dataset", "model", "seed", "egp.dense", "egp.augment")
+CHAIN = ("dataset", "model", "seed", "egp")
 
 
 def run(ctx) -> Outcome:
@@ -246,19 +237,11 @@ def run(ctx) -> Outcome:
         res = ctx.train(model, egp.dense, phase="pretrain", group="pretrain", augment=egp.augment)
         return {"result": res.to_dict()}, None
 
-    meta, _ = ctx.stage("egp-dense", dense_ident(cfg), train_dense, ("pretrain",), model=model)
+    meta, _ = ctx.stage("egp-dense", train_dense, ("pretrain",), sections=DENSE, version=VERSION, model=model)
     result = TrainResult.from_dict(meta["result"])
     pairs = relu_to_conv(model, shortcuts=egp.layers == "conv")
-    chain = chain_ident(cfg)
 
-    r, last = 0, False
-    while not last and target.missing(masks) > 0:
-        r += 1
-        if r > egp.max_iterations:
-            raise RuntimeError(f"EGP did not reach sparsity {cfg.prune.sparsity} ({target.measure}) in "
-                               f"egp.max_iterations={egp.max_iterations} iterations (iteration {r - 1}: "
-                               f"{target.realised(model, egp.layers):.4f}); raise it")
-        phase = f"round{r:02d}"
+    def step(r, phase):
         # The entropy pass and the allocation decide whether this iteration is the last (truncated) one,
         # so they run before the cached stage (again on a cache hit): a phase of their own.
         with ctx.phase(f"{phase}-plan", group="score+prune"):
@@ -266,27 +249,32 @@ def run(ctx) -> Outcome:
             batches = ctx.data.train_batches(egp.entropy_batch_size, egp.augment, gen, drop_last=False)
             entropy = {conv: v for relu, v in layer_entropies(model, batches).items() for conv in pairs[relu]}
             counts, last = iteration_counts(masks, entropy, egp.rate, target if egp.exact_final_round else None)
-        ident = {**chain, "round": r}
-        if last:       # truncated to land on this target: not shared with other targets
-            ident.update(target=cfg.prune.sparsity, measure=target.measure)
-        made = []
 
         def produce():
-            made.append(True)
             with ctx.phase(phase, group="score+prune"):
                 masks.prune_per_layer([p.detach().abs() for p in masks.params], counts)
             res = ctx.train(model, egp.finetune, phase=phase, group="score+prune", masks=masks, augment=egp.augment)
             return ({"result": res.to_dict(), "pruned": counts, "entropy": {k: float(v) for k, v in entropy.items()}},
                     {"mask": masks.state_dict()})
+        return last, produce
 
-        meta, payload = ctx.stage("egp-round", ident, produce, (phase,), model=model)
-        if not made:                                                  # restored from the cache
-            masks.load_state_dict(payload["mask"])
+    def record(r, phase, meta, last):
+        nonlocal result
         result = TrainResult.from_dict(meta["result"])
         emptied = [n for n, w in zip(masks.names, masks.masks) if n in meta["pruned"] and not bool(w.any())]
         ctx.add_round(r, phase=phase, sparsity=sparsity_stats(model, egp.layers)["sparsity"],
                       top1_final=result.top1_final, top1_best=result.top1_best, pruned_per_layer=meta["pruned"],
                       entropy=meta["entropy"], layers_removed=emptied, truncated=last)
+
+    def too_many(r):
+        return (f"EGP did not reach sparsity {cfg.prune.sparsity} ({target.measure}) in egp.max_iterations="
+                f"{egp.max_iterations} iterations (iteration {r - 1}: {target.realised(model, egp.layers):.4f}); raise it")
+
+    reached = lambda: target.missing(masks) <= 0            # noqa: E731
+    r = 0 if reached() else ctx.rounds("egp-round", target, sections=CHAIN, version=VERSION, first=1,
+                                       limit=egp.max_iterations, step=step, record=record, reached=reached,
+                                       restore=lambda payload: masks.load_state_dict(payload["mask"]),
+                                       too_many=too_many, model=model)
 
     rounds_s = sum(ctx.phases()[f"round{i:02d}"]["seconds"] for i in range(1, r + 1))
     ctx.extra.update(final_round=r, seconds_rounds=rounds_s, seconds_rounds_plus_final=rounds_s,
@@ -303,11 +291,12 @@ def plan(cfg) -> list[P.Work]:
     committed H100 records: exactly so). Every cell runs each iteration's entropy pass itself."""
     egp = cfg.egp
     last = P.rounds_to(P.prunable_fraction(cfg, egp.layers), 1 - egp.rate, egp.max_iterations)
-    work = [P.training(cfg, egp.dense, "pretrain", shared=P.key("egp-dense", dense_ident(cfg)))]
+    work = [P.training(cfg, egp.dense, "pretrain", shared=P.key("egp-dense", stage_ident(cfg, DENSE, VERSION)))]
     for r in range(1, last + 1):
-        ident = {**chain_ident(cfg), "round": r}
+        ident = {"round": r}
         if r == last and egp.exact_final_round:
             ident.update(target=cfg.prune.sparsity, measure=cfg.grid.sparsity_measure)
         work += [P.forward(cfg, f"round{r:02d}-plan", P.split(cfg.dataset).train, egp.entropy_batch_size),
-                 P.training(cfg, egp.finetune, f"round{r:02d}", shared=P.key("egp-round", ident))]
+                 P.training(cfg, egp.finetune, f"round{r:02d}",
+                            shared=P.key("egp-round", stage_ident(cfg, CHAIN, VERSION, **ident)))]
     return work

@@ -75,3 +75,52 @@ def set_rng_state(state: dict, device: torch.device) -> None:
     torch.set_rng_state(state["cpu"])
     if device.type == "cuda" and "cuda" in state:
         torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def _state_of(obj) -> dict:
+    return obj.state_dict() if hasattr(obj, "state_dict") else {}
+
+
+def snapshot(loop, epoch: int, step: int, generator: torch.Tensor) -> dict:
+    """What ``loop`` (an ``engine.Loop``) needs to continue at ``epoch``, ``step``; ``generator``: the
+    data-order generator's state at the start of that epoch."""
+    from .graphs import plain_lr
+
+    return {"phase": loop.phase, "epoch": epoch, "step": step, "epochs": loop.recipe.epochs,
+            "model": loop.model.state_dict(), "optimizer": plain_lr(loop.opt.state_dict()),
+            "scheduler": loop.sched.state_dict(),
+            "masks": loop.masks.state_dict() if loop.masks is not None else None,
+            "objective": _state_of(loop.objective), "state": {k: o.state_dict() for k, o in loop.state.items()},
+            "generator": generator, "rng": rng_state(loop.device), "history": loop.history,
+            "best": [loop.best.top1, loop.best.epoch, loop.best.top5],
+            "stats": loop.stats.detach().cpu(), "count": loop.count, "steps": int(loop.steps),
+            "seconds": loop.seconds()}
+
+
+def resume(loop, checkpoint: EpochCheckpoint, log: Callable[[str], None]) -> None:
+    """Continue ``loop`` from ``checkpoint``'s file, if there is one (``checkpoint.resumed`` says where)."""
+    from .engine import Best
+
+    saved = checkpoint.load()
+    if saved is None:
+        log(f"  {loop.phase}: starting at epoch 1/{loop.recipe.epochs} (epoch checkpoints: {checkpoint.path})")
+        return
+    loop.model.load_state_dict(saved["model"])
+    loop.opt.load_state_dict(saved["optimizer"])
+    loop.sched.load_state_dict(saved["scheduler"])
+    if loop.masks is not None:
+        loop.masks.load_state_dict(saved["masks"])
+    if hasattr(loop.objective, "load_state_dict"):
+        loop.objective.load_state_dict(saved["objective"])
+    for k, obj in loop.state.items():
+        obj.load_state_dict(saved["state"][k])
+    loop.gen.set_state(saved["generator"])
+    set_rng_state(saved["rng"], loop.device)
+    loop.history, loop.best = saved["history"], Best(*saved["best"])
+    loop.epoch, loop.skip, loop.count = saved["epoch"], saved["step"], saved["count"]
+    loop.stats.copy_(saved["stats"])
+    loop.steps.fill_(saved["steps"])
+    for k in (loop.phase, "eval", "compile"):
+        loop.timer.add(k, saved["seconds"].get(k, 0.0))
+    checkpoint.resumed = {"phase": loop.phase, "epoch": loop.epoch, "step": loop.skip}
+    log(f"  {loop.phase}: resuming at epoch {loop.epoch + 1}/{loop.recipe.epochs}, step {loop.skip} ({checkpoint.path})")

@@ -61,7 +61,7 @@ def cmd_run(args) -> int:
 def refuse_on_cpu(cfg, args) -> None:
     """A grid that would train on this machine's CPU for more than estimate.CPU_HOURS_LIMIT hours (a paper
     grid) is refused without --allow-cpu (SLURM jobs run elsewhere: not checked)."""
-    from .engine import resolve_device
+    from .runtime import resolve_device
     from .estimate import refuse_on_cpu as refuse
     from .grid import expand_grid
     from .store import status_of
@@ -88,7 +88,7 @@ def cmd_teacher(args) -> int:
     from . import config as C
     from .context import Artifacts, RunContext
     from .data import load_dataset
-    from .engine import resolve_device
+    from .runtime import resolve_device
 
     cfg = load_config(args.config, args.overrides)
     device = resolve_device(cfg.runtime)

@@ -30,8 +30,9 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from . import registry
-from .config import Config, ConfigError, config_copy, device_type, from_dict, to_dict
+from .config import Config, ConfigError, config_copy, from_dict, to_dict
 from .grid import expand_grid
+from .runtime import device_type
 from .interrupt import request_stop, reset as reset_stop
 
 EXECUTORS = ("inline", "local", "slurm")

@@ -542,18 +542,6 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Co
 
 # --------------------------------------------------------------------------- runtime policy
 
-def device_type(runtime: RuntimeConfig) -> str:
-    """'cuda' or 'cpu': where ``runtime.device`` puts a run on this machine (auto: CUDA if present)."""
-    if runtime.device == "auto":
-        import torch
-
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return "cuda" if runtime.device.startswith("cuda") else "cpu"
-
-
-def precision(runtime: RuntimeConfig, dev_type: str) -> str:
-    """The effective training precision: 'bf16' (autocast) or 'fp32'."""
-    return "bf16" if runtime.amp == "bf16" or (runtime.amp == "auto" and dev_type == "cuda") else "fp32"
 
 
 def config_copy(cfg: Config) -> Config:

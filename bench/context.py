@@ -31,14 +31,14 @@ from .engine import PhaseTimer, TrainResult
 from .leases import Lease, wait_for
 from .masks import Masks, Target, sparsity_stats
 from .models import build_model
+from .phases import DEFAULT_GROUPS, GROUPS
 from .provenance import code_state, device_name, git_state
+from .runtime import use_channels_last
+from .stages import stage_ident
 from .store import atomic_write_bytes, atomic_write_json, file_digest
 
-# Latency groups of the standard phase names; a method may put any other phase in a group of its
-# choosing (``ctx.phase(name, group=...)``); phases with no group declared count as "other".
-GROUPS = ("pretrain", "teacher", "score+prune", "retrain", "other", "eval")
-DEFAULT_GROUPS = {"pretrain": "pretrain", "teacher": "teacher", "finetune": "score+prune",
-                  "score": "score+prune", "prune": "score+prune", "retrain": "retrain", "eval": "eval"}
+# Latency groups: bench/phases.py (shared with the report). A method may put any phase in a group of
+# its choosing (``ctx.phase(name, group=...)``); phases with no group declared count as "other".
 
 
 class CorruptCheckpointError(RuntimeError):
@@ -130,16 +130,20 @@ def derived_seed(seed: int, purpose: str) -> int:
     return seed * 1_000_003 + zlib.crc32(purpose.encode())
 
 
+# The stages the context itself makes, shared by every method: their sections and code version.
+DENSE_SECTIONS = ("dataset", "model", "pretrain", "seed")
+TEACHER_SECTIONS = ("dataset", "teacher")
+CONTEXT_VERSION = 1
+
+
 def dense_ident(cfg: Config) -> dict:
     """What the cached dense model depends on (``RunContext.dense_model``; also its plan's key)."""
-    c = to_dict(cfg)
-    return {"dataset": c["dataset"], "model": c["model"], "pretrain": c["pretrain"], "seed": c["seed"]}
+    return stage_ident(cfg, DENSE_SECTIONS, CONTEXT_VERSION)
 
 
 def teacher_ident(cfg: Config) -> dict:
     """What the cached teacher depends on (``RunContext.teacher``; also its plan's key)."""
-    c = to_dict(cfg)
-    return {"dataset": c["dataset"], "teacher": c["teacher"]}
+    return stage_ident(cfg, TEACHER_SECTIONS, CONTEXT_VERSION)
 
 
 class RunContext:
@@ -158,7 +162,7 @@ class RunContext:
         self.groups: dict[str, str] = {}        # phase -> latency group (declared or by name)
         self.reused: dict[str, dict] = {}       # phase -> what it cost when its artifact was made
         self.artifacts_used: list[dict] = []    # every cached artifact this run loaded or made
-        self.rounds: list[dict] = []            # per-round records of iterative methods
+        self.round_records: list[dict] = []     # per-round records of iterative methods
         self.budget: dict[str, dict] = {}       # phase -> what it trained (epochs, images), live or reused
         self.teacher_info: Optional[dict] = None
         self.extra: dict = {}
@@ -194,17 +198,18 @@ class RunContext:
         """A freshly initialised model, its initial weights drawn from ``seed`` (default: the run seed)."""
         torch.manual_seed(self.cfg.seed if seed is None else seed)
         model = build_model(arch or self.cfg.model.arch, num_classes or self.data.num_classes).to(self.device)
-        if engine.use_channels_last(self.cfg.runtime, self.device):
+        if use_channels_last(self.cfg.runtime):
             model = model.to(memory_format=torch.channels_last)
         return model
 
     def train(self, model: nn.Module, recipe: TrainConfig, *, phase: str, group: Optional[str] = None,
-              objective=None, masks=None, after_backward=None, state: Optional[dict] = None, data=None,
-              seed: Optional[int] = None, augment=None) -> TrainResult:
+              objective=None, masks=None, after_backward=None, hooks=(), state: Optional[dict] = None,
+              data=None, seed: Optional[int] = None, augment=None) -> TrainResult:
         """The engine's training loop on the run's data (or ``data``, e.g. a class subset); the data
         order and augmentation draws follow ``seed`` (default: derived from the run seed and ``phase``).
         Resumable: an interrupted call continues from its epoch checkpoint. ``state``: objects with
-        ``state_dict``/``load_state_dict`` that the checkpoint must carry too (an importance tracker)."""
+        ``state_dict``/``load_state_dict`` that the checkpoint must carry too (an importance tracker).
+        ``hooks``: the method's step and epoch hooks (``engine.Hooks``)."""
         self._declare(phase, group)
         self._declare("eval", None)
         ckpt = self.epoch_checkpoint(phase)
@@ -213,7 +218,8 @@ class RunContext:
         try:
             result = engine.train(model, data, recipe, runtime=self.cfg.runtime, timer=self.timer,
                                   seed=self.seed_for(phase) if seed is None else seed, augment=augment,
-                                  objective=objective, masks=masks, after_backward=after_backward, state=state,
+                                  objective=objective, masks=masks, after_backward=after_backward, hooks=hooks,
+                                  state=state,
                                   checkpoint=ckpt, phase=phase, log=self.log)
         finally:
             if ckpt.resumed is not None:
@@ -290,25 +296,34 @@ class RunContext:
         """Record round ``r`` of an iterative method: its realised sparsity (every definition), its
         accuracy and the seconds of its phase (live or reused from the cache)."""
         info = self.phases().get(phase, {})
-        self.rounds.append({"round": r, "phase": phase, "sparsity": dict(sparsity), "top1_final": top1_final,
+        self.round_records.append({"round": r, "phase": phase, "sparsity": dict(sparsity), "top1_final": top1_final,
                             "top1_best": top1_best, "seconds": info.get("seconds", 0.0),
                             "reused": info.get("reused", False), "device": info.get("device", self.device_name),
                             **extra})
 
     # ------------------------------------------------------------------ cached stages
-    def stage(self, kind: str, ident: dict, produce: Callable[[], tuple[dict, Any]], phases: tuple[str, ...],
-              *, model: Optional[nn.Module] = None) -> tuple[dict, Any]:
+    def stage_key(self, kind: str, ident: dict) -> str:
+        """The cache key of a stage of identity ``ident`` (``stages.stage_ident``) on this run's data,
+        device type, precision and harness version."""
+        return hash_identity({"kind": kind, "data": self.data.info["fingerprint"], "harness": HARNESS_VERSION,
+                              "runtime": runtime_identity(self.cfg.runtime, self.device.type), **ident})
+
+    def stage(self, kind: str, produce: Callable[[], tuple[dict, Any]], phases: tuple[str, ...], *,
+              sections: tuple[str, ...], version: int, extra: Optional[dict] = None,
+              model: Optional[nn.Module] = None) -> tuple[dict, Any]:
         """Run ``produce()`` once and cache what it returns, or restore it from the cache.
 
         ``produce() -> (meta, payload)``: JSON-able meta and a payload of tensors (nested dicts and
         lists allowed), returned on the device. With ``model``, its state dict is saved too and
         restored into it on a cache hit. ``phases`` are the phase names ``produce`` times; on a hit
         they are recorded as reused, with the seconds, device and commit of the run that made them.
-        ``ident`` must hold everything the result depends on beyond the data, the device type and
-        precision, and the harness version (those are added here); add a method's ``VERSION``."""
+        The cache key is derived (``bench/stages.py``) from the whole content of the config
+        ``sections`` the result depends on (dotted paths), ``version`` (the owning method's
+        ``VERSION``), ``extra`` (a round number, a target), the data, device type, precision and
+        harness version: declare what the result depends on, never list fields by hand."""
+        ident = stage_ident(self.cfg, sections, version, **(extra or {}))
         runtime = runtime_identity(self.cfg.runtime, self.device.type)
-        key = hash_identity({"kind": kind, "data": self.data.info["fingerprint"], "runtime": runtime,
-                             "harness": HARNESS_VERSION, **ident})
+        key = self.stage_key(kind, ident)
         hit = self.artifacts.load(kind, key)
         lock = None
         if hit is None:      # make it, unless another runner is making it: then wait and reuse theirs
@@ -340,6 +355,42 @@ class RunContext:
             return self._produce(kind, key, ident, runtime, produce, phases, model)
         finally:
             lock.release()
+
+    def rounds(self, kind: str, target: Target, *, sections: tuple[str, ...], version: int, first: int, limit: int,
+               step: Callable, restore: Callable, record: Callable, reached: Callable[[], bool],
+               too_many: Callable[[int], str], model: Optional[nn.Module] = None) -> int:
+        """The rounds of an iterative method (COLT, EGP), each a cached stage ``kind`` keyed by
+        ``sections``, ``version`` and its round number; the chain of full rounds is shared by every
+        target, a truncated last round is keyed by the target too. Round ``r`` (from ``first``):
+
+        ``step(r, phase) -> (last, produce)``: whether ``r`` is the truncated last round (any planning
+        timed by the method) and its producer (``stage``'s ``produce``); ``restore(payload)`` loads a
+        cached round into the live models (``model``, if given, is restored by ``stage``);
+        ``record(r, phase, meta, last)`` adds the round to the record. The chain stops after a last
+        round or once ``reached()``; a round past ``limit`` raises ``too_many(r)``. Returns the final round."""
+        r = first
+        while True:
+            phase = f"round{r:02d}"
+            last, produce = step(r, phase)
+            extra = {"round": r}
+            if last:       # truncated to land on this target: not shared with other targets
+                extra.update(target=self.cfg.prune.sparsity, measure=target.measure)
+            made = []
+
+            def made_here():
+                made.append(True)
+                return produce()
+
+            meta, payload = self.stage(kind, made_here, (phase,), sections=sections, version=version, extra=extra,
+                                       model=model)
+            if not made:
+                restore(payload)
+            record(r, phase, meta, last)
+            if last or reached():
+                return r
+            r += 1
+            if r > limit:
+                raise RuntimeError(too_many(r))
 
     def _produce(self, kind, key, ident, runtime, produce, phases, model) -> tuple[dict, Any]:
         scope = f"stage-{kind}-{key}"
@@ -385,7 +436,8 @@ class RunContext:
             res = self.train(model, self.cfg.pretrain, phase="pretrain")
             return {"result": res.to_dict()}, None
 
-        meta, _ = self.stage("dense", dense_ident(self.cfg), produce, ("pretrain",), model=model)
+        meta, _ = self.stage("dense", produce, ("pretrain",), sections=DENSE_SECTIONS, version=CONTEXT_VERSION,
+                             model=model)
         return model, TrainResult.from_dict(meta["result"])
 
     def teacher(self) -> nn.Module:
@@ -407,7 +459,8 @@ class RunContext:
             return {"result": res.to_dict(), "arch": tc.arch, "train_images": len(data.train_y),
                     "data_fingerprint": data.info["fingerprint"]}, None
 
-        meta, _ = self.stage("teachers", teacher_ident(self.cfg), produce, ("teacher",), model=model)
+        meta, _ = self.stage("teachers", produce, ("teacher",), sections=TEACHER_SECTIONS, version=CONTEXT_VERSION,
+                             model=model)
         self.teacher_info = {"arch": tc.arch, "sha256": meta["sha256"], "path": meta["path"],
                              "top1": meta["result"]["top1_final"], "top1_best": meta["result"]["top1_best"],
                              "data": tc.data, "train_images": meta.get("train_images"),

@@ -1,4 +1,6 @@
-"""The one training loop every method uses.
+"""The one training loop every method uses (open_lth's ``training/train.py``: a short loop; what
+it does besides training is in ``bench/callbacks.py``, resuming in ``bench/checkpoint.py``, device
+policy in ``bench/runtime.py``; a method reaches inside through ``Hooks``).
 
 SGD with momentum and weight decay (fused on CUDA), linear warm-up then a step or cosine schedule
 (per iteration), channels_last, bf16 autocast on CUDA (torch.compile with runtime.compile: on), evaluation after every
@@ -11,22 +13,18 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
-import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable, Optional
 
 import torch
 import torch.nn as nn
 
-from .config import ConfigError, RuntimeConfig, TrainConfig, precision
+from . import callbacks as C
+from .callbacks import NonFiniteLossError  # noqa: F401  (raised by the loop; callers catch it from here)
+from .config import RuntimeConfig, TrainConfig
 from .losses import CrossEntropy
-
-
-class NonFiniteLossError(RuntimeError):
-    """The training loss became NaN or infinite."""
+from .runtime import autocast, compile_module, compile_seconds, precision, use_channels_last, use_compile
 
 
 @dataclass
@@ -45,79 +43,6 @@ class TrainResult:
     @classmethod
     def from_dict(cls, d: dict) -> "TrainResult":
         return cls(**d)
-
-
-def resolve_device(runtime: RuntimeConfig) -> torch.device:
-    if runtime.device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(runtime.device)
-    except RuntimeError:
-        raise ConfigError(f"config key 'runtime.device' has value {runtime.device!r}; allowed: auto, cpu, "
-                          "cuda or cuda:N") from None
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError(f"config key 'runtime.device' is {runtime.device!r} but CUDA is not available on "
-                              "this machine; use --set runtime.device=cpu (or auto)")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ConfigError(f"config key 'runtime.device' is {runtime.device!r} but this machine has "
-                              f"{torch.cuda.device_count()} CUDA device(s); use cuda:0..cuda:{torch.cuda.device_count() - 1}")
-    return dev
-
-
-def use_amp(runtime: RuntimeConfig, device: torch.device) -> bool:
-    return precision(runtime, device.type) == "bf16"
-
-
-def use_channels_last(runtime: RuntimeConfig, device: torch.device) -> bool:
-    return runtime.channels_last != "off"          # auto: on, on the CPU too (measured faster there)
-
-
-def autocast(runtime: RuntimeConfig, device: torch.device, cache: bool = True):
-    """bf16 autocast where the run's precision is bf16. ``cache=False`` inside a captured CUDA graph
-    (PyTorch's graph recipe: no cast cached across the capture's boundary; the same casts)."""
-    if use_amp(runtime, device):
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16, cache_enabled=cache)
-    return contextlib.nullcontext()
-
-
-def use_compile(runtime: RuntimeConfig, device: torch.device) -> bool:
-    # auto = off on every device: compiling did not pay off on the one GPU measured (docs/performance.md)
-    return runtime.compile == "on"
-
-
-def compile_module(module: nn.Module) -> nn.Module:
-    """``torch.compile(module)``, one static graph per input shape, train/eval mode and grad mode.
-
-    The wrapper shares ``module``'s parameters and buffers (masks and checkpoints keep using
-    ``module``); a new wrapper of a model of the same architecture reuses the graphs compiled so
-    far in the process, and inductor's on-disk cache (``TORCHINDUCTOR_CACHE_DIR``; the runner puts
-    it under the results folder) serves later processes."""
-    import torch._dynamo
-
-    # Train, eval, no-grad, frozen-BN and tail-batch variants of student and teacher add up to more
-    # graphs than the default limit of 8, past which dynamo silently falls back to eager.
-    torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
-    return torch.compile(module, dynamic=False)
-
-
-def persistent_compile_cache(folder: Path) -> None:
-    """Keep inductor's compiled kernels in ``folder`` (unless ``TORCHINDUCTOR_CACHE_DIR`` is set
-    already), so the later processes of a grid load them instead of compiling again. Call before
-    the first compilation of the process."""
-    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(Path(folder).resolve()))
-
-
-def compile_seconds() -> float:
-    """Seconds this process has spent in torch.compile so far (dynamo's own clock: tracing, graph
-    compilation, the lazily compiled backward). 0 if that internal counter is unavailable, in
-    which case compile time stays inside the phases it happened in."""
-    try:
-        from torch._dynamo.utils import calculate_time_spent
-
-        return float(calculate_time_spent().get("total_wall_time", 0.0))
-    except Exception:  # noqa: BLE001 - an internal API; its absence must not stop training
-        return 0.0
 
 
 def make_optimizer(params, recipe: TrainConfig, device: torch.device) -> torch.optim.SGD:
@@ -186,39 +111,6 @@ def lr_factor(step: int, total: int, warmup: int, recipe: TrainConfig, steps_per
     return recipe.gamma ** sum(epoch >= m for m in recipe.milestones)
 
 
-class StepProfile:
-    """Seconds per part of the training step, for ``python -m bench speed --profile``. Every
-    section synchronises the device before and after it, so profiled training is slower and its
-    shares, not its total, are the result. Grids never profile."""
-
-    SECTIONS = ("data", "forward", "backward", "optimizer", "masks", "metrics", "evaluation")
-    LABELS = {"data": "data + augmentation", "forward": "forward + loss (teacher included)",
-              "backward": "backward (+ importance)", "optimizer": "optimizer + LR schedule",
-              "masks": "masks (grads and weights)", "metrics": "metrics + NaN flag", "evaluation": "evaluation"}
-
-    def __init__(self, device: torch.device):
-        self.cuda = device.type == "cuda"
-        self.seconds = dict.fromkeys(self.SECTIONS, 0.0)
-
-    @contextlib.contextmanager
-    def section(self, name: str):
-        if self.cuda:
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        try:
-            yield
-        finally:
-            if self.cuda:
-                torch.cuda.synchronize()
-            self.seconds[name] += time.perf_counter() - t0
-
-    def table(self) -> str:
-        total = sum(self.seconds.values()) or 1.0
-        lines = ["| part of the step | seconds | share |", "|---|---|---|"]
-        lines += [f"| {self.LABELS[k]} | {v:.3f} | {100 * v / total:.1f}% |" for k, v in self.seconds.items()]
-        return "\n".join(lines + [f"| total | {total:.3f} | 100% |"])
-
-
 _NOTHING = contextlib.nullcontext()
 
 
@@ -245,7 +137,7 @@ def evaluate(model: nn.Module, data, runtime: RuntimeConfig) -> tuple[float, flo
     model.eval()
     correct = torch.zeros(2, device=device, dtype=torch.long)
     k = min(5, data.num_classes)
-    cl = use_channels_last(runtime, device)
+    cl = use_channels_last(runtime)
     for batch in data.test_batches(runtime.eval_batch_size):
         x = batch.x.contiguous(memory_format=torch.channels_last) if cl else batch.x
         with autocast(runtime, device):
@@ -259,42 +151,147 @@ def evaluate(model: nn.Module, data, runtime: RuntimeConfig) -> tuple[float, flo
     return 100.0 * c1 / n, 100.0 * c5 / n
 
 
-class _Progress:
-    """A rich progress bar on a terminal, one plain line per epoch otherwise (CI logs)."""
+class Hooks:
+    """What a method can run inside the loop; pass any object with some of these methods as ``hooks``.
+    ``step`` counts the steps taken before this one in the call (epoch * steps_per_epoch + index), so
+    a schedule is a function of it with no host sync; ``epoch`` counts from 0. Step hooks run eagerly
+    (a call with any of them is never replayed as a CUDA graph)."""
+    NAMES = ("epoch_start", "before_forward", "after_forward", "after_backward", "after_step", "epoch_end")
+    STEP = NAMES[1:5]
 
-    def __init__(self, description: str, epochs: int, log: Callable[[str], None], done: int = 0):
-        self.description, self.epochs, self.log = description, epochs, log
-        self.bar = None
-        if sys.stdout.isatty() and done < epochs:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-            self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                TimeRemainingColumn(), TextColumn("{task.fields[info]}"), transient=True)
-            self.task = self.bar.add_task(description, total=epochs, completed=done, info="")
-            self.bar.start()
-
-    def update(self, epoch: int, info: str):
-        if self.bar is not None:
-            self.bar.update(self.task, completed=epoch, info=info)
-        self.log(f"  {self.description} epoch {epoch}/{self.epochs} {info}")
-
-    def close(self):
-        if self.bar is not None:
-            self.bar.stop()
+    def epoch_start(self, epoch: int, epochs: int) -> None: ...
+    def before_forward(self, step: int, batch) -> None: ...
+    def after_forward(self, step: int, loss, logits) -> None: ...
+    def after_backward(self, step: int) -> None: ...
+    def after_step(self, step: int) -> None: ...             # after the optimizer step and the masks
+    def epoch_end(self, epoch: int, row: dict) -> None: ...  # row: the epoch's history entry
 
 
-# What the engine is doing now, for heartbeats and `bench status` (phase, epoch, epochs).
-PROGRESS: dict = {}
 
 
-def _state_of(obj) -> dict:
-    return obj.state_dict() if hasattr(obj, "state_dict") else {}
+@dataclass
+class Best:
+    top1: float = -1.0
+    epoch: int = 0
+    top5: float = 0.0
+
+
+class Loop:
+    """One training call's state: what the step, the callbacks and the epoch checkpoint read and set."""
+
+    def __init__(self, model, data, recipe: TrainConfig, runtime: RuntimeConfig, timer: PhaseTimer, seed: int,
+                 objective, masks, state: Optional[dict], phase: str, hooks, after_backward, profile):
+        self.device = device = data.train_x.device
+        self.model, self.data, self.recipe, self.runtime, self.timer, self.phase = model, data, recipe, runtime, timer, phase
+        self.objective = objective or CrossEntropy(recipe.label_smoothing)
+        self.masks, self.state = masks, dict(state or {})
+        self.compiling = use_compile(runtime)
+        self.net = compile_module(model) if self.compiling else model   # runs the forwards; ``model`` is saved
+        if hasattr(self.objective, "prepare"):
+            self.objective.prepare(precision(runtime, device.type), compile_module if self.compiling else (lambda m: m),
+                                   runtime=runtime)
+        self.section = profile.section if profile is not None else _unprofiled
+        self.opt = make_optimizer(model.parameters(), recipe, device)
+        self.steps_per_epoch = data.steps_per_epoch(recipe.batch_size, recipe.drop_last)
+        self.total = self.steps_per_epoch * recipe.epochs
+        self.warmup = round(recipe.warmup_epochs * self.steps_per_epoch)
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, self.factor)
+        self.gen = torch.Generator(device=device).manual_seed(seed)
+        self.history, self.best = [], Best()
+        self.epoch, self.skip, self.count = 0, 0, 0      # where this call is: epoch, step inside it; samples
+        self.stats = torch.zeros(2, device=device)     # loss sum, correct (read once per epoch)
+        self.bad_at = torch.full((), -1, dtype=torch.long, device=device)   # first step with a non-finite loss
+        self.steps = torch.zeros((), dtype=torch.long, device=device)        # steps taken (on the device: no sync)
+        self.before = {k: timer.seconds(k) for k in (phase, "eval", "compile")}
+        self.hooks = {name: [getattr(h, name) for h in hooks if hasattr(h, name)] for name in Hooks.NAMES}
+        if hasattr(self.objective, "start_epoch"):
+            self.hooks["epoch_start"].insert(0, self.objective.start_epoch)
+        if after_backward is not None:
+            self.hooks["after_backward"].insert(0, lambda step: after_backward())
+        self.graphed = None                             # a GraphedStep when this call replays CUDA graphs
+        if masks is not None:
+            masks.apply()
+
+    def factor(self, step: int) -> float:
+        return lr_factor(step, self.total, self.warmup, self.recipe, self.steps_per_epoch)
+
+    def lr(self, step: int) -> float:
+        return self.recipe.lr * self.factor(step)
+
+    def seconds(self) -> dict:
+        """Seconds this call has spent so far, per phase (its own, eval, compile)."""
+        return {k: self.timer.seconds(k) - v for k, v in self.before.items()}
+
+    def step(self, batch, step: int = -1) -> None:
+        """One training step's device work: eager, or recorded into a CUDA graph (``graphed``; never
+        with step hooks), so everything it updates is updated in place. ``step``: steps taken before."""
+        section, hook, masks = self.section, self.hooks, self.masks
+        for h in hook["before_forward"]:
+            h(step, batch)
+        with section("forward"), autocast(self.runtime, self.device, cache=self.graphed is None):
+            loss, logits = self.objective(self.net, batch)
+        for h in hook["after_forward"]:
+            h(step, loss, logits)
+        with section("backward"):
+            self.opt.zero_grad(set_to_none=self.graphed is None)     # a graph keeps the gradients' addresses
+            loss.backward()
+            for h in hook["after_backward"]:
+                h(step)
+        with section("masks"):
+            if masks is not None:
+                masks.mask_grads()
+        with section("optimizer"):
+            self.opt.step()
+        with section("masks"):
+            if masks is not None:
+                masks.apply()
+        for h in hook["after_step"]:
+            h(step)
+        with section("metrics"):
+            n = batch.y.numel()
+            loss = loss.detach().float()
+            self.steps.add_(1)
+            self.bad_at.copy_(torch.where((self.bad_at < 0) & ~torch.isfinite(loss), self.steps, self.bad_at))
+            self.stats.add_(torch.stack([loss * n, (logits.detach().argmax(1) == batch.y).sum().float()]))
+
+    def end_epoch(self, epoch: int, top1: float, top5: float) -> None:
+        """The epoch's history row (the one host read of its training metrics) and the best epoch."""
+        loss_sum, correct = self.stats.tolist()
+        self.history.append({"epoch": epoch + 1, "train_loss": loss_sum / self.count,
+                             "train_top1": 100 * correct / self.count, "test_top1": top1, "test_top5": top5,
+                             "lr": self.lr(epoch * self.steps_per_epoch)})
+        if top1 > self.best.top1:
+            self.best = Best(top1, epoch + 1, top5)
+
+    def hook_callback(self):
+        """The methods' ``epoch_end`` hooks, as a callback (after evaluation)."""
+        hooks = self.hooks["epoch_end"]
+
+        class MethodHooks:
+            def epoch_end(self, loop, epoch: int) -> None:
+                for h in hooks:
+                    h(epoch, loop.history[-1])
+        return MethodHooks()
+
+    def result(self) -> TrainResult:
+        last, best = self.history[-1], self.best
+        return TrainResult(top1_final=last["test_top1"], top1_best=best.top1, top5_final=last["test_top5"],
+                           top5_best=best.top5, best_epoch=best.epoch, history=self.history,
+                           train_seconds=self.seconds()[self.phase])
+
+
+def _batches(loop: Loop, augment):
+    """The epoch's training batches (channels_last when the run uses it; timed as data when profiled)."""
+    batches = loop.data.train_batches(loop.recipe.batch_size, augment, loop.gen, loop.recipe.drop_last)
+    if use_channels_last(loop.runtime):
+        batches = (b._replace(x=b.x.contiguous(memory_format=torch.channels_last)) for b in batches)
+    return batches if loop.section is _unprofiled else _timed_batches(batches, loop.section)
 
 
 def train(model: nn.Module, data, recipe: TrainConfig, *, runtime: RuntimeConfig, timer: PhaseTimer,
           seed: int, augment, objective=None, masks=None, after_backward: Optional[Callable[[], None]] = None,
-          state: Optional[dict] = None, checkpoint=None, phase: str = "train",
-          log: Callable[[str], None] = print, profile: Optional[StepProfile] = None) -> TrainResult:
+          hooks=(), state: Optional[dict] = None, checkpoint=None, phase: str = "train",
+          log: Callable[[str], None] = print, profile=None) -> TrainResult:
     """Train ``model`` in place with a fresh optimizer; evaluate after every epoch.
 
     ``objective(model, batch) -> (loss, logits)`` defaults to cross-entropy; an objective with state
@@ -302,195 +299,79 @@ def train(model: nn.Module, data, recipe: TrainConfig, *, runtime: RuntimeConfig
     ``masks`` (if given) mask the gradients before and the weights after every optimizer step.
     ``after_backward()`` runs after each backward pass and before the step (importance scoring reads
     gradients there); objects in ``state`` (e.g. the importance tracker) are saved in checkpoints.
-    ``checkpoint`` (a ``bench.checkpoint.EpochCheckpoint``) makes the call resumable: progress is
-    saved at epoch ends (and at the exact step when a stop is requested), and a call that finds a
-    checkpoint continues from it. Training time is recorded under ``phase`` and evaluation under
-    ``"eval"`` in ``timer``. A NaN/inf loss is detected within ``runtime.nonfinite_check_steps``
-    steps and raised as ``NonFiniteLossError`` naming the step and learning rate.
+    ``hooks``: objects with any of the methods of ``Hooks`` (a gradual pruning schedule updates its
+    masks from ``after_step``). ``checkpoint`` (a ``bench.checkpoint.EpochCheckpoint``) makes the
+    call resumable: progress is saved at epoch ends (and at the exact step when a stop is
+    requested), and a call that finds a checkpoint continues from it. Training time is recorded
+    under ``phase`` and evaluation under ``"eval"`` in ``timer``. A NaN/inf loss is detected within
+    ``runtime.nonfinite_check_steps`` steps and raised as ``NonFiniteLossError``.
 
-    With ``runtime.compile`` on, the objective gets ``model`` compiled (``compile_module``) and
-    seconds spent compiling go to the ``compile`` phase. With ``runtime.cuda_graphs`` on, full
-    batches are replayed as one CUDA graph where ``graphs.why_not`` allows it (bench/graphs.py).
-    ``profile`` (a ``StepProfile``) times the parts of every step, synchronising around each.
+    With ``runtime.compile`` on, the objective gets ``model`` compiled and seconds spent compiling go
+    to the ``compile`` phase. With ``runtime.cuda_graphs`` on, full batches are replayed as one CUDA
+    graph where ``graphs.why_not`` allows it (bench/graphs.py). ``profile`` (a
+    ``speed.StepProfile``) times the parts of every step, synchronising around each.
     """
     from . import graphs
-    from .checkpoint import rng_state, set_rng_state
+    from .checkpoint import resume, snapshot
     from .interrupt import Interrupted, fault_point, stop_requested, stop_signal
 
-    device = data.train_x.device
-    objective = objective or CrossEntropy(recipe.label_smoothing)
-    state = dict(state or {})
-    cl = use_channels_last(runtime, device)
-    compiling = use_compile(runtime, device)
-    # ``net`` runs the forward passes; ``model`` (the same parameters) is what is saved and masked.
-    net = compile_module(model) if compiling else model
-    if hasattr(objective, "prepare"):
-        objective.prepare(precision(runtime, device.type), compile_module if compiling else (lambda m: m),
-                          runtime=runtime)
-    section = profile.section if profile is not None else _unprofiled
-    opt = make_optimizer(model.parameters(), recipe, device)
-    steps_per_epoch = data.steps_per_epoch(recipe.batch_size, recipe.drop_last)
-    total = steps_per_epoch * recipe.epochs
-    warmup = round(recipe.warmup_epochs * steps_per_epoch)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: lr_factor(s, total, warmup, recipe, steps_per_epoch))
-    gen = torch.Generator(device=device).manual_seed(seed)
-    if masks is not None:
-        masks.apply()
-
-    history, best = [], [-1.0, 0, 0.0]
-    start_epoch, skip = 0, 0                        # where this call begins: epoch, step inside it
-    stats, count = torch.zeros(2, device=device), 0  # loss sum, correct (read once per epoch); samples
-    bad_at = torch.full((), -1, dtype=torch.long, device=device)     # first step with a non-finite loss
-    steps = torch.zeros((), dtype=torch.long, device=device)         # steps taken (on the device: no sync)
-    graphed = None                                  # a GraphedStep when this call replays CUDA graphs
-    train_before, eval_before, compile_before = timer.seconds(phase), timer.seconds("eval"), timer.seconds("compile")
-    saved = checkpoint.load() if checkpoint is not None else None
-    if saved is not None:
-        model.load_state_dict(saved["model"])
-        opt.load_state_dict(saved["optimizer"])
-        sched.load_state_dict(saved["scheduler"])
-        if masks is not None:
-            masks.load_state_dict(saved["masks"])
-        if hasattr(objective, "load_state_dict"):
-            objective.load_state_dict(saved["objective"])
-        for k, obj in state.items():
-            obj.load_state_dict(saved["state"][k])
-        gen.set_state(saved["generator"])
-        set_rng_state(saved["rng"], device)
-        history, best = saved["history"], list(saved["best"])
-        start_epoch, skip, count = saved["epoch"], saved["step"], saved["count"]
-        stats.copy_(saved["stats"])
-        steps.fill_(saved["steps"])
-        timer.add(phase, saved["seconds"][phase])
-        timer.add("eval", saved["seconds"]["eval"])
-        timer.add("compile", saved["seconds"].get("compile", 0.0))
-        checkpoint.resumed = {"phase": phase, "epoch": start_epoch, "step": skip}
-        log(f"  {phase}: resuming at epoch {start_epoch + 1}/{recipe.epochs}, step {skip} ({checkpoint.path})")
-    elif checkpoint is not None:
-        log(f"  {phase}: starting at epoch 1/{recipe.epochs} (epoch checkpoints: {checkpoint.path})")
-
+    loop = Loop(model, data, recipe, runtime, timer, seed, objective, masks, state, phase, hooks, after_backward,
+                profile)
+    if checkpoint is not None:
+        resume(loop, checkpoint, log)
     if runtime.cuda_graphs == "on":
-        reason = graphs.why_not(runtime, device, objective, after_backward, profile)
-        if reason is None:
-            graphs.tensor_lr(opt, device)            # after any resume: the restored LR, as a tensor
-            lr_tensors = [g["lr"] for g in opt.param_groups]
-            graphed = graphs.GraphedStep(lambda b: step_body(b), recipe.batch_size, device,
-                                         capture=device.type == "cuda")
-        else:
-            log(f"  {phase}: CUDA graphs off for this call: {reason}")
-
-    def step_body(batch) -> None:
-        """One training step's device work: eager, or recorded into a CUDA graph (``graphed``), so
-        everything it updates is updated in place."""
-        with section("forward"), autocast(runtime, device, cache=graphed is None):
-            loss, logits = objective(net, batch)
-        with section("backward"):
-            opt.zero_grad(set_to_none=graphed is None)     # a graph keeps the gradients' addresses
-            loss.backward()
-            if after_backward is not None:
-                after_backward()
-        with section("masks"):
-            if masks is not None:
-                masks.mask_grads()
-        with section("optimizer"):
-            opt.step()
-        with section("masks"):
-            if masks is not None:
-                masks.apply()
-        with section("metrics"):
-            n = batch.y.numel()
-            loss = loss.detach().float()
-            steps.add_(1)
-            bad_at.copy_(torch.where((bad_at < 0) & ~torch.isfinite(loss), steps, bad_at))
-            stats.add_(torch.stack([loss * n, (logits.detach().argmax(1) == batch.y).sum().float()]))
-
-    def snapshot(epoch: int, step: int, epoch_gen: torch.Tensor) -> dict:
-        return {"phase": phase, "epoch": epoch, "step": step, "epochs": recipe.epochs,
-                "model": model.state_dict(), "optimizer": graphs.plain_lr(opt.state_dict()),
-                "scheduler": sched.state_dict(),
-                "masks": masks.state_dict() if masks is not None else None,
-                "objective": _state_of(objective), "state": {k: o.state_dict() for k, o in state.items()},
-                "generator": epoch_gen, "rng": rng_state(device), "history": history, "best": best,
-                "stats": stats.detach().cpu(), "count": count, "steps": int(steps),
-                "seconds": {phase: timer.seconds(phase) - train_before, "eval": timer.seconds("eval") - eval_before,
-                            "compile": timer.seconds("compile") - compile_before}}
-
-    def check_finite():
-        b = int(bad_at)
-        if b >= 0:
-            epoch, lr = (b - 1) // steps_per_epoch + 1, recipe.lr * lr_factor(b - 1, total, warmup, recipe,
-                                                                              steps_per_epoch)
-            raise NonFiniteLossError(f"{phase}: the training loss became NaN or infinite at step {b} (epoch "
-                                     f"{epoch}, lr {lr:g}); lower the learning rate or check the objective")
-
-    every = max(1, runtime.nonfinite_check_steps)
-    progress = _Progress(phase, recipe.epochs, log, start_epoch)
+        graphs.use(loop, profile, log)
+    callbacks = C.standard(loop, checkpoint, log)
+    on_step = [c.step for c in callbacks if hasattr(c, "step")]
     try:
-        for epoch in range(start_epoch, recipe.epochs):
-            epoch_gen = gen.get_state()
-            if skip == 0:
-                stats.zero_()
-                count = 0
-                if hasattr(objective, "start_epoch"):   # a resumed epoch restored the state it set
-                    objective.start_epoch(epoch, recipe.epochs)
-            PROGRESS.update(phase=phase, epoch=epoch + 1, epochs=recipe.epochs)
+        for epoch in range(loop.epoch, recipe.epochs):
+            epoch_gen = loop.gen.get_state()
+            if loop.skip == 0:                   # a resumed epoch restored the state its start set
+                loop.stats.zero_()
+                loop.count = 0
+                for h in loop.hooks["epoch_start"]:
+                    h(epoch, recipe.epochs)
+            for c in callbacks:
+                if hasattr(c, "epoch_start"):
+                    c.epoch_start(loop, epoch)
             model.train()
-            lr = recipe.lr * lr_factor(epoch * steps_per_epoch, total, warmup, recipe, steps_per_epoch)
             stopped_at = None
-            batches = data.train_batches(recipe.batch_size, augment, gen, recipe.drop_last)
-            if cl:
-                batches = (b._replace(x=b.x.contiguous(memory_format=torch.channels_last)) for b in batches)
-            if profile is not None:
-                batches = _timed_batches(batches, section)
-            compiled_before = compile_seconds() if compiling else 0.0
+            compiled_before = compile_seconds() if loop.compiling else 0.0
             with timer.phase(phase):
-                for step, batch in enumerate(batches):
-                    if step < skip:
+                for step, batch in enumerate(_batches(loop, augment)):
+                    if step < loop.skip:
                         continue             # replays this epoch's random draws up to the saved step
-                    if graphed is not None and graphed.fits(batch):
-                        graphed(batch)
+                    if loop.graphed is not None and loop.graphed.fits(batch):
+                        loop.graphed(batch)
                     else:
-                        step_body(batch)
-                    with section("optimizer"):
-                        sched.step()         # host side: sets the next step's learning rate
-                        if graphed is not None:
-                            graphs.keep_tensor_lr(opt, lr_tensors)
-                    with section("metrics"):
-                        count += batch.y.numel()
-                        if (step + 1) % every == 0:
-                            check_finite()
+                        loop.step(batch, epoch * loop.steps_per_epoch + step)
+                    with loop.section("optimizer"):
+                        loop.sched.step()         # host side: sets the next step's learning rate
+                        if loop.graphed is not None:
+                            graphs.keep_tensor_lr(loop.opt, loop.lr_tensors)
+                    with loop.section("metrics"):
+                        loop.count += batch.y.numel()
+                        for cb in on_step:
+                            cb(loop, epoch, step)
                     fault_point("step")
                     if stop_requested():
                         stopped_at = step + 1
                         break
-            if compiling:
+            if loop.compiling:
                 timer.move(phase, "compile", compile_seconds() - compiled_before)
-            check_finite()
+            C.check_finite(loop)
             if stopped_at is not None:
                 if checkpoint is not None:
-                    checkpoint.save(snapshot(epoch, stopped_at, epoch_gen))
+                    checkpoint.save(snapshot(loop, epoch, stopped_at, epoch_gen))
                 raise Interrupted(stop_signal(), f"in {phase} at epoch {epoch + 1}, step {stopped_at}")
-            skip = 0
-            compiled_before = compile_seconds() if compiling else 0.0
-            with timer.phase("eval"), section("evaluation"):
-                top1, top5 = evaluate(net, data, runtime)
-            if compiling:
-                timer.move("eval", "compile", compile_seconds() - compiled_before)
-            loss_sum, correct = stats.tolist()
-            history.append({"epoch": epoch + 1, "train_loss": loss_sum / count, "train_top1": 100 * correct / count,
-                            "test_top1": top1, "test_top5": top5, "lr": lr})
-            if top1 > best[0]:
-                best = [top1, epoch + 1, top5]
-            progress.update(epoch + 1, f"loss {loss_sum / count:.3f} train {100 * correct / count:.1f}% "
-                                       f"test {top1:.2f}% (best {best[0]:.2f}%)")
-            last = epoch + 1 == recipe.epochs
-            if checkpoint is not None and (last or checkpoint.due() or stop_requested()):
-                checkpoint.save(snapshot(epoch + 1, 0, gen.get_state()))
-            if stop_requested() and not last:
+            loop.skip = 0
+            for c in callbacks:
+                if hasattr(c, "epoch_end"):
+                    c.epoch_end(loop, epoch)
+            if stop_requested() and epoch + 1 < recipe.epochs:
                 raise Interrupted(stop_signal(), f"in {phase} after epoch {epoch + 1}")
     finally:
-        progress.close()
-    return TrainResult(top1_final=history[-1]["test_top1"], top1_best=best[0],
-                       top5_final=history[-1]["test_top5"], top5_best=best[2], best_epoch=best[1],
-                       history=history, train_seconds=timer.seconds(phase) - train_before)
+        for c in callbacks:
+            if hasattr(c, "close"):
+                c.close()
+    return loop.result()

@@ -340,7 +340,7 @@ def devices_for(cfg, asked: Optional[str]) -> tuple[list[str], Optional[str]]:
     without a GPU, this CPU and the table's GPU."""
     import torch
 
-    from .config import device_type
+    from .runtime import device_type
 
     if asked:
         return [asked], None
@@ -359,7 +359,7 @@ def _reference_gpu() -> str:
 
 
 def precision_of(cfg) -> Callable[[str], str]:
-    from .config import precision
+    from .runtime import precision
 
     return lambda name: precision(cfg.runtime, "cpu" if name.lower().startswith("cpu") else "cuda")
 
@@ -436,7 +436,8 @@ def cmd_estimate(args) -> int:
     if args.records:
         check_records(args.records, args.workers or 1, args.device)
         return 0
-    from .config import ConfigError, device_type, load_config
+    from .config import ConfigError, load_config
+    from .runtime import device_type
     from .grid import expand_grid
     from .store import status_of
 

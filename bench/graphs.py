@@ -46,10 +46,23 @@ def why_not(runtime, device: torch.device, objective, after_backward, profile) -
     if profile is not None:
         return "the step profile times the parts of an eager step"
     if after_backward is not None:
-        return "an after-backward hook (importance scores) keeps host-side state"
+        return "an after-backward or step hook (importance scores, a pruning schedule) keeps host-side state"
     if not type(objective).__dict__.get("GRAPH_SAFE", False):
         return f"the objective {type(objective).__name__} is not declared graph-safe"
     return None
+
+
+def use(loop, profile, log) -> None:
+    """Replay ``loop``'s full-batch steps as a CUDA graph (``loop.graphed``) where ``why_not`` allows it."""
+    step_hooks = any(loop.hooks[n] for n in ("before_forward", "after_forward", "after_backward", "after_step"))
+    reason = why_not(loop.runtime, loop.device, loop.objective, step_hooks or None, profile)
+    if reason is not None:
+        log(f"  {loop.phase}: CUDA graphs off for this call: {reason}")
+        return
+    tensor_lr(loop.opt, loop.device)            # after any resume: the restored LR, as a tensor
+    loop.lr_tensors = [g["lr"] for g in loop.opt.param_groups]
+    loop.graphed = GraphedStep(lambda b: loop.step(b), loop.recipe.batch_size, loop.device,
+                               capture=loop.device.type == "cuda")
 
 
 def tensor_lr(opt: torch.optim.Optimizer, device: torch.device) -> None:

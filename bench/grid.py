@@ -8,18 +8,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import registry
-from .config import HARNESS_VERSION, Config, ConfigError, MethodEntry, RuntimeConfig, device_type, from_dict, \
-    precision, set_dotted, to_dict
+from .config import HARNESS_VERSION, Config, ConfigError, MethodEntry, from_dict, set_dotted, to_dict
+from .runtime import device_type, runtime_identity
 
 # Sections a run's identity always depends on; methods add their own (METHOD.SECTIONS).
 COMMON_SECTIONS = ("dataset", "model", "seed")
-
-
-def runtime_identity(runtime: RuntimeConfig, dev_type: str) -> dict:
-    """What of the runtime can change a result: device type, effective precision, determinism.
-    (channels_last, compile, the evaluation batch and the device index change float rounding at most.)"""
-    return {"device_type": dev_type, "precision": precision(runtime, dev_type),
-            "deterministic": runtime.deterministic}
 
 
 @dataclass

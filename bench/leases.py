@@ -82,7 +82,7 @@ class Lease:
         self._lock = threading.Lock()
 
     def _info(self) -> dict:
-        from .engine import PROGRESS
+        from .callbacks import PROGRESS
 
         return {"token": self.token, "host": HOST, "pid": os.getpid(), "job_id": job_id(),
                 "what": self.what, "started_at": self._started, "heartbeat_at": utc_now(), "progress": dict(PROGRESS)}

@@ -17,15 +17,16 @@ from typing import Callable
 import torch
 
 from . import registry
-from .config import Config, precision, to_dict
+from .config import Config, to_dict
 from .grid import RunSpec, expand_grid
 from .checkpoint import CorruptEpochCheckpointError
 from .context import Artifacts, CorruptCheckpointError, RunContext
-from .engine import persistent_compile_cache, resolve_device
+from .runtime import persistent_compile_cache, resolve_device
 from .interrupt import Interrupted, stop_on_signals, stop_requested, stop_signal
 from .leases import Lease
 from .masks import TOLERANCE, UnreachableSparsity, sparsity_stats
 from .provenance import device_name, provenance
+from .runtime import precision
 from .store import ResultsDirError, atomic_write_json, iter_run_files, run_path, status_of, utc_now
 
 
@@ -102,7 +103,7 @@ def execute(spec: RunSpec, ctx: RunContext) -> dict:
         "layer_density": stats["layer_density"],
         "top1_final": res.top1_final, "top1_best": res.top1_best, "top5_final": res.top5_final,
         "top5_best": res.top5_best, "best_epoch": res.best_epoch, "history": res.history,
-        "phases": phases, "rounds": ctx.rounds, "artifacts": ctx.artifacts_used,
+        "phases": phases, "rounds": ctx.round_records, "artifacts": ctx.artifacts_used,
         "time_total_s": time.perf_counter() - t0,
         "time_train_s": sum(p["seconds"] for p in phases.values() if p["group"] == train_group and not p["reused"]),
         "final_weights_sha256": weights_digest(outcome.model),

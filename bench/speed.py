@@ -44,6 +44,7 @@ recipe's time is then extrapolated per phase from seconds per epoch, and labelle
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import multiprocessing as mp
 import os
@@ -56,12 +57,47 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .config import Config, ConfigError, from_dict, load_config, precision, to_dict
-from .engine import (PhaseTimer, StepProfile, persistent_compile_cache, resolve_device, train, use_channels_last,
-                     use_compile)
+from .config import Config, ConfigError, from_dict, load_config, to_dict
+from .runtime import precision
+from .engine import PhaseTimer, train
+from .runtime import persistent_compile_cache, resolve_device, use_channels_last, use_compile
 from .losses import Distillation
 from .models import build_model
 from .store import atomic_write_bytes
+
+
+class StepProfile:
+    """Seconds per part of the training step, for ``python -m bench speed --profile``. Every
+    section synchronises the device before and after it, so profiled training is slower and its
+    shares, not its total, are the result. Grids never profile."""
+
+    SECTIONS = ("data", "forward", "backward", "optimizer", "masks", "metrics", "evaluation")
+    LABELS = {"data": "data + augmentation", "forward": "forward + loss (teacher included)",
+              "backward": "backward (+ importance)", "optimizer": "optimizer + LR schedule",
+              "masks": "masks (grads and weights)", "metrics": "metrics + NaN flag", "evaluation": "evaluation"}
+
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == "cuda"
+        self.seconds = dict.fromkeys(self.SECTIONS, 0.0)
+
+    @contextlib.contextmanager
+    def section(self, name: str):
+        if self.cuda:
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            if self.cuda:
+                torch.cuda.synchronize()
+            self.seconds[name] += time.perf_counter() - t0
+
+    def table(self) -> str:
+        total = sum(self.seconds.values()) or 1.0
+        lines = ["| part of the step | seconds | share |", "|---|---|---|"]
+        lines += [f"| {self.LABELS[k]} | {v:.3f} | {100 * v / total:.1f}% |" for k, v in self.seconds.items()]
+        return "\n".join(lines + [f"| total | {total:.3f} | 100% |"])
+
 
 MARK = "<!-- bench-speed rows: appended by `python -m bench speed` -->"
 HEADER = ("| date | device | torch | data | model | batch | precision | configuration | images/s | s/epoch "
@@ -92,7 +128,7 @@ def _sync(device: torch.device) -> None:
 def _model(cfg: Config, data, device):
     torch.manual_seed(0)
     model = build_model(cfg.model.arch, data.num_classes).to(device)
-    if use_channels_last(cfg.runtime, device):
+    if use_channels_last(cfg.runtime):
         model = model.to(memory_format=torch.channels_last)
     return model
 
@@ -131,7 +167,7 @@ def kd_objective(cfg: Config, data, device) -> Distillation:
     the time of its forward matters here), frozen, channels_last as the runs keep it."""
     torch.manual_seed(1)
     teacher = build_model(cfg.teacher.arch, data.num_classes).to(device)
-    if use_channels_last(cfg.runtime, device):
+    if use_channels_last(cfg.runtime):
         teacher = teacher.to(memory_format=torch.channels_last)
     return Distillation(teacher.eval(), cfg.kd, gamma=0.5)
 
@@ -371,7 +407,7 @@ def run_speed(args) -> list[dict]:
             prof = StepProfile(device)
             t0 = time.perf_counter()
             res = engine_rate(cfg, data, device, args.epochs, profile=prof, steps=args.steps, **kw)
-            print(f"engine step profile: {what}, {steps}, compile {'on' if use_compile(cfg.runtime, device) else 'off'}, "
+            print(f"engine step profile: {what}, {steps}, compile {'on' if use_compile(cfg.runtime) else 'off'}, "
                   f"{res['precision']}; the device is synchronised around every part, so the total is slower than "
                   f"unprofiled training ({time.perf_counter() - t0:.0f} s wall):\n{prof.table()}\n", flush=True)
         return []

@@ -125,7 +125,8 @@ def cmd_status(args) -> int:
 
     specs, stale_after = None, 120.0
     if args.config:
-        from .config import device_type, load_config
+        from .config import load_config
+        from .runtime import device_type
         from .grid import expand_grid
 
         cfg = load_config(args.config, args.overrides)
@@ -163,7 +164,8 @@ def elsewhere_text(args, specs) -> str:
     """Lines on the stored records of the grid's datasets that are no cell of ``specs`` (the grid on this
     machine): per device type and precision they were made on, how many, and the command that lists them,
     a status with --set runtime.device/amp when that makes them cells of the grid, else one without a config."""
-    from .config import device_type, load_config, precision
+    from .config import load_config
+    from .runtime import device_type, precision
     from .grid import expand_grid
     from .store import iter_run_files
 

@@ -12,6 +12,7 @@ from bench.checkpoint import EpochCheckpoint
 from bench.config import AugmentConfig, DatasetConfig, RuntimeConfig, SyntheticConfig, TrainConfig
 from bench.data import load_dataset
 from bench.engine import PhaseTimer
+from bench.runtime import compile_module
 from bench.losses import Distillation, KDConfig
 from bench.masks import Masks
 
@@ -111,7 +112,7 @@ def test_compiled_teacher_in_bf16_gives_the_autocast_logits(data):
     with torch.autocast("cpu", dtype=torch.bfloat16):
         expected = teacher(x).float()
         objective = Distillation(teacher, KDConfig(), gamma=0.5)
-        objective.prepare("bf16", engine.compile_module)
+        objective.prepare("bf16", compile_module)
         got = objective.teacher_logits(x).float()
     assert not got.is_inference() and torch.allclose(got, expected, rtol=2e-2, atol=2e-2)
     assert all(p.dtype == torch.float32 for p in teacher.parameters())     # the teacher itself is untouched

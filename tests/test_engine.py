@@ -173,7 +173,8 @@ def _two_round_module(off_target="the toy stops at the first round at or past th
                 res = ctx.train(model, ctx.cfg.retrain, phase=phase, group="score+prune", masks=masks)
                 return {"result": res.to_dict()}, {"masks": masks.state_dict()["masks"]}
 
-            meta, payload = ctx.stage("toy-chain", {"seed": ctx.cfg.seed, "round": r}, produce, (phase,), model=model)
+            meta, payload = ctx.stage("toy-chain", produce, (phase,), sections=("seed",), version=1,
+                                      extra={"round": r}, model=model)
             if payload is not None:
                 for m, saved in zip(masks.masks, payload["masks"]):
                     m.copy_(saved.to(m.dtype))

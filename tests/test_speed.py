@@ -9,7 +9,7 @@ import pytest
 from bench import estimate as E
 from bench import speed
 from bench.cli import build_parser
-from bench.engine import StepProfile
+from bench.speed import StepProfile
 
 pytestmark = pytest.mark.slow          # trains, and spawns two processes for the concurrent cells
 

@@ -18,7 +18,8 @@ from bench import engine, graphs, interrupt
 from bench.checkpoint import EpochCheckpoint
 from bench.config import AugmentConfig, DatasetConfig, RuntimeConfig, SyntheticConfig, TrainConfig
 from bench.data import load_dataset
-from bench.engine import PhaseTimer, StepProfile
+from bench.engine import PhaseTimer
+from bench.speed import StepProfile
 from bench.losses import CrossEntropy, Distillation, KDConfig
 from bench.masks import Masks
 from bench.models import build_model, fold_batchnorm

@@ -15,12 +15,13 @@ from typing import Literal
 import torch
 
 from .. import plan as P
-from ..config import AugmentConfig, TrainConfig, check, to_dict
+from ..config import AugmentConfig, TrainConfig, check
 from ..registry import register_section
 from ..context import Outcome
 from ..importance import EMAImportance
 from ..losses import Distillation, teacher_mean_confidence
 from ..plan import Work
+from ..stages import stage_ident
 
 
 @register_section("tgp")
@@ -74,19 +75,14 @@ def guided_finetune(ctx, objective, kind: str = "tgp-finetune", version: int = V
                   state={"importance": importance})
         return {"gamma": getattr(objective, "gamma", None)}, {"scores": importance.scores()}
 
-    ident = finetune_ident(cfg, version, distill=isinstance(objective, Distillation))
-    _, payload = ctx.stage(kind, ident, produce, ("finetune",), model=model)
+    sections = finetune_sections(isinstance(objective, Distillation))
+    _, payload = ctx.stage(kind, produce, ("finetune",), sections=sections, version=version, model=model)
     return model, payload["scores"]
 
 
-def finetune_ident(cfg, version: int, distill: bool) -> dict:
-    """What the cached fine-tune and its importance depend on (also its plan's key)."""
-    c = to_dict(cfg)
-    ident = {k: c[k] for k in ("dataset", "model", "pretrain", "seed", "tgp")}
-    ident.update(prune_layers=cfg.prune.layers, version=version)
-    if distill:
-        ident.update(teacher=c["teacher"], kd=c["kd"])
-    return ident
+def finetune_sections(distill: bool) -> tuple[str, ...]:
+    """What the cached fine-tune and its importance depend on (not the sparsity: every target shares it)."""
+    return ("dataset", "model", "pretrain", "seed", "tgp", "prune.layers") + (("teacher", "kd") if distill else ())
 
 
 def teacher_guided_scores(ctx):
@@ -114,7 +110,7 @@ def plan_scores(cfg, kind: str = "tgp-finetune", version: int = VERSION, distill
         work += [P.teacher(cfg), *gamma_work(cfg, cfg.tgp.finetune.batch_size)]
     ft = cfg.tgp.finetune
     work.append(P.training(cfg, ft, "finetune", teacher=cfg.teacher.arch if distill else None,
-                           shared=P.key(kind, finetune_ident(cfg, version, distill))))
+                           shared=P.key(kind, stage_ident(cfg, finetune_sections(distill), version))))
     return work
 
 

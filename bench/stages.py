@@ -1,0 +1,48 @@
+"""What a cached stage's identity is made of (``RunContext.stage``; also the plan's sharing key).
+
+A stage declares the parts of the config its result depends on, by dotted path: a section
+(``pretrain``), a sub-section (``egp.dense``), a single field (``prune.layers``) or a top-level value
+(``seed``). Its identity is the whole content of each declared part plus the owner's ``VERSION``
+(open_lth's ``Desc``: the identity is derived from the hyper-parameters, never listed by hand), so
+a field added to a declared section enters every key that section is in. A field that cannot change
+what a stage makes (a chain's stopping rule) says so itself, on its definition:
+``field(default=..., metadata=NOT_IN_STAGES)``; tests/test_stages.py changes every other field of
+every declared part and checks the key changes. Torch-free: ``bench/plan.py`` keys shared work with it.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from .config import to_dict
+
+NOT_IN_STAGES = {"stage": False}       # field metadata: left out of every stage identity
+
+
+def in_stages(f: dataclasses.Field) -> bool:
+    return f.metadata.get("stage", True)
+
+
+def _declared(obj: Any, value: Any) -> Any:
+    """``value`` (``obj`` as a plain mapping) without the fields marked ``NOT_IN_STAGES``, at any depth."""
+    if dataclasses.is_dataclass(obj) and isinstance(value, dict):
+        fields = {f.name: f for f in dataclasses.fields(obj)}
+        return {k: _declared(getattr(obj, k), v) for k, v in value.items() if k not in fields or in_stages(fields[k])}
+    return value
+
+
+def part(cfg, path: str) -> tuple[Any, Any]:
+    """(object, plain value) of the config part at dotted ``path``."""
+    obj, value = cfg, to_dict(cfg)
+    for name in path.split("."):
+        obj, value = getattr(obj, name), value[name]
+    return obj, value
+
+
+def stage_ident(cfg, sections: tuple[str, ...], version: int, **extra) -> dict:
+    """The identity of a stage that depends on ``sections`` of ``cfg`` (dotted paths, see above), made
+    by code at ``version``; ``extra``: what else decides it (a round number, a target)."""
+    if not sections:
+        raise ValueError("a cached stage must declare the config sections it depends on")
+    config = {path: _declared(*part(cfg, path)) for path in sections}
+    return {"version": version, "config": config, **extra}
