@@ -31,14 +31,11 @@ from .engine import PhaseTimer, TrainResult
 from .leases import Lease, wait_for
 from .masks import Masks, Target, sparsity_stats
 from .models import build_model
-from .phases import DEFAULT_GROUPS, GROUPS
+from .phases import DEFAULT_GROUPS, GROUPS      # latency groups, shared with the report
 from .provenance import code_state, device_name, git_state
 from .runtime import use_channels_last
 from .stages import stage_ident
 from .store import atomic_write_bytes, atomic_write_json, file_digest
-
-# Latency groups: bench/phases.py (shared with the report). A method may put any phase in a group of
-# its choosing (``ctx.phase(name, group=...)``); phases with no group declared count as "other".
 
 
 class CorruptCheckpointError(RuntimeError):
