@@ -25,41 +25,16 @@ stage of its own, keyed by the target too. A run is charged the seconds of every
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
 
 import torch
 
 from bench import plan as P
-from bench.config import TrainConfig, check
-from bench.registry import register_section
 from bench.context import Outcome
 from bench.engine import TrainResult
 from bench.masks import Masks, sparsity_stats
-from bench.stages import NOT_IN_STAGES, stage_ident
+from bench.stages import stage_ident
 
 LAYERS = "conv"          # COLT prunes every Conv2d weight, never the head or BatchNorm
-
-
-@register_section("colt")
-@dataclass
-class ColtConfig:
-    """COLT's own settings (docs/baselines.md, "COLT"); its final training uses ``retrain``."""
-    partitions: int = 2                  # class-split partitions: contiguous class ranges, relabelled
-    rate: float = 0.15                   # fraction of each model's remaining conv weights pruned per round
-    # Each round's training of each partition model: the COLT lab recipe (50 epochs, milestones
-    # [21, 31, 46]: the official MultiStepLR([20, 30, 45]) steps one epoch late; no batch dropped).
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(drop_last=False))
-    # the run fails if the target is not reached by this round (a stopping rule: not in the rounds' key)
-    max_rounds: int = field(default=60, metadata=NOT_IN_STAGES)
-    # true: the last round prunes only what is left to reach the target (a stated deviation, so that
-    # COLT meets the other methods at the same sparsity); false: the official full round, which
-    # overshoots the target (the record is then marked off target); the full rounds before it are the same
-    exact_final_round: bool = field(default=True, metadata=NOT_IN_STAGES)
-
-    def validate(self, key):
-        check(self.partitions >= 2, f"{key}.partitions", self.partitions, "an integer >= 2")
-        check(0 < self.rate < 1, f"{key}.rate", self.rate, "a number in (0, 1)")
-        check(self.max_rounds >= 1, f"{key}.max_rounds", self.max_rounds, "an integer >= 1")
 
 
 NAME = "colt"

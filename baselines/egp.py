@@ -27,52 +27,16 @@ reach the paper's 98.41% overall on ResNet-18 (its weights are about 98.37% of t
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Literal
 
 import torch
 import torch.nn as nn
 
 from bench import plan as P
-from bench.config import AugmentConfig, TrainConfig, check
-from bench.registry import register_section
 from bench.context import Outcome
 from bench.data import make_generator
 from bench.engine import TrainResult
 from bench.masks import Masks, sparsity_stats
-from bench.stages import NOT_IN_STAGES, stage_ident
-
-
-def _egp_recipe() -> TrainConfig:
-    # EGP main.py:136-146: SGD 0.1, momentum 0.9, wd 1e-4, batch 128, MultiStepLR([80, 120], 0.1)
-    # stepped per epoch, 160 epochs, no warm-up; DataLoader's default drop_last=False.
-    return TrainConfig(epochs=160, batch_size=128, lr=0.1, momentum=0.9, weight_decay=1e-4, warmup_epochs=0.0,
-                       schedule="step", milestones=[80, 120], gamma=0.1, drop_last=False)
-
-
-@register_section("egp")
-@dataclass
-class EGPConfig:
-    """EGP's own settings (docs/baselines.md, "EGP")."""
-    dense: TrainConfig = field(default_factory=_egp_recipe)      # the dense model EGP starts from
-    finetune: TrainConfig = field(default_factory=_egp_recipe)   # each iteration's fine-tune (fresh optimizer)
-    # Training and entropy-pass augmentation: EGP's CIFAR one (crop 4, flip); Tiny ImageNet: flip only.
-    augment: AugmentConfig = field(default_factory=lambda: AugmentConfig(crop_padding=4, flip=True, rotate_deg=0.0))
-    rate: float = 0.5                    # fraction of the eligible layers' remaining weights removed per iteration
-    entropy_batch_size: int = 128        # batch of the entropy pass (EGP: its train loader's)
-    # EGP runs 9; a target beyond the last iteration's sparsity fails (a stopping rule: not in the keys)
-    max_iterations: int = field(default=9, metadata=NOT_IN_STAGES)
-    # EGP's set: the convs followed by a ReLU (EGP main.py:318-327); conv: the 1x1 shortcuts too
-    # (a variant, each scored by the entropy of the ReLU after its block's residual add)
-    layers: Literal["conv-noshortcut", "conv"] = "conv-noshortcut"
-    # true: the last iteration's budget is only what is left to reach the target (a stated deviation);
-    # false: the official full iteration, which overshoots (the record is then marked off target)
-    exact_final_round: bool = field(default=True, metadata=NOT_IN_STAGES)
-
-    def validate(self, key):
-        check(0 < self.rate < 1, f"{key}.rate", self.rate, "a number in (0, 1)")
-        check(self.entropy_batch_size >= 1, f"{key}.entropy_batch_size", self.entropy_batch_size, "an integer >= 1")
-        check(self.max_iterations >= 1, f"{key}.max_iterations", self.max_iterations, "an integer >= 1")
+from bench.stages import stage_ident
 
 
 NAME = "egp"

@@ -18,7 +18,6 @@ initial network (BatchNorm statistics included) is untouched.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
 from typing import Callable, Literal
 
 import torch
@@ -27,40 +26,10 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from bench import plan as P
-from bench.config import check
-from bench.registry import register_section
 from bench.context import Outcome
 from bench.masks import Masks, prunable_parameters
 
 from . import selfdistill
-
-
-@register_section("pai")
-@dataclass
-class PaIConfig:
-    """Pruning at initialisation of the SD rows (ProsPr: mil-ad/prospr, CLI defaults)."""
-    # prospr: meta-gradient through the inner steps; snip: zero inner steps, |w * dL/dw| at init
-    criterion: Literal["prospr", "snip"] = "prospr"
-    inner_steps: int = 3                 # SGD steps unrolled before the meta-loss (prospr cli.py:58-63)
-    inner_lr: float = 0.1                # inner SGD learning rate, momentum 0 (prospr cli.py:65-77)
-    batch_size: int = 128                # the one batch reused by every inner step (prospr cli.py:88-100)
-    # the prunable set, ranked globally (ProsPr prunes every Conv2d and Linear weight)
-    layers: Literal["conv", "conv+linear", "conv-noshortcut"] = "conv+linear"
-
-    def validate(self, key):
-        check(self.inner_steps >= 1, f"{key}.inner_steps", self.inner_steps,
-               "an integer >= 1 (zero steps is criterion: snip)")
-        check(self.inner_lr > 0, f"{key}.inner_lr", self.inner_lr, "a number > 0")
-        check(self.batch_size >= 1, f"{key}.batch_size", self.batch_size, "an integer >= 1")
-
-
-@register_section("epsd")
-@dataclass
-class EPSDConfig:
-    """EPSD (reimpl.): the SD loss inside the scoring steps (no official code exists)."""
-    # alpha of PS-KD's target during scoring: alpha_T, or the training schedule's first value
-    # alpha_T / E (so small that EPSD-PS-KD is nearly Simple)
-    pskd_alpha: Literal["alpha_T", "schedule"] = "alpha_T"
 
 
 StepLoss = Callable[[Callable[[Tensor], Tensor]], Tensor]

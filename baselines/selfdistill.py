@@ -15,16 +15,16 @@ schedule of the proposed method's retraining).
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass, field, replace
-from typing import Callable, Literal
+from dataclasses import replace
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bench import plan as P
-from bench.config import TrainConfig, check
-from bench.registry import register_section
+from bench.config import TrainConfig
+from .sections import CSKDConfig, PSKDConfig, DLBConfig
 from bench.context import Outcome
 from bench.losses import Objective, frozen_bn_stats, hinton_kd
 
@@ -32,71 +32,6 @@ Forward = Callable[[Tensor], Tensor]
 
 
 # --------------------------------------------------------------------------- config
-
-@register_section("sd")
-@dataclass
-class SDConfig:
-    """Training budget of the self-distillation rows (cskd*, pskd*, dlb*)."""
-    # official: each SD method's own recipe (cskd.official, pskd.official, dlb.official; the spec's
-    # default, used by the paper presets); matched: the `retrain` recipe, the same epochs and schedule
-    # as the proposed method's retraining (a variant: its grid label ends in "-matched").
-    budget: Literal["official", "matched"] = "official"
-
-
-@register_section("cskd")
-@dataclass
-class CSKDConfig:
-    """CS-KD (Yun et al., CVPR 2020; alinlab/cs-kd)."""
-    temperature: float = 4.0             # T (cs-kd train.py:34)
-    lam: float = 1.0                     # lambda, weight of the class-wise KL term (cs-kd train.py:35)
-    # true: the partner forward updates BatchNorm running statistics too, as the official two
-    # train-mode forward passes do (cs-kd train.py:130-140); false: it leaves them as they are.
-    partner_updates_bn: bool = True
-    # 200 epochs, batch 128, SGD 0.1 without Nesterov, wd 1e-4; /10 taking effect at epochs 101 and 151
-    official: TrainConfig = field(default_factory=lambda: TrainConfig(
-        epochs=200, batch_size=128, lr=0.1, momentum=0.9, nesterov=False, weight_decay=1e-4, warmup_epochs=0.0,
-        schedule="step", milestones=[101, 151], gamma=0.1, drop_last=False))
-
-    def validate(self, key):
-        check(self.temperature > 0, f"{key}.temperature", self.temperature, "a number > 0")
-        check(self.lam >= 0, f"{key}.lam", self.lam, "a number >= 0")
-
-
-@register_section("pskd")
-@dataclass
-class PSKDConfig:
-    """PS-KD (Kim et al., ICCV 2021; lgcnsai/PS-KD-Pytorch). Its recipes always run with
-    drop_last false, so that every sample's memory row is refreshed every epoch."""
-    alpha_T: float = 0.8                 # alpha at the last epoch; alpha_t = alpha_T (t+1)/E (PS-KD main.py:69,323-324)
-    # 300 epochs, batch 128, SGD 0.1 with Nesterov, wd 5e-4; x0.1 at epochs 150 and 225
-    official: TrainConfig = field(default_factory=lambda: TrainConfig(
-        epochs=300, batch_size=128, lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4, warmup_epochs=0.0,
-        schedule="step", milestones=[150, 225], gamma=0.1, drop_last=False))
-
-    def validate(self, key):
-        check(0 <= self.alpha_T <= 1, f"{key}.alpha_T", self.alpha_T, "a number in [0, 1]")
-
-
-@register_section("dlb")
-@dataclass
-class DLBConfig:
-    """DLB (Shen et al., CVPR 2022; Meta-knowledge-Lab/DLB). The code sets no T or alpha: these
-    are the paper's values (docs/baselines.md)."""
-    temperature: float = 3.0             # T (DLB paper; dlb.py takes it as an argument with no default)
-    alpha: float = 1.0                   # weight of the KL term (DLB paper; no default in dlb.py)
-    # true: the second view's forward updates BatchNorm running statistics too, as the official two
-    # train-mode forward passes do (DLB dlb.py:75-82); false: it leaves them as they are.
-    second_view_updates_bn: bool = True
-    # DLB's baseline recipe (base.py:32-38): 240 epochs, batch 64, SGD 0.05 with Nesterov, wd 5e-4,
-    # x0.1 at 150, 180, 210
-    official: TrainConfig = field(default_factory=lambda: TrainConfig(
-        epochs=240, batch_size=64, lr=0.05, momentum=0.9, nesterov=True, weight_decay=5e-4, warmup_epochs=0.0,
-        schedule="step", milestones=[150, 180, 210], gamma=0.1, drop_last=False))
-
-    def validate(self, key):
-        check(self.temperature > 0, f"{key}.temperature", self.temperature, "a number > 0")
-        check(self.alpha >= 0, f"{key}.alpha", self.alpha, "a number >= 0")
-
 
 # --------------------------------------------------------------------------- the losses
 

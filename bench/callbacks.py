@@ -41,7 +41,7 @@ class Evaluate:
     """Test accuracy after every epoch, timed as ``eval``; the epoch's history row and the best epoch."""
 
     def epoch_end(self, loop, epoch: int) -> None:
-        from .engine import evaluate
+        from .evaluation import evaluate
         from .runtime import compile_seconds
 
         before = compile_seconds() if loop.compiling else 0.0

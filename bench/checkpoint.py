@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -19,6 +20,14 @@ import torch
 
 from .interrupt import fault_point
 from .store import atomic_write_bytes
+
+
+@dataclass
+class Best:
+    """The best epoch so far of a training call (its top-1, 1-based epoch and top-5), saved with the epoch."""
+    top1: float = -1.0
+    epoch: int = 0
+    top5: float = 0.0
 
 
 class CorruptEpochCheckpointError(RuntimeError):
@@ -99,7 +108,6 @@ def snapshot(loop, epoch: int, step: int, generator: torch.Tensor) -> dict:
 
 def resume(loop, checkpoint: EpochCheckpoint, log: Callable[[str], None]) -> None:
     """Continue ``loop`` from ``checkpoint``'s file, if there is one (``checkpoint.resumed`` says where)."""
-    from .engine import Best
 
     saved = checkpoint.load()
     if saved is None:

@@ -4,8 +4,9 @@ Every section is a dataclass; its fields are the only keys allowed. A wrong key,
 impossible value raises ConfigError naming the key, the value and what is allowed. YAML is read
 with ``yaml.safe_load`` only.
 
-The core sections are defined here. A method that needs settings of its own declares its section
-next to its code (``@register_section("cskd")`` on a dataclass, bench/registry.py); this module reads
+The core sections are defined here. A method that needs settings of its own declares a section
+(``@register_section("cskd")`` on a dataclass, bench/registry.py; the built-in ones in torch-free
+modules: bench/distill.py for teacher and kd, each method package's sections.py); this module reads
 those section types from the registry, and from then on they are validated, overridable with
 ``--set`` and hashed into the identity of the methods that list them in ``SECTIONS``, like a core
 section. ``check`` is the range check every section's ``validate`` uses. Importing this module
@@ -145,40 +146,6 @@ class PruneConfig:
 
 
 @dataclass
-class TeacherConfig:
-    arch: Literal["resnet18", "resnet34", "resnet50", "resnet_small"] = "resnet50"
-    seed: int = 0
-    train: TrainConfig = field(default_factory=TrainConfig)
-    # run: the teacher trains on the run's training images; full: on the dataset's whole training
-    # split, whatever dataset.train_limit keeps for the students (a teacher that knows more than them)
-    data: Literal["run", "full"] = "run"
-
-
-@dataclass
-class KDConfig:
-    """Distillation loss of the proposed method (docs/method.md)."""
-    loss: Literal["ca-kld", "kd"] = "ca-kld"       # kd: plain Hinton KL(P_T || P_S), the ablation
-    temperature: float = 3.0                        # paper: 3 on CIFAR-10/100, 5 on TinyImageNet
-    alpha: float = 0.5                              # weight of the KD term; 1 - alpha on CE
-    normalize: Optional[bool] = None                # z-score logits before T; null: on for ca-kld, off for kd
-    gamma: Literal["teacher-mean", "per-sample"] = "teacher-mean"
-    gamma_batches: int = 100                        # train batches used for the teacher-mean gamma
-    t2_scale: bool = True                           # multiply the KD term by T^2
-    eps: float = 1e-7
-
-    def validate(self, key):
-        check(self.temperature > 0, f"{key}.temperature", self.temperature, "a number > 0")
-        check(0 <= self.alpha <= 1, f"{key}.alpha", self.alpha, "a number in [0, 1]")
-        check(self.gamma_batches >= 1, f"{key}.gamma_batches", self.gamma_batches, "an integer >= 1")
-        check(self.eps > 0, f"{key}.eps", self.eps, "a number > 0")
-
-    @property
-    def normalize_logits(self) -> bool:
-        """Whether logits are z-scored: as set, else on for CA-KLD (the paper) and off for plain KD."""
-        return self.loss == "ca-kld" if self.normalize is None else self.normalize
-
-
-@dataclass
 class RuntimeConfig:
     device: str = "auto"                 # auto | cpu | cuda | cuda:N
     amp: Literal["auto", "bf16", "off"] = "auto"     # auto: bf16 on CUDA, off on CPU
@@ -291,8 +258,6 @@ class Config:
     pretrain: TrainConfig = field(default_factory=TrainConfig)   # the dense model
     retrain: TrainConfig = field(default_factory=TrainConfig)    # after pruning
     prune: PruneConfig = field(default_factory=PruneConfig)
-    teacher: TeacherConfig = field(default_factory=TeacherConfig)
-    kd: KDConfig = field(default_factory=KDConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     slurm: SlurmConfig = field(default_factory=SlurmConfig)      # --executor slurm only; never in a run's identity
     grid: GridConfig = field(default_factory=GridConfig)

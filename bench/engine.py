@@ -21,6 +21,7 @@ import torch
 import torch.nn as nn
 
 from . import callbacks as C
+from .checkpoint import Best
 from .callbacks import NonFiniteLossError  # noqa: F401  (raised by the loop; callers catch it from here)
 from .config import RuntimeConfig, TrainConfig
 from .losses import CrossEntropy
@@ -129,28 +130,6 @@ def _timed_batches(batches, section):
         yield batch
 
 
-@torch.inference_mode()
-def evaluate(model: nn.Module, data, runtime: RuntimeConfig) -> tuple[float, float]:
-    """Top-1 and top-5 test accuracy in percent (one host sync)."""
-    device = data.test_x.device
-    was_training = model.training
-    model.eval()
-    correct = torch.zeros(2, device=device, dtype=torch.long)
-    k = min(5, data.num_classes)
-    cl = use_channels_last(runtime)
-    for batch in data.test_batches(runtime.eval_batch_size):
-        x = batch.x.contiguous(memory_format=torch.channels_last) if cl else batch.x
-        with autocast(runtime, device):
-            logits = model(x)
-        top = logits.topk(k, dim=1).indices
-        hit = top == batch.y[:, None]
-        correct += torch.stack([hit[:, 0].sum(), hit.any(dim=1).sum()])
-    model.train(was_training)
-    c1, c5 = correct.tolist()
-    n = len(data.test_y)
-    return 100.0 * c1 / n, 100.0 * c5 / n
-
-
 class Hooks:
     """What a method can run inside the loop; pass any object with some of these methods as ``hooks``.
     ``step`` counts the steps taken before this one in the call (epoch * steps_per_epoch + index), so
@@ -167,13 +146,6 @@ class Hooks:
     def epoch_end(self, epoch: int, row: dict) -> None: ...  # row: the epoch's history entry
 
 
-
-
-@dataclass
-class Best:
-    top1: float = -1.0
-    epoch: int = 0
-    top5: float = 0.0
 
 
 class Loop:

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .config import KDConfig
+from .distill import KDConfig
 
 Gamma = Union[float, Tensor]
 

@@ -23,6 +23,13 @@ Where methods come from (``load()``, once, before the first look-up):
   module to import; it registers what it defines as above);
 * files named on the command line: ``--plugin path/to/my_method.py`` (``load_plugin``).
 
+Sections load apart from methods (``load_sections()``), so that a Config loads without torch: the
+built-in sections are in torch-free modules (``bench.distill``: teacher and kd; each built-in
+package's ``sections.py``), imported before any method code; an installed entry point is imported
+then too (it registers its sections and methods together, and may import torch). A method module
+that registered a section of its own would be found only by ``load()``: tests/test_plugins.py
+checks that no built-in one does.
+
 This module imports neither torch nor any method code at import time; ``bench.config`` reads its
 section types from here (docs/adding-a-method.md).
 """
@@ -40,6 +47,8 @@ from types import ModuleType
 from typing import Any, Callable
 
 BUILTIN_PACKAGES = ("bench.methods", "baselines")
+# torch-free modules that hold the built-in config sections (no method code)
+SECTION_MODULES = ("bench.distill", "bench.methods.sections", "baselines.sections")
 ENTRY_POINT_GROUP = "prune_kd_bench.methods"
 REQUIRED = ("NAME", "PRUNES", "SECTIONS", "VERSION", "run")
 
@@ -54,6 +63,7 @@ _origins: dict[str, str] = {}          # method or section name -> where it was 
 _reserved: set[str] = set()           # core section names (bench.config): no method may take them
 _plugins: list[dict] = []             # plug-in files loaded in this process, in order: {path, sha256}
 _loaded = False
+_sections_loaded = False
 
 
 def _origin(obj) -> str:
@@ -115,21 +125,36 @@ def _register_module(mod: ModuleType) -> None:
         register_method(mod)
 
 
+def load_sections() -> None:
+    """Import the built-in section modules and the installed entry points (once); no built-in method code."""
+    global _sections_loaded
+    if _sections_loaded:
+        return
+    _sections_loaded = True
+    try:
+        for mod_name in SECTION_MODULES:
+            importlib.import_module(mod_name)
+        for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+            loaded = ep.load()
+            if isinstance(loaded, ModuleType):
+                _register_module(loaded)
+    except BaseException:
+        _sections_loaded = False
+        raise
+
+
 def load() -> None:
-    """Import the built-in method packages and the installed entry points (once)."""
+    """Import the sections, then every module of the built-in method packages (once)."""
     global _loaded
     if _loaded:
         return
+    load_sections()
     _loaded = True
     try:
         for pkg_name in BUILTIN_PACKAGES:
             pkg = importlib.import_module(pkg_name)
             for info in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda i: i.name):
                 _register_module(importlib.import_module(f"{pkg_name}.{info.name}"))
-        for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
-            loaded = ep.load()
-            if isinstance(loaded, ModuleType):
-                _register_module(loaded)
     except BaseException:
         _loaded = False
         raise
@@ -187,8 +212,8 @@ def methods() -> dict[str, Any]:
 
 
 def sections() -> dict[str, type]:
-    """Every method-owned config section by name (the live mapping)."""
-    load()
+    """Every registered config section by name (the live mapping); imports no built-in method code."""
+    load_sections()
     return _sections
 
 

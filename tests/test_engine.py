@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 
 from bench import engine, registry
-from bench.config import Config, KDConfig, RuntimeConfig, TrainConfig, from_dict
+from bench.config import Config, RuntimeConfig, TrainConfig, from_dict
+from bench.distill import KDConfig
 from bench.grid import expand_grid
 from bench.context import Artifacts, Outcome, RunContext
 from bench.data import load_dataset

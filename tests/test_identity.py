@@ -102,7 +102,7 @@ def test_dry_run_lists_stored_records_that_match_no_grid_cell(tmp_path, capsys):
 
 
 def test_plain_kd_is_hintons_formula_on_raw_logits():
-    from bench.config import KDConfig
+    from bench.distill import KDConfig
     from bench.losses import Distillation
 
     torch.manual_seed(0)

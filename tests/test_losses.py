@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.config import KDConfig
+from bench.distill import KDConfig
 from bench.losses import (CrossEntropy, Distillation, ca_kld, hinton_kd, kl, normalize_logits,
                           teacher_confidence, teacher_mean_confidence, tempered_log_probs)
 

@@ -14,40 +14,17 @@ network on the run's target on the grid's measure (``ctx.prune_global``), so the
 from initialisation (no other training). ``gmp.scope``: one global |w| ranking, or every layer to
 the same fraction (Zhu & Gupta's own choice). The whole method is hooks: no engine code of its own.
 """
-from dataclasses import dataclass
-from typing import Literal
 
 import torch
 
 from .. import plan as P
-from ..config import check
-from ..registry import register_section
 from ..context import Outcome
+from .sections import GMPConfig
 
 NAME = "gmp"
 VERSION = 1
 PRUNES = True
 SECTIONS = ("pretrain", "retrain", "gmp")
-
-
-@register_section("gmp")
-@dataclass
-class GMPConfig:
-    """Gradual magnitude pruning (docs/baselines.md, "GMP"); defaults tagged there."""
-    start: Literal["dense", "init"] = "dense"        # prune while retraining the dense model, or from init
-    initial_sparsity: float = 0.0                    # s_i: the schedule's first value
-    begin: float = 0.0                               # t0, as a fraction of the training call's steps
-    end: float = 0.75                                # t0 + n dt, as a fraction (the rest trains the final mask)
-    every_steps: int = 100                           # dt: steps between mask updates
-    scope: Literal["global", "layerwise"] = "global"  # one |w| ranking, or every layer to the same fraction
-
-    def validate(self, key):
-        check(0 <= self.initial_sparsity < 1, f"{key}.initial_sparsity", self.initial_sparsity, "a number in [0, 1)")
-        check(0 <= self.begin <= self.end <= 1, f"{key}.begin", (self.begin, self.end),
-               "begin <= end, both in [0, 1]")
-        check(self.every_steps >= 1, f"{key}.every_steps", self.every_steps, "an integer >= 1")
-
-
 
 
 def updates(gmp: GMPConfig, total: int) -> list[int]:

@@ -9,33 +9,16 @@
    in ``tgp-kd`` (tgp_kd.py). Steps 1-3 do not depend on the sparsity, so they are cached and
    shared by every sparsity and by both variants (their cost is still charged to each run).
 """
-from dataclasses import dataclass, field
-from typing import Literal
 
 import torch
 
 from .. import plan as P
-from ..config import AugmentConfig, TrainConfig, check
-from ..registry import register_section
+from ..config import AugmentConfig
 from ..context import Outcome
 from ..importance import EMAImportance
 from ..losses import Distillation, teacher_mean_confidence
 from ..plan import Work
 from ..stages import stage_ident
-
-
-@register_section("tgp")
-@dataclass
-class TGPConfig:
-    """Teacher-guided importance of the proposed method (docs/method.md)."""
-    finetune: TrainConfig = field(default_factory=lambda: TrainConfig(
-        epochs=10, lr=0.01, warmup_epochs=0.0, schedule="cosine", milestones=[]))
-    saliency: Literal["weight-grad", "grad"] = "weight-grad"    # |w * g| or |g|
-    ema: bool = True                     # False: the scores of the last batch alone
-    beta: float = 0.99                   # EMA decay (bias-corrected)
-
-    def validate(self, key):
-        check(0 <= self.beta < 1, f"{key}.beta", self.beta, "a number in [0, 1)")
 
 
 NAME = "tgp"
