@@ -450,7 +450,25 @@ def cmd_estimate(args) -> int:
     if warning:
         print(warning)
     preview(cells, devices, precision_of(cfg), args.workers)
+    for line in size_notes(specs):
+        print(line)
     return 0
+
+
+def size_notes(specs) -> list[str]:
+    """One line per dataset priced at its official size (no ``train_limit``): the estimate reads no
+    data, so a smaller local copy (../shared/data's CIFAR-100 slice: 1,117 images) costs less than shown."""
+    from .plan import split
+
+    out = {}
+    for s in specs:
+        d = s.config.dataset
+        if d.name != "synthetic" and d.train_limit is None:
+            sz = split(d)
+            out[d.name] = (f"  sizes assumed for {d.name}: {sz.train:,} train / {sz.test:,} test images, the official "
+                           f"split (the estimate reads no data: a smaller local copy costs proportionally less; "
+                           f"--set dataset.train_limit=N prices N images)")
+    return list(out.values())
 
 
 def register(sub) -> None:

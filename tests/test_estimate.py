@@ -196,3 +196,14 @@ def test_a_resized_dataset_is_costed_at_its_load_size():
     assert split(cfg.dataset).image_size == 32        # dataset.image_size: 32, not Tiny ImageNet's native 64
     native = load_config("tinyimagenet-cpu", ["dataset.image_size=null"])
     assert split(native.dataset).image_size == 64
+
+
+def test_a_dataset_priced_at_its_official_size_says_so():
+    """The estimate reads no data: CIFAR-100 without train_limit is priced at 50,000 images, and the
+    preview says so (the local slice holds 1,117), while a limited split needs no such line."""
+    from bench.config import load_config
+
+    full = expand_grid(load_config("cifar100-cpu", ["grid.methods=[dense]", "grid.seeds=[0]"]), "cpu")
+    (line,) = E.size_notes(full)
+    assert "cifar100: 50,000 train / 10,000 test" in line and "dataset.train_limit" in line
+    assert E.size_notes(expand_grid(load_config("tinyimagenet-cpu", ["grid.methods=[dense]"]), "cpu")) == []
