@@ -867,3 +867,14 @@ def test_an_interrupted_record_is_on_its_configs_measure_not_old_accounting():
     assert record_measure({"status": "interrupted", "config": {"grid": {"sparsity_measure": "overall"}}}) == "overall"
     assert record_measure({"status": "ok", "sparsity_measure": "conv"}) == "conv"
     assert record_measure({"status": "ok", "config": {"grid": {}}}) is None          # an old record
+
+
+def test_the_caption_states_the_data_sizes_and_a_resize():
+    """A table says what its runs saw: a resized Tiny ImageNet at 32 px is named as such (issue 19)."""
+    from bench.report.accuracy_table import data_sizes
+
+    tiny = {"data": {"n_train": 4000, "n_test": 2000, "image_size": 32, "resized_from": 64}}
+    cifar = {"data": {"n_train": 5000, "n_test": 10000, "image_size": 32}}
+    assert data_sizes([tiny, tiny, cifar, {"data": {}}]) == [
+        "4,000 train / 2,000 test images at 32 px (resized from 64 px at load)",
+        "5,000 train / 10,000 test images at 32 px"]

@@ -232,11 +232,34 @@ def build_accuracy_table(runs: Iterable[dict], dataset: str, model: str | None =
 
 # --------------------------------------------------------------------------- captions and notes
 
+def data_sizes(runs: Iterable[dict]) -> list[str]:
+    """What the runs trained and tested on, as their records say: '4,000 train / 2,000 test images at
+    32 px (resized from 64 px at load)', one entry per distinct shape (records without sizes: none)."""
+    shapes = []
+    for r in runs:
+        d = r.get("data") or {}
+        if d.get("n_train") is None:
+            continue
+        s = (d["n_train"], d.get("n_test"), d.get("image_size"), d.get("resized_from"))
+        if s not in shapes:
+            shapes.append(s)
+    out = []
+    for n_train, n_test, size, resized_from in shapes:
+        text = f"{n_train:,} train" + (f" / {n_test:,} test" if n_test is not None else "") + " images"
+        text += f" at {size} px" if size else ""
+        text += f" (resized from {resized_from} px at load)" if resized_from else ""
+        out.append(text)
+    return out
+
+
 def _caption(t: AccuracyTable) -> str:
     official = {(r.get("data") or {}).get("official") for r in t.selection.ok}
     data_note = ""
     if False in official:
         data_note = " Data: NOT the official dataset (a subset or synthetic data) for some or all runs."
+    sizes = data_sizes(t.selection.ok)
+    if sizes:
+        data_note += f" {'Data' if not data_note else 'Sizes'}: {'; '.join(sizes)}."
     ref = t.dense if t.dense is not None else t.cells.get(("dense", 0.0))
     dense = cell_text(ref) if ref is not None else DASH_MD
     dense_budget = t.budgets.get("dense").text("student") if "dense" in t.budgets else None
