@@ -27,7 +27,7 @@ Sections load apart from methods (``load_sections()``), so that a Config loads w
 built-in sections are in torch-free modules (``bench.distill``: teacher and kd; each built-in
 package's ``sections.py``), imported before any method code; an installed entry point is imported
 then too (it registers its sections and methods together, and may import torch). A method module
-that registered a section of its own would be found only by ``load()``: tests/test_plugins.py
+that registered a section of its own would be found only by ``load()``: tests/test_imports.py
 checks that no built-in one does.
 
 This module imports neither torch nor any method code at import time; ``bench.config`` reads its
