@@ -1,5 +1,5 @@
-"""Helper library: the config sections of the baselines (``sd``, ``cskd``, ``pskd``, ``dlb``, ``pai``, ``epsd``, ``colt``,
-``egp``); no method. Torch-free, so that a Config loads without torch
+"""Helper library: the config sections of the baselines (``sd``, ``cskd``, ``pskd``, ``dlb``, ``pai``,
+``epsd``, ``colt``, ``egp``); no method. Torch-free, so that a Config loads without torch
 (bench/registry.py imports it before any method code; bench/methods/sections.py says why)."""
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Literal
 from bench.config import AugmentConfig, TrainConfig, check
 from bench.registry import register_section
 from bench.stages import NOT_IN_STAGES
+
 
 @register_section("sd")
 @dataclass

@@ -11,6 +11,7 @@ from typing import Literal
 from ..config import TrainConfig, check
 from ..registry import register_section
 
+
 @register_section("tgp")
 @dataclass
 class TGPConfig:
