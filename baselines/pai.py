@@ -11,7 +11,8 @@ initialisation for the self-distillation rows, then SD training with the masks f
   its "past" predictions taken from earlier inner steps (``scoring_loss`` in selfdistill.py).
   EPSD has no public code; docs/baselines.md says which choices are inferred.
 
-Then the *initial* weights, masked (global top-k over conv + linear by default), are trained with
+Then the *initial* weights, masked (global top-k over the grid's set, the convs; conv + linear under
+``sd.protocol: official``, as ProsPr), are trained with
 the SD objective and recipe. Scoring runs in float32 without autocast, on a deep copy, so the
 initial network (BatchNorm statistics included) is untouched.
 """
@@ -82,22 +83,23 @@ def pskd_alpha(ctx) -> float:
 
 def run(ctx, method: str, scoring: Literal["simple", "epsd"]) -> Outcome:
     """Score the initial network of SD method ``method`` (Simple: CE; EPSD: its SD loss), prune
-    to ``prune.sparsity`` over ``pai.layers``, train the masked initial weights with the SD method."""
+    to ``prune.sparsity`` over the protocol's set (``selfdistill.layers_of``), train the masked initial weights with the SD method."""
     cfg, pc = ctx.cfg, ctx.cfg.pai
+    layers = selfdistill.layers_of(cfg)
     model = ctx.build()
     objective = selfdistill.make_objective(ctx, method)
-    masks = Masks(model, pc.layers)
+    masks = Masks(model, layers)
     ctx.target(masks, model)            # an unreachable target fails here, before any work
     with ctx.phase("score"):
         gen = torch.Generator(device=ctx.device).manual_seed(ctx.seed_for("pai-batch"))
-        batch = next(ctx.data.train_batches(pc.batch_size, cfg.dataset.augment, gen))
+        batch = next(ctx.data.train_batches(pc.batch_size, selfdistill.augment_of(cfg), gen))
         if scoring == "epsd":
             extra = {"alpha": pskd_alpha(ctx)} if method == "pskd" else {}
             step_loss = objective.scoring_loss(batch, gen, **extra)
         else:
             step_loss = cross_entropy_loss(batch)
         steps = 0 if pc.criterion == "snip" else pc.inner_steps
-        scores = meta_scores(model, pc.layers, step_loss, steps, pc.inner_lr)
+        scores = meta_scores(model, layers, step_loss, steps, pc.inner_lr)
     with ctx.phase("prune"):
         ctx.prune_global(masks, model, scores)
     ctx.extra.update(pai_scoring="EPSD (reimpl.)" if scoring == "epsd" else "Simple", pai_criterion=pc.criterion)
@@ -109,7 +111,7 @@ def plan(cfg, method: str) -> list[P.Work]:
     """The scoring (``pai.inner_steps`` second-order steps on one batch: counted as two training steps
     each) and the SD row's training; the set must be able to reach the target."""
     pc = cfg.pai
-    P.prunable_fraction(cfg, pc.layers)
+    P.prunable_fraction(cfg, selfdistill.layers_of(cfg))
     steps = 1 if pc.criterion == "snip" else pc.inner_steps + 1
     score = P.Work("score", cfg.model.arch, P.split(cfg.dataset).image_size, 0, steps * pc.batch_size, pc.batch_size,
                    passes=2.0)

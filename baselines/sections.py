@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, Optional
 
 from bench.config import AugmentConfig, TrainConfig, check
 from bench.registry import register_section
@@ -14,11 +14,18 @@ from bench.stages import NOT_IN_STAGES
 @register_section("sd")
 @dataclass
 class SDConfig:
-    """Training budget of the self-distillation rows (cskd*, pskd*, dlb*)."""
-    # official: each SD method's own recipe (cskd.official, pskd.official, dlb.official; the spec's
-    # default, used by the paper presets); matched: the `retrain` recipe, the same epochs and schedule
-    # as the proposed method's retraining (a variant: its grid label ends in "-matched").
-    budget: Literal["official", "matched"] = "official"
+    """How the self-distillation rows (cskd*, pskd*, dlb*) are run (docs/baselines.md, "Protocols")."""
+    # harness: the grid's protocol, as every other row: the budget of budget.basis (equal by default:
+    # the official recipe stretched to the proposed pipeline's student epochs), the grid's prunable set
+    # (prune.layers: the classifier head stays dense) and augmentation (dataset.augment).
+    # official: as each method's own paper runs it: its own recipe (cskd.official, ...), ProsPr's
+    # prunable set (conv + linear: the head is pruned too) and the SD codes' augmentation
+    # (official_augment); a labelled variant, <method>-official.
+    protocol: Literal["harness", "official"] = "harness"
+    # RandomCrop(32, 4) + flip, no rotation: cs-kd datasets.py:219-230, PS-KD
+    # loader/custom_dataloader.py:74-92, DLB my_dataloader.py:237-258 (CIFAR; assumed for Tiny ImageNet)
+    official_augment: AugmentConfig = field(
+        default_factory=lambda: AugmentConfig(crop_padding=4, flip=True, rotate_deg=0.0))
 
 
 @register_section("cskd")
@@ -85,8 +92,9 @@ class PaIConfig:
     inner_steps: int = 3                 # SGD steps unrolled before the meta-loss (prospr cli.py:58-63)
     inner_lr: float = 0.1                # inner SGD learning rate, momentum 0 (prospr cli.py:65-77)
     batch_size: int = 128                # the one batch reused by every inner step (prospr cli.py:88-100)
-    # the prunable set, ranked globally (ProsPr prunes every Conv2d and Linear weight)
-    layers: Literal["conv", "conv+linear", "conv-noshortcut"] = "conv+linear"
+    # the prunable set, ranked globally; null: the protocol's (sd.protocol harness: prune.layers, the
+    # set every other row prunes; official: conv + linear, as ProsPr prunes every Conv2d and Linear weight)
+    layers: Optional[Literal["conv", "conv+linear", "conv-noshortcut"]] = None
 
     def validate(self, key):
         check(self.inner_steps >= 1, f"{key}.inner_steps", self.inner_steps,

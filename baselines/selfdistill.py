@@ -8,9 +8,11 @@ initialisation (EPSD, ``pai.py``), where "past" predictions come from earlier in
 reused batch. docs/baselines.md says, choice by choice, what is taken from each official
 repository (alinlab/cs-kd, lgcnsai/PS-KD-Pytorch, Meta-knowledge-Lab/DLB) and what is inferred.
 
-The training budget is ``sd.budget``: ``official`` (each method's own recipe, the ``official``
-recipe of its section) or ``matched`` (the preset's ``retrain`` recipe, i.e. the epochs and
-schedule of the proposed method's retraining).
+How a row is run is ``sd.protocol``: ``harness`` (the default) runs it as every other row of the
+grid: the budget of ``budget.basis`` (``equal``: the method's own recipe stretched to the proposed
+pipeline's student epochs, bench/budget.py), the grid's prunable set and augmentation; ``official``
+runs it as its own paper does (own recipe, conv + linear, the SD codes' augmentation), labelled
+``<method>-official``.
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from bench import budget as B
 from bench import plan as P
 from bench.config import TrainConfig
 from .sections import CSKDConfig, PSKDConfig, DLBConfig
@@ -228,7 +231,7 @@ class DLB(_WithGenerator):
 
 def make_objective(ctx, method: str) -> Objective:
     """The training objective of SD method ``method`` (cskd, pskd, dlb) for this run."""
-    augment = ctx.cfg.dataset.augment
+    augment = augment_of(ctx.cfg)
     seed = ctx.seed_for(f"{method}-objective")
     if method == "cskd":
         return CSKD(ctx.data, augment, ctx.cfg.cskd, seed)
@@ -239,35 +242,58 @@ def make_objective(ctx, method: str) -> Objective:
     raise ValueError(f"unknown self-distillation method {method!r}; allowed: cskd, pskd, dlb")
 
 
+def official(cfg) -> bool:
+    return cfg.sd.protocol == "official"
+
+
+def augment_of(cfg):
+    """The rows' training augmentation: the grid's, or the SD codes' own under the official protocol."""
+    return cfg.sd.official_augment if official(cfg) else cfg.dataset.augment
+
+
+def layers_of(cfg) -> str:
+    """The prunable set of the pruned rows: ``pai.layers``, else the protocol's."""
+    return cfg.pai.layers or ("conv+linear" if official(cfg) else cfg.prune.layers)
+
+
 def recipe(ctx, method: str) -> TrainConfig:
-    """The training recipe under ``sd.budget``."""
-    return recipe_of(ctx.cfg, method)
+    """The training recipe of this run (``sd.protocol`` and ``budget.basis``)."""
+    return recipe_of(ctx.cfg, method, len(ctx.data.train_y))
 
 
-def recipe_of(cfg, method: str) -> TrainConfig:
-    r = getattr(cfg, method).official if cfg.sd.budget == "official" else cfg.retrain
+def recipe_of(cfg, method: str, n: int) -> TrainConfig:
+    """The recipe of SD method ``method`` on ``n`` training images: its own recipe under the official
+    protocol, else the grid's budget basis applied to it (bench/budget.py)."""
+    own = getattr(cfg, method).official
     if method == "pskd":
-        r = replace(r, drop_last=False)      # every memory row is refreshed every epoch
-    return r
+        own = replace(own, drop_last=False)      # every memory row is refreshed every epoch
+    r = own if official(cfg) else B.from_scratch(cfg, own, n)
+    return replace(r, drop_last=False) if method == "pskd" else r
 
 
 def label_suffix(cfg) -> str:
-    """An SD row at the matched budget is a variant of the method: its grid label says so, so that it never
-    shares a table column (or a claim) with the same method at its official budget."""
-    return "-matched" if cfg.sd.budget == "matched" else ""
+    """A row run under another protocol or budget than the grid's default is a variant of the method: its
+    grid label says so, so that it never shares a table column (or a claim) with the method itself."""
+    if official(cfg):
+        return "-official"
+    return "-matched" if cfg.budget.basis == "retrain-matched" else ""
 
 
 def sections(method: str, *, pruned: bool = False, epsd: bool = False) -> tuple[str, ...]:
-    """The config sections an SD row's result depends on (its run identity)."""
-    return ("sd", method, "retrain") + (("pai",) if pruned else ()) + (("epsd",) if epsd else ())
+    """The config sections an SD row's result depends on (its run identity): its own, the budget basis
+    and the phases the reference budget is made of (bench/budget.py)."""
+    return (("sd", method, "budget") + B.REFERENCE_PHASES + (("pai",) if pruned else ())
+            + (("epsd",) if epsd else ()))
 
 
 def train(ctx, method: str, model: nn.Module, objective: Objective, masks=None, group: str = "retrain"):
     """Train ``model`` with ``objective`` and the recipe of ``method`` (masks fixed, if given)."""
     r = recipe(ctx, method)
-    ctx.extra.update(sd_method=method, sd_budget=ctx.cfg.sd.budget,
-                     sd_recipe={"epochs": r.epochs, "batch_size": r.batch_size, "lr": r.lr})
-    return ctx.train(model, r, phase="train", group=group, objective=objective, masks=masks)
+    ctx.extra.update(sd_method=method, sd_protocol=ctx.cfg.sd.protocol, budget_basis=ctx.cfg.budget.basis,
+                     sd_recipe={"epochs": r.epochs, "batch_size": r.batch_size, "lr": r.lr,
+                                "milestones": list(r.milestones), "schedule": r.schedule})
+    return ctx.train(model, r, phase="train", group=group, objective=objective, masks=masks,
+                     augment=augment_of(ctx.cfg))
 
 
 def run_dense(ctx, method: str) -> Outcome:
@@ -283,4 +309,4 @@ PASSES = {"cskd": 1 + P.FORWARD, "pskd": 1.0, "dlb": 2.0}
 
 def plan(cfg, method: str) -> list[P.Work]:
     """What an SD row trains: the SD recipe on its objective (after pruning at initialisation, pai.plan)."""
-    return [P.training(cfg, recipe_of(cfg, method), "train", passes=PASSES[method])]
+    return [P.training(cfg, recipe_of(cfg, method, P.split(cfg.dataset).train), "train", passes=PASSES[method])]

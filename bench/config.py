@@ -82,9 +82,14 @@ class DatasetConfig:
     # resize every image to this many pixels a side at load time (antialiased bilinear, e.g. Tiny
     # ImageNet at 32 px); null: the dataset's own size. Recorded in the record's data info.
     image_size: Optional[int] = None
+    # evaluate after every epoch on this many test images only (a fixed-seed subset: the same images a
+    # test_limit of this size keeps), and on the whole test split after the last epoch of every
+    # training call, so that final accuracies are on every test image; null: every epoch on the
+    # whole split. The best epoch is chosen on the subset (records say both sizes).
+    monitor_limit: Optional[int] = None
 
     def validate(self, key):
-        for k in ("train_limit", "test_limit"):
+        for k in ("train_limit", "test_limit", "monitor_limit"):
             v = getattr(self, k)
             check(v is None or v >= 1, f"{key}.{k}", v, "null or an integer >= 1")
         check(self.image_size is None or self.image_size >= 8, f"{key}.image_size", self.image_size,
@@ -143,6 +148,18 @@ class PruneConfig:
 
     def validate(self, key):
         check(0 <= self.sparsity < 1, f"{key}.sparsity", self.sparsity, "a number in [0, 1)")
+
+
+BUDGET_BASES = ("equal", "official", "retrain-matched")      # = bench.budget
+
+
+@dataclass
+class BudgetConfig:
+    """How rows that train one schedule from initialisation are budgeted (bench/budget.py)."""
+    # equal: the proposed pipeline's student budget (pretrain + tgp.finetune + retrain, in full-data
+    # epochs), each row's own recipe stretched to it; official: each method's own recipe;
+    # retrain-matched: the retrain recipe alone (older records' "matched", labelled <method>-matched)
+    basis: Literal["equal", "official", "retrain-matched"] = "equal"
 
 
 @dataclass
@@ -220,6 +237,12 @@ class MethodEntry:
     name: str
     label: Optional[str] = None
     set: dict = field(default_factory=dict)
+    # this entry's targets (null: grid.sparsities), e.g. the core rows of a curve at more targets
+    sparsities: Optional[list[float]] = None
+
+    def validate(self, key):
+        for s in self.sparsities or ():
+            check(isinstance(s, (int, float)) and 0 <= s < 1, f"{key}.sparsities", s, "numbers in [0, 1)")
 
     @property
     def display(self) -> str:
@@ -258,6 +281,7 @@ class Config:
     pretrain: TrainConfig = field(default_factory=TrainConfig)   # the dense model
     retrain: TrainConfig = field(default_factory=TrainConfig)    # after pruning
     prune: PruneConfig = field(default_factory=PruneConfig)
+    budget: BudgetConfig = field(default_factory=BudgetConfig)   # rows trained from initialisation
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     slurm: SlurmConfig = field(default_factory=SlurmConfig)      # --executor slurm only; never in a run's identity
     grid: GridConfig = field(default_factory=GridConfig)
@@ -413,14 +437,15 @@ def from_dict(cls, data: dict, key: str = ""):
 def to_dict(obj) -> dict:
     """A plain mapping of ``obj``; a Config's method-owned sections sit at the top level, as in YAML.
 
-    ``dataset.image_size`` is left out while it is null: run ids and cache keys are hashed from these
-    mappings, and the configs made before that key existed must keep theirs."""
+    ``dataset.image_size`` and ``dataset.monitor_limit`` are left out while null: run ids and cache keys
+    are hashed from these mappings, and the configs made before those keys existed must keep theirs."""
     d = dataclasses.asdict(obj)
     if isinstance(obj, Config):
         d.update(d.pop("sections"))
     dataset = d.get("dataset") if isinstance(obj, Config) else d if isinstance(obj, DatasetConfig) else None
-    if dataset is not None and dataset.get("image_size", 0) is None:
-        del dataset["image_size"]
+    for k in ("image_size", "monitor_limit"):
+        if dataset is not None and k in dataset and dataset[k] is None:
+            del dataset[k]
     return d
 
 
@@ -507,6 +532,20 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Co
 
 # --------------------------------------------------------------------------- runtime policy
 
+
+
+def upgrade(raw: dict) -> dict:
+    """A config mapping as an older record stored it, in the current schema (the same runs): ``sd.budget``
+    (official | matched) became ``budget.basis`` (official | retrain-matched), and the SD rows' prunable
+    set, then always conv + linear, is ``pai.layers`` explicitly (its default now follows the grid)."""
+    d = copy.deepcopy(raw)
+    sd = d.get("sd")
+    if isinstance(sd, dict) and "budget" in sd:
+        old = sd.pop("budget")
+        d["budget"] = {**d.get("budget", {}), "basis": {"matched": "retrain-matched"}.get(old, old)}
+        if isinstance(d.get("pai"), dict) and d["pai"].get("layers") is None:
+            d["pai"] = {**d["pai"], "layers": "conv+linear"}
+    return d
 
 
 def config_copy(cfg: Config) -> Config:

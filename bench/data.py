@@ -15,7 +15,7 @@ import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, NamedTuple
+from typing import Any, Iterator, NamedTuple, Optional
 
 import numpy as np
 import torch
@@ -104,6 +104,8 @@ class DeviceData:
     test_x: torch.Tensor
     test_y: torch.Tensor
     info: dict[str, Any]
+    # indices of the test images evaluated after every epoch (dataset.monitor_limit); None: all of them
+    monitor: Optional[torch.Tensor] = None
 
     @property
     def device(self) -> torch.device:
@@ -137,12 +139,19 @@ class DeviceData:
             x = augment_batch(self.train_x[idx], augment, generator)
             yield Batch(self.normalize(x), self.train_y[idx], idx)
 
-    def test_batches(self, batch_size: int) -> Iterator[Batch]:
-        n = self.test_x.shape[0]
+    def test_batches(self, batch_size: int, monitor: bool = False) -> Iterator[Batch]:
+        """The test split in order (``monitor``: only the per-epoch monitoring subset, if there is one)."""
+        x, y = self.test_x, self.test_y
+        if monitor and self.monitor is not None:
+            x, y = x[self.monitor], y[self.monitor]
+        n = x.shape[0]
         for start in range(0, n, batch_size):
             end = min(start + batch_size, n)
             idx = torch.arange(start, end, device=self.device)
-            yield Batch(self.normalize(self.test_x[start:end]), self.test_y[start:end], idx)
+            yield Batch(self.normalize(x[start:end]), y[start:end], idx)
+
+    def test_size(self, monitor: bool = False) -> int:
+        return len(self.monitor) if monitor and self.monitor is not None else len(self.test_y)
 
     def train_view(self, idx: torch.Tensor, augment: AugmentConfig, generator: torch.Generator) -> torch.Tensor:
         """A fresh augmented, normalised view of train samples ``idx`` (CS-KD's partners, DLB's
@@ -162,6 +171,11 @@ class DeviceData:
             return x[keep], lut[y[keep]]
 
         (tr_x, tr_y), (te_x, te_y) = part(self.train_x, self.train_y), part(self.test_x, self.test_y)
+        monitor = None
+        if self.monitor is not None:     # the monitored images of these classes, at their new positions
+            member = torch.zeros(len(self.test_y), dtype=torch.bool, device=self.device)
+            member[self.monitor] = True
+            monitor = torch.nonzero(member[torch.nonzero(lut[self.test_y] >= 0).flatten()]).flatten()
         info = dict(self.info, classes=[(self.info.get("classes") or list(range(self.num_classes)))[c]
                                         for c in classes],
                     num_classes=len(classes), n_train=len(tr_y), n_test=len(te_y), complete=False,
@@ -169,7 +183,7 @@ class DeviceData:
                     fingerprint=hashlib.sha256(f"{self.info['fingerprint']}/classes{list(classes)}".encode())
                     .hexdigest()[:16])
         return DeviceData(self.name, len(classes), self.image_size, self.mean, self.std, tr_x, tr_y, te_x, te_y,
-                          info)
+                          info, monitor)
 
 
 def augment_batch(x: torch.Tensor, augment: AugmentConfig, generator: torch.Generator) -> torch.Tensor:
@@ -259,6 +273,7 @@ def load_dataset(cfg: DatasetConfig, data_dir: Path | str, device: torch.device 
     if cfg.image_size is not None and cfg.image_size != image_size:
         tr_x, te_x, image_size = resize(tr_x, cfg.image_size), resize(te_x, cfg.image_size), cfg.image_size
 
+    monitor = _subset(len(te_y), cfg.monitor_limit)
     info = {"name": cfg.name, "official": bool(official), "official_detail": detail,
             "fingerprint": fingerprint(tr_x, tr_y, te_x, te_y), "source": source,
             "n_train": len(tr_y), "n_test": len(te_y), "num_classes": num_classes,
@@ -267,12 +282,16 @@ def load_dataset(cfg: DatasetConfig, data_dir: Path | str, device: torch.device 
             # classes with at least one image (a slice or a limit can leave some out)
             "classes_present": {"train": int(tr_y.unique().numel()), "test": int(te_y.unique().numel())},
             "image_size": image_size, "resized_from": native if image_size != native else None,
-            "provenance_note": note}
+            "provenance_note": note,
+            # test images evaluated after every epoch (the best epoch is chosen on them); the last epoch of
+            # every training call is evaluated on all n_test
+            "n_monitor": len(te_y) if monitor is None else len(monitor)}
 
     def stat(v):
         return torch.tensor(v, dtype=torch.float32, device=device).view(1, 3, 1, 1)
     return DeviceData(cfg.name, num_classes, image_size, stat(mean), stat(std),
-                      tr_x.to(device), tr_y.to(device), te_x.to(device), te_y.to(device), info)
+                      tr_x.to(device), tr_y.to(device), te_x.to(device), te_y.to(device), info,
+                      None if monitor is None else monitor.to(device))
 
 
 def resize(x: torch.Tensor, size: int) -> torch.Tensor:
@@ -320,12 +339,17 @@ def _keep_classes(x, y, classes, num_classes):
     return x[keep], lut[y[keep]]
 
 
-def _limit(x, y, limit):
+def _subset(n: int, limit: int | None) -> torch.Tensor | None:
+    """Sorted indices of a fixed-seed subset of ``limit`` of ``n`` items (None: all of them)."""
     # A fixed-seed permutation rather than a prefix: class-sorted splits (Tiny train) keep every class.
-    if limit is None or limit >= len(y):
-        return x, y
-    keep = torch.randperm(len(y), generator=torch.Generator().manual_seed(0))[:limit].sort().values
-    return x[keep], y[keep]
+    if limit is None or limit >= n:
+        return None
+    return torch.randperm(n, generator=torch.Generator().manual_seed(0))[:limit].sort().values
+
+
+def _limit(x, y, limit):
+    keep = _subset(len(y), limit)
+    return (x, y) if keep is None else (x[keep], y[keep])
 
 
 def _not_found(name: str, path: Path, data_dir: Path) -> str:

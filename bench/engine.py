@@ -226,12 +226,16 @@ class Loop:
             self.bad_at.copy_(torch.where((self.bad_at < 0) & ~torch.isfinite(loss), self.steps, self.bad_at))
             self.stats.add_(torch.stack([loss * n, (logits.detach().argmax(1) == batch.y).sum().float()]))
 
-    def end_epoch(self, epoch: int, top1: float, top5: float) -> None:
-        """The epoch's history row (the one host read of its training metrics) and the best epoch."""
+    def end_epoch(self, epoch: int, top1: float, top5: float, whole: Optional[tuple[float, float]] = None) -> None:
+        """The epoch's history row (the one host read of its training metrics) and the best epoch.
+        ``top1``/``top5``: on the monitored test images; ``whole``: on the whole test split, when that
+        differs (the last epoch of a call with a monitoring subset)."""
         loss_sum, correct = self.stats.tolist()
         self.history.append({"epoch": epoch + 1, "train_loss": loss_sum / self.count,
                              "train_top1": 100 * correct / self.count, "test_top1": top1, "test_top5": top5,
                              "lr": self.lr(epoch * self.steps_per_epoch)})
+        if whole is not None:
+            self.history[-1].update(test_top1_all=whole[0], test_top5_all=whole[1])
         if top1 > self.best.top1:
             self.best = Best(top1, epoch + 1, top5)
 
@@ -247,7 +251,8 @@ class Loop:
 
     def result(self) -> TrainResult:
         last, best = self.history[-1], self.best
-        return TrainResult(top1_final=last["test_top1"], top1_best=best.top1, top5_final=last["test_top5"],
+        return TrainResult(top1_final=last.get("test_top1_all", last["test_top1"]), top1_best=best.top1,
+                           top5_final=last.get("test_top5_all", last["test_top5"]),
                            top5_best=best.top5, best_epoch=best.epoch, history=self.history,
                            train_seconds=self.seconds()[self.phase])
 

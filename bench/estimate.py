@@ -390,13 +390,13 @@ def cells_from_records(results_dir: Path) -> list[Cell]:
     Records made before targets had a measure (no ``sparsity_measure``) targeted the method's own
     set ("prunable"); before ``colt``/``egp.exact_final_round`` existed the chains ran the official
     full rounds (false)."""
-    from .config import Config, MethodEntry, from_dict
+    from .config import Config, MethodEntry, from_dict, upgrade
     from .grid import RunSpec
     from .store import load_runs
 
     specs = []
     for rec in load_runs(results_dir, status="ok"):
-        d = dict(rec["config"])
+        d = upgrade(rec["config"])
         if "sparsity_measure" not in rec:
             d["grid"] = {**d.get("grid", {}), "sparsity_measure": "prunable"}
         for section in ("colt", "egp"):

@@ -42,12 +42,20 @@ def identity(cfg: Config, mod, dev_type: str) -> dict:
     ident: dict[str, Any] = {"method": mod.NAME, "version": getattr(mod, "VERSION", 1),
                              "harness": HARNESS_VERSION}
     for s in COMMON_SECTIONS + tuple(mod.SECTIONS):
-        ident[s] = full[s]
+        ident[s] = _at(full, s)
     if mod.PRUNES:
         ident["prune"] = full["prune"]
         ident["sparsity_measure"] = cfg.grid.sparsity_measure
     ident["runtime"] = runtime_identity(cfg.runtime, dev_type)
     return ident
+
+
+def _at(full: dict, path: str) -> Any:
+    """The part of a plain config mapping at dotted ``path`` (a section, or e.g. ``tgp.finetune``)."""
+    node = full
+    for name in path.split("."):
+        node = node[name]
+    return node
 
 
 def hash_identity(ident: dict) -> str:
@@ -92,7 +100,8 @@ def expand_grid(cfg: Config, dev_type: str | None = None) -> list[RunSpec]:
     for ds in datasets:
         for entry in methods:
             mod = method_of(entry.name)
-            for sp in (sparsities if mod.PRUNES else [0.0]):
+            targets = entry.sparsities if entry.sparsities is not None else sparsities
+            for sp in (targets if mod.PRUNES else [0.0]):
                 for seed in seeds:
                     data = to_dict(cfg)
                     data["grid"] = {"sparsity_measure": grid.sparsity_measure}
@@ -104,7 +113,7 @@ def expand_grid(cfg: Config, dev_type: str | None = None) -> list[RunSpec]:
                     # by the method's own rule, so that it never shares a label with the method itself.
                     suffix = getattr(mod, "label_suffix", None)
                     m = entry if entry.label or suffix is None else \
-                        MethodEntry(entry.name, entry.name + suffix(run_cfg), entry.set)
+                        MethodEntry(entry.name, entry.name + suffix(run_cfg), entry.set, entry.sparsities)
                     if labels.setdefault(m.display, id(entry)) != id(entry):
                         raise ConfigError(f"config key 'grid.methods' lists the label {m.display!r} twice; give "
                                           "each entry a distinct 'label'")

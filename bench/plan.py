@@ -44,6 +44,14 @@ class Split:
     test: int
     classes: int
     image_size: int
+    monitor: Optional[int] = None     # test images evaluated after every epoch (None: all of them)
+
+    def eval_images(self, epochs: int, fraction: float = 1.0) -> int:
+        """Test images a training call of ``epochs`` evaluates: every epoch on the monitored images, and
+        the last one on the whole split too when those differ (``callbacks.Evaluate``)."""
+        if self.monitor is None:
+            return round(self.test * fraction) * epochs
+        return round((self.monitor * epochs + self.test) * fraction)
 
 
 def split(dcfg: DatasetConfig, full: bool = False) -> Split:
@@ -65,7 +73,8 @@ def split(dcfg: DatasetConfig, full: bool = False) -> Split:
         train = min(train, dcfg.train_limit)
     if dcfg.test_limit is not None:
         test = min(test, dcfg.test_limit)
-    return Split(train, test, classes, size)
+    monitor = dcfg.monitor_limit if dcfg.monitor_limit is not None and dcfg.monitor_limit < test else None
+    return Split(train, test, classes, size, monitor)
 
 
 def key(kind: str, ident: dict) -> tuple[str, str]:
@@ -82,7 +91,7 @@ def training(cfg: Config, recipe: TrainConfig, phase: str, *, arch: Optional[str
     steps = (max(1, n // b) if n else 0) if recipe.drop_last else math.ceil(n / b)
     per_epoch = min(n, steps * b)
     return Work(phase, arch or cfg.model.arch, s.image_size, recipe.epochs * models, per_epoch * recipe.epochs * models,
-                b, round(s.test * fraction) * recipe.epochs * models, passes, teacher, shared)
+                b, s.eval_images(recipe.epochs, fraction) * models, passes, teacher, shared)
 
 
 def forward(cfg: Config, phase: str, images: int, batch_size: int, arch: Optional[str] = None) -> Work:

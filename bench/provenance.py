@@ -84,6 +84,44 @@ def device_name(device: torch.device) -> str:
     return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
 
 
+# The /proc/cpuinfo flags of the instruction-set extensions that CPU kernels dispatch on: two processors
+# that differ in these can round a float result differently (docs/reliability.md, "Bit for bit").
+_ISA_PREFIXES = ("sse4", "avx", "fma", "f16c", "amx", "vnni")
+
+
+@functools.lru_cache(maxsize=1)
+def processor() -> dict:
+    """The CPU: its model name and the instruction-set extensions its kernels may use (Linux; elsewhere
+    what ``platform`` says), and the kernel level torch dispatches to (``get_cpu_capability``)."""
+    model, flags = platform.processor() or platform.machine(), []
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            key = key.strip()
+            if key == "model name":
+                model = value.strip()
+            elif key == "flags" and not flags:
+                flags = sorted(f for f in value.split() if f.startswith(_ISA_PREFIXES))
+    except OSError:
+        pass
+    return {"model": model, "isa": flags, "torch_capability": torch.backends.cpu.get_cpu_capability()}
+
+
+def numerics(device: torch.device) -> dict:
+    """Every setting of this process that can change float results: thread counts (a reduction splits
+    differently over another count), the processor, math precision and determinism switches. A run
+    repeated with the same values, on the same code and data, is bit-identical on the CPU (a test)."""
+    out = {"threads": torch.get_num_threads(), "interop_threads": torch.get_num_interop_threads(),
+           "processor": processor(), "float32_matmul_precision": torch.get_float32_matmul_precision(),
+           "mkldnn": bool(torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled),
+           "deterministic": torch.are_deterministic_algorithms_enabled()}
+    if device.type == "cuda":
+        out.update(cudnn_benchmark=torch.backends.cudnn.benchmark,
+                   cudnn_allow_tf32=torch.backends.cudnn.allow_tf32,
+                   cuda_matmul_allow_tf32=torch.backends.cuda.matmul.allow_tf32)
+    return out
+
+
 def provenance(device: torch.device) -> dict:
     cuda = device.type == "cuda"
     return {

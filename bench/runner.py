@@ -16,6 +16,7 @@ from typing import Callable
 
 import torch
 
+from . import budget as B
 from . import registry
 from .config import Config, to_dict
 from .grid import RunSpec, expand_grid
@@ -25,7 +26,7 @@ from .runtime import persistent_compile_cache, resolve_device
 from .interrupt import Interrupted, stop_on_signals, stop_requested, stop_signal
 from .leases import Lease
 from .masks import TOLERANCE, UnreachableSparsity, sparsity_stats
-from .provenance import device_name, provenance
+from .provenance import device_name, numerics, provenance
 from .runtime import precision
 from .store import ResultsDirError, atomic_write_json, iter_run_files, run_path, status_of, utc_now
 
@@ -39,7 +40,7 @@ def _base_record(spec: RunSpec, device: torch.device) -> dict:
         "config": to_dict(spec.config),
         "identity": spec.identity, "device_type": device.type, "precision": precision(spec.config.runtime, device.type),
         "device_name": device_name(device), "device_count": 1,
-        "provenance": provenance(device),
+        "provenance": provenance(device), "numerics": numerics(device),
     }
 
 
@@ -107,21 +108,24 @@ def execute(spec: RunSpec, ctx: RunContext) -> dict:
         "time_total_s": time.perf_counter() - t0,
         "time_train_s": sum(p["seconds"] for p in phases.values() if p["group"] == train_group and not p["reused"]),
         "final_weights_sha256": weights_digest(outcome.model),
-        "budget": budget(ctx.budget), "data": data.info, "teacher": ctx.teacher_info,
-        "extra": {**ctx.extra, **outcome.extra},
+        "budget": budget(ctx.budget, cfg, len(data.train_y)), "data": data.info, "teacher": ctx.teacher_info,
+        "extra": {**ctx.extra, **outcome.extra}, "numerics": numerics(device),
     }
 
 
-def budget(phases: dict) -> dict:
+def budget(phases: dict, cfg: Config, n_train: int) -> dict:
     """What the run trained, by phase (epochs, images, full-data-epoch equivalents, augmentation; reused
     cached phases included, as made), and its sums: the student's from a randomly initialised network to
-    the final pruned model (dense pre-training included) and the teacher's."""
+    the final pruned model (dense pre-training included) and the teacher's; then the grid's budget basis,
+    the reference student budget (the proposed pipeline's on this config) and this run's ratio to it
+    (bench/budget.py)."""
     student = {k: v for k, v in phases.items() if k != "teacher"}
     teacher = phases.get("teacher", {})
-    return {"phases": phases,
-            "student_epochs": round(sum(v["full_data_epochs"] for v in student.values()), 6),
+    epochs = round(sum(v["full_data_epochs"] for v in student.values()), 6)
+    return {"phases": phases, "student_epochs": epochs,
             "student_images": sum(v["images"] for v in student.values()),
-            "teacher_epochs": teacher.get("epochs", 0), "teacher_images": teacher.get("images", 0)}
+            "teacher_epochs": teacher.get("epochs", 0), "teacher_images": teacher.get("images", 0),
+            **B.summary(cfg, epochs, n_train)}
 
 
 class DataCache:

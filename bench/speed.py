@@ -137,7 +137,7 @@ def _one_test_batch(data, cfg: Config | None, n: int | None = None):
     """``data`` with its test split cut to one training batch: the engine evaluates after every
     epoch, and these rows are about training (evaluation is timed apart, in the profile)."""
     n = n or cfg.retrain.batch_size
-    return replace(data, test_x=data.test_x[:n], test_y=data.test_y[:n])
+    return replace(data, test_x=data.test_x[:n], test_y=data.test_y[:n], monitor=None)
 
 
 # The goals the rows are printed against (docs/performance.md, "On one H100": the goal table).

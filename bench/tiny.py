@@ -14,7 +14,7 @@ TINY = {
                           "milestones": []}},
     "tgp": {"finetune": {"epochs": 1, "batch_size": 64, "lr": 0.01, "warmup_epochs": 0, "schedule": "constant",
                          "milestones": []}},
-    "sd": {"budget": "matched"},        # the self-distillation rows at the retrain recipe (1 epoch)
+    "budget": {"basis": "retrain-matched"},   # the self-distillation rows at the retrain recipe (1 epoch)
     "runtime": {"device": "cpu"},
     "grid": {"methods": ["dense", "magnitude", "random"], "sparsities": [0.5, 0.9], "seeds": [0]},
 }

@@ -134,8 +134,10 @@ def test_budget_and_scoring_switches_enter_the_run_identity():
         return {r.method.name: r.run_id for r in expand_grid(from_dict(Config, {**base, **extra}), "cpu")}
 
     plain = ids()
-    official = ids(sd={"budget": "official"})
+    official = ids(budget={"basis": "official"})
     assert all(official[m] != plain[m] for m in plain)
+    protocol = ids(sd={"protocol": "official"})
+    assert all(protocol[m] != plain[m] and protocol[m] != official[m] for m in plain)
     snip = ids(pai={"criterion": "snip"})
     assert snip["cskd-simple"] != plain["cskd-simple"] and snip["cskd"] == plain["cskd"]
 
@@ -148,34 +150,32 @@ def test_all_nine_sd_methods_run_hit_their_sparsity_and_keep_pruned_weights_zero
     recs = {r["method_name"]: r for r in load_runs(tmp_path)}
     assert counts["ok"] == 9, {m: r.get("error") for m, r in recs.items() if r["status"] != "ok"}
     for name, r in recs.items():
-        assert r["extra"]["sd_budget"] == "matched" and r["history"][0]["epoch"] == 1
+        assert r["extra"]["budget_basis"] == "retrain-matched" and r["history"][0]["epoch"] == 1
         if name in ("cskd", "pskd", "dlb"):
             assert r["sparsity_prunable"] == 0 and r["phases"]["train"]["group"] == "pretrain"
             continue
         # The runner fails a run whose mask misses the target or whose masked weights revived;
-        # check the record anyway: exactly round(0.9 * N) zeros over conv + linear.
-        # overall: 90% of conv + linear + BN weights, all of them taken from conv + linear.
-        assert r["prunable_set"] == "conv+linear" and r["sparsity_on_target"] is True
+        # check the record anyway: exactly round(0.9 * N) zeros, all of them in the convs (the grid's
+        # set: the head stays dense, as every other row's).
+        assert r["prunable_set"] == "conv" and r["sparsity_on_target"] is True
+        assert r["layer_density"]["linear.weight"] == 1.0
         assert round(r["sparsity"]["overall"] * r["overall_weights"]) == round(0.9 * r["overall_weights"])
         assert r["phases"]["score"]["group"] == "score+prune" and r["phases"]["train"]["group"] == "retrain"
         assert r["extra"]["pai_scoring"] == ("EPSD (reimpl.)" if name.endswith("epsd") else "Simple")
 
 
-@pytest.mark.slow
-def test_paper_presets_run_the_sd_rows_at_the_official_budget_and_others_label_the_matched_variant():
+def test_presets_run_the_sd_rows_at_equal_budgets_and_label_the_other_protocols():
     from bench.config import load_config
 
-    for preset in ("cifar10-paper", "cifar100-paper", "tinyimagenet-paper"):
-        specs = [s for s in expand_grid(load_config(preset), "cuda") if s.method.name in SD_METHODS]
-        assert specs and all(s.config.sd.budget == "official" and s.method.display == s.method.name for s in specs)
-    for preset in ("cifar10-fast", "cifar10-cpu", "smoke"):
+    for preset in ("cifar10-paper", "cifar100-paper", "tinyimagenet-paper", "cifar10-fast", "cifar10-cpu", "smoke"):
         specs = [s for s in expand_grid(load_config(preset), "cpu") if s.method.name in SD_METHODS]
-        assert specs and all(s.config.sd.budget == "matched" and s.method.display == s.method.name + "-matched"
-                             for s in specs)
-    # Both budgets in one grid: two labels, two sets of runs (never one column).
-    cfg = from_dict(Config, {**TINY, "grid": {"methods": ["cskd-simple", {"name": "cskd-simple",
-                                                                         "set": {"sd.budget": "official"}}],
-                                              "sparsities": [0.9], "seeds": [0]}})
+        assert specs and all(s.config.budget.basis == "equal" and s.config.sd.protocol == "harness"
+                             and s.method.display == s.method.name for s in specs), preset
+    # The other protocol and the retrain-matched basis in one grid: their own labels, their own runs.
+    cfg = from_dict(Config, {**TINY, "budget": {"basis": "equal"},
+                             "grid": {"methods": ["cskd-simple", {"name": "cskd-simple", "set": {"sd.protocol": "official"}},
+                                                  {"name": "cskd-simple", "set": {"budget.basis": "retrain-matched"}}],
+                                      "sparsities": [0.9], "seeds": [0]}})
     specs = expand_grid(cfg, "cpu")
-    assert sorted(s.method.display for s in specs) == ["cskd-simple", "cskd-simple-matched"]
-    assert len({s.run_id for s in specs}) == 2
+    assert sorted(s.method.display for s in specs) == ["cskd-simple", "cskd-simple-matched", "cskd-simple-official"]
+    assert len({s.run_id for s in specs}) == 3

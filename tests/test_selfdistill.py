@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from baselines import selfdistill as sd
+from bench import budget as B
 from bench import engine
 from bench.config import Config, TrainConfig, from_dict
 from bench.context import Artifacts, RunContext
@@ -213,21 +214,53 @@ def test_pskd_memory_row_of_every_sample_changes_every_epoch(tiny):
     assert torch.allclose(snaps[-1].sum(1), torch.ones(len(data.train_y)))    # rows are softmax outputs
 
 
-def test_budgets_pick_the_official_or_the_retrain_recipe(tiny):
+def test_budget_bases_pick_the_official_the_stretched_or_the_retrain_recipe(tiny):
     _, data = tiny
-    for budget in ("official", "matched"):
-        cfg = from_dict(Config, {**TINY, "sd": {"budget": budget}})
+    n = len(data.train_y)                    # 256 images; the tiny pipeline: 3 + 1 + 1 epochs of batch 64
+    for basis in ("official", "retrain-matched", "equal"):
+        cfg = from_dict(Config, {**TINY, "budget": {"basis": basis}})
         ctx = RunContext(cfg, data, torch.device("cpu"), Artifacts("/nonexistent"), quiet)
         got = {m: sd.recipe(ctx, m) for m in ("cskd", "pskd", "dlb")}
-        if budget == "official":
+        if basis == "official":
             assert (got["cskd"].epochs, got["cskd"].milestones, got["cskd"].weight_decay, got["cskd"].nesterov) == \
                 (200, [101, 151], 1e-4, False)
             assert (got["pskd"].epochs, got["pskd"].milestones, got["pskd"].nesterov) == (300, [150, 225], True)
             assert (got["dlb"].epochs, got["dlb"].batch_size, got["dlb"].lr, got["dlb"].milestones) == \
                 (240, 64, 0.05, [150, 180, 210])
-        else:
+        elif basis == "retrain-matched":
             assert got["cskd"] == cfg.retrain and got["dlb"] == cfg.retrain
             assert got["pskd"].epochs == cfg.retrain.epochs
+        else:
+            # the official recipes stretched to the pipeline's 5 full-data epochs: the milestones scale,
+            # the learning rate, batch and optimizer stay the method's own
+            assert B.reference_epochs(cfg, n) == 5
+            assert (got["cskd"].epochs, got["cskd"].milestones, got["cskd"].lr) == (5, [3, 4], 0.1)
+            assert (got["pskd"].epochs, got["pskd"].milestones, got["pskd"].nesterov) == (5, [2, 4], True)
+            assert (got["dlb"].epochs, got["dlb"].batch_size, got["dlb"].milestones) == (5, 64, [3, 4, 5])
+            for r in got.values():
+                assert abs(B.full_data_epochs(r, n) / B.reference_epochs(cfg, n) - 1) <= B.SLACK
+
+
+def test_stretch_scales_milestones_and_warmup_and_keeps_them_increasing():
+    r = TrainConfig(epochs=200, milestones=[101, 151], warmup_epochs=10.0)
+    s = B.stretch(r, 26)
+    assert (s.epochs, s.milestones, s.warmup_epochs) == (26, [13, 20], 1.3)
+    tight = B.stretch(TrainConfig(epochs=240, milestones=[150, 180, 210], warmup_epochs=0), 2)
+    assert tight.milestones == [1, 2, 3] and tight.epochs == 2     # never merged, never below 1
+    assert B.stretch(r, 200) is r
+
+
+def test_equal_budget_counts_dropped_batches():
+    # 1,000 images at batch 128 with the last partial batch dropped: 896 a full-data epoch's 1,000
+    cfg = from_dict(Config, {**TINY, "budget": {"basis": "equal"},
+                             "pretrain": {**TINY["pretrain"], "epochs": 10, "batch_size": 128},
+                             "retrain": {**TINY["retrain"], "epochs": 10, "batch_size": 128},
+                             "tgp": {"finetune": {**TINY["tgp"]["finetune"], "epochs": 6, "batch_size": 128}}})
+    ref = B.reference_epochs(cfg, 1000)
+    assert ref == pytest.approx(26 * 896 / 1000)
+    own = TrainConfig(epochs=200, batch_size=128, milestones=[100], drop_last=False)
+    r = B.equal_recipe(cfg, own, 1000)
+    assert r.epochs == 23 and abs(B.full_data_epochs(r, 1000) / ref - 1) <= B.SLACK
 
 
 # --------------------------------------------------------------------------- state round trip

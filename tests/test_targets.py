@@ -47,7 +47,7 @@ def _grid(tmp_path, methods, sparsities, **extra):
 
 @pytest.mark.slow
 def test_methods_with_different_prunable_sets_meet_at_the_same_overall_sparsity(tmp_path):
-    _, counts = _grid(tmp_path, ["magnitude", "cskd-simple"], [0.9])
+    _, counts = _grid(tmp_path, ["magnitude", {"name": "cskd-simple", "set": {"pai.layers": "conv+linear"}}], [0.9])
     assert counts["ok"] == 2
     recs = {r["method_name"]: r for r in load_runs(tmp_path)}
     assert recs["magnitude"]["prunable_set"] == "conv" and recs["cskd-simple"]["prunable_set"] == "conv+linear"

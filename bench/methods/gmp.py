@@ -11,12 +11,14 @@ an update is ``s_t / s_f`` of the final one; the final update prunes exactly the
 network on the run's target on the grid's measure (``ctx.prune_global``), so the record is on target.
 ``gmp.start: dense`` prunes during the ``retrain`` recipe of the cached dense model (the budget of
 ``magnitude``: one-shot vs gradual is the only difference); ``init`` during the ``pretrain`` recipe
-from initialisation (no other training). ``gmp.scope``: one global |w| ranking, or every layer to
+from initialisation (no other training), at the grid's budget basis (``budget.basis``: equal
+stretches it to the proposed pipeline's student epochs, bench/budget.py). ``gmp.scope``: one global |w| ranking, or every layer to
 the same fraction (Zhu & Gupta's own choice). The whole method is hooks: no engine code of its own.
 """
 
 import torch
 
+from .. import budget as B
 from .. import plan as P
 from ..context import Outcome
 from .sections import GMPConfig
@@ -24,7 +26,7 @@ from .sections import GMPConfig
 NAME = "gmp"
 VERSION = 1
 PRUNES = True
-SECTIONS = ("pretrain", "retrain", "gmp")
+SECTIONS = ("pretrain", "retrain", "gmp", "budget", "tgp.finetune")     # budget: start init (bench/budget.py)
 
 
 def updates(gmp: GMPConfig, total: int) -> list[int]:
@@ -85,7 +87,7 @@ def run(ctx) -> Outcome:
     if gmp.start == "dense":
         (model, _), recipe, phase = ctx.dense_model(), ctx.cfg.retrain, "retrain"
     else:
-        model, recipe, phase = ctx.build(), ctx.cfg.pretrain, "pretrain"
+        model, recipe, phase = ctx.build(), B.from_scratch(ctx.cfg, ctx.cfg.pretrain, len(ctx.data.train_y)), "pretrain"
     masks = ctx.masks(model)
     ctx.target(masks, model)                   # an unreachable target fails here, before any training
     total = recipe.epochs * ctx.data.steps_per_epoch(recipe.batch_size, recipe.drop_last)
@@ -99,4 +101,4 @@ def plan(cfg) -> list[P.Work]:
     P.prunable_fraction(cfg, cfg.prune.layers)
     if cfg.gmp.start == "dense":
         return [P.dense(cfg), P.training(cfg, cfg.retrain, "retrain")]
-    return [P.training(cfg, cfg.pretrain, "pretrain")]
+    return [P.training(cfg, B.from_scratch(cfg, cfg.pretrain, P.split(cfg.dataset).train), "pretrain")]
