@@ -26,11 +26,13 @@ KNOWN = {"tgp", "tgp-kd", "magnitude", "magnitude-ft", "dense", "colt"}
 
 
 def rec(method, target, seed, top1, *, dataset="cifar10", minutes=None, device="cpu", config=None, overall=None,
-        prunable_set="conv", exact=True, label=None, measure=None, realised=None, status="ok", max_sparsity=None):
+        prunable_set="conv", exact=True, label=None, measure=None, realised=None, status="ok", max_sparsity=None,
+        epochs=26.0, teacher=None, layer_density=None):
     """A minimal run record; ``minutes`` become one retrain phase on ``device``. Old format (target over the
     method's own ``prunable_set``, ``sparsity_exact``) unless ``measure`` is given: then the new format, the
     target on that measure, ``realised`` where it landed (on target within 0.05 points), and ``status``
-    ``unreachable`` (with ``max_sparsity``, no accuracy) available."""
+    ``unreachable`` (with ``max_sparsity``, no accuracy) available. ``epochs``: the student budget (None: no
+    budget recorded); ``teacher``: the teacher's top-1 (a 25-epoch teacher on 5,000 images)."""
     r = {"status": status, "dataset": dataset, "model": "resnet18", "method": label or method, "method_name": method,
          "target_sparsity": target, "seed": seed, "run_id": f"{label or method}-{target}-{seed}",
          "ended_at": "2025-01-01T00:00:00+00:00", "device_name": device, "prunable_set": prunable_set,
@@ -49,6 +51,15 @@ def rec(method, target, seed, top1, *, dataset="cifar10", minutes=None, device="
                   "off_target_reason": None if abs(real - target) <= 0.0005 else "exact_final_round: false"})
     if minutes is not None:
         r["phases"] = {"retrain": {"seconds": 60.0 * minutes, "reused": False, "group": "retrain", "device": device}}
+    if epochs is not None:
+        r["budget"] = {"student_epochs": epochs, "student_images": int(5000 * epochs),
+                       "teacher_epochs": 25 if teacher is not None else 0,
+                       "teacher_images": 125000 if teacher is not None else 0, "basis": "equal",
+                       "reference_student_epochs": 26.0, "ratio": epochs / 26.0}
+    if teacher is not None:
+        r["teacher"] = {"top1": teacher}
+    if layer_density is not None:
+        r["layer_density"] = layer_density
     return r
 
 
@@ -69,11 +80,29 @@ def rows_of(cl, runs, refs=(), known=KNOWN, **kw):
 
 # --------------------------------------------------------------------------- statistics
 
-@pytest.mark.parametrize("df, q", [(1, 12.706205), (2, 4.302653), (3, 3.182446), (4, 2.776445), (10, 2.228139),
-                                   (30, 2.042272)])
-def test_t_quantile_matches_the_tables(df, q):
-    assert S.t_quantile(0.975, df) == pytest.approx(q, abs=1e-5)
-    assert S.t_quantile(0.025, df) == pytest.approx(-q, abs=1e-5)
+@pytest.mark.parametrize("n, q", [(2, 12.706205), (3, 4.302653), (4, 3.182446), (11, 2.228139)])
+def test_t_interval_uses_the_tables_quantile(n, q):
+    diffs = [float(i) for i in range(n)]                 # mean (n-1)/2, sample std known
+    st = S.paired_stats(diffs)
+    sd = math.sqrt(sum((d - st.mean) ** 2 for d in diffs) / (n - 1))
+    assert st.high - st.mean == pytest.approx(q * sd / math.sqrt(n), abs=1e-5)
+
+
+def test_holm_on_a_known_p_vector():
+    # Holm (1979): sorted p x (m - rank), running maximum, capped at 1; returned in the input order
+    got = S.holm([0.01, 0.04, 0.03, 0.005])
+    assert got == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert S.holm([0.5, 0.9]) == pytest.approx([1.0, 1.0]) and S.holm([]) == []
+    # every adjusted value is at least the raw one and at most Bonferroni's
+    ps = [0.001, 0.2, 0.02, 0.013, 0.6]
+    for p, h in zip(ps, S.holm(ps)):
+        assert p <= h <= min(1.0, len(ps) * p)
+
+
+def test_the_p_value_is_the_two_sided_paired_t_test():
+    st = S.paired_stats([2.0, 3.0, 4.0])
+    assert st.p == pytest.approx(0.0351, abs=1e-4)          # t = 5.196, df = 2
+    assert S.paired_stats([1.0, 1.0, 1.0]).p == 0.0 and S.paired_stats([0.0, 0.0]).p == 1.0
 
 
 @pytest.mark.parametrize("diffs, direction, mean, low, high, verdict", [
@@ -99,13 +128,26 @@ def test_one_pair_has_no_interval_and_is_inconclusive():
 # --------------------------------------------------------------------------- claims on records
 
 def test_each_verdict_from_paired_records():
-    runs = (pairs("tgp", "magnitude", [2, 3, 4], 0.5) + pairs("tgp", "magnitude", [-2, -3, -4], 0.9)
+    runs = (pairs("tgp", "magnitude", [2.9, 3, 3.1], 0.5) + pairs("tgp", "magnitude", [-2.9, -3, -3.1], 0.9)
             + pairs("tgp", "magnitude", [1, 2, 3], 0.95) + pairs("tgp", "magnitude", [5, 6], 0.98))
     rows = rows_of(claim(), runs)
     got = {r.target: (r.stats.n, round(r.stats.mean, 6), r.verdict_text) for r in rows}
     assert got == {0.5: (3, 3.0, "holds"), 0.9: (3, -3.0, "contradicted"),
                    0.95: (3, 2.0, "inconclusive (interval contains 0)"), 0.98: (2, 5.5, "inconclusive (n < 3)")}
-    assert [r.seeds for r in rows][0] == [0, 1, 2]
+    # the family: the three rows with n >= 3; Holm multiplies the smallest p by 3
+    assert [r.p_holm is not None for r in rows] == [True, True, True, False]
+    assert rows[0].p_holm == pytest.approx(min(1, 3 * rows[0].stats.p))
+
+
+def test_holm_turns_a_raw_95_percent_verdict_into_inconclusive_in_a_family():
+    # [2, 3, 4]: p = 0.0351 alone (holds); three such tests in one file: 3 x 0.0351 > 0.05
+    alone = rows_of(claim(), pairs("tgp", "magnitude", [2, 3, 4]))
+    assert alone[0].verdict_text == "holds" and alone[0].p_holm == pytest.approx(alone[0].stats.p)
+    three = rows_of(claim(), pairs("tgp", "magnitude", [2, 3, 4], 0.5) + pairs("tgp", "magnitude", [2, 3, 4], 0.9)
+                    + pairs("tgp", "magnitude", [2, 3, 4], 0.95))
+    assert [r.verdict for r in three] == [("inconclusive", "Holm-adjusted p = 0.105")] * 3
+    assert all(r.stats.low > 0 for r in three)             # the raw interval alone would have said holds
+    assert [r.seeds for r in three][0] == [0, 1, 2]
 
 
 def test_pairs_share_the_seed_and_unpaired_runs_do_not_count():
@@ -215,8 +257,8 @@ def test_pairs_only_ok_on_target_runs_and_says_why_not():
     assert (egp[0.98].verdict_text, egp[0.98].notes) == (
         "no data", ["no pair: egp unreachable at 98.00% overall (max 97.91%) (3 seeds)"])
     md = R.claims_markdown(list(egp.values()), [])
-    assert "| c | cifar10 | resnet18 | 98.00% | tgp-kd − egp, top-1 (pp) | > 0 |  |  |  | no data | no pair: egp " \
-           "unreachable at 98.00% overall (max 97.91%) (3 seeds) |" in md
+    assert "| c | cifar10 | resnet18 | 98.00% | tgp-kd − egp, top-1 (pp) | > 0 |  |  |  |  |  |  | no data | no pair: " \
+           "egp unreachable at 98.00% overall (max 97.91%) (3 seeds) |" in md
 
 
 def test_sd_sides_fall_back_to_the_matched_label_and_say_so():
@@ -430,12 +472,69 @@ def test_cli_writes_table_csv_and_deterministic_forest_plot(tmp_path):
     assert outs[0] == outs[1] and sorted(outs[0]) == ["claims.pdf", "claims.png"]
     md = (res / "tables" / "claims.md").read_text()
     assert "| harness-tgp-vs-magnitude | cifar10 | resnet18 | 90.00% | tgp − magnitude, top-1 (pp) | > 0 | +3.00 | " \
-           "[+0.52, +5.48] | 3 | holds |" in md
+           "[+0.52, +5.48] | 3 | 0.035 | 0.035 | 1.00× | holds | a tgp: 26.00 student epochs, no teacher; " \
+           "b magnitude: 26.00 student epochs, no teacher |" in md
+    # a KD claim without a teacher to check: not a test (left out of the family of one)
     assert "| retrain-with-kd | cifar10 | resnet18 | 98.00% | tgp-kd − tgp, top-1 (pp) | > 0 | -3.00 | " \
-           "[-5.48, -0.52] | 3 | contradicted |" in md
-    assert "| beats-cskd-simple |" in md and "Verdict: **holds** when n ≥ 3" in md
+           "[-5.48, -0.52] | 3 |  |  | 1.00× | untestable here (no teacher and dense records" in md
+    assert "| beats-cskd-simple |" in md and "Verdict: **holds** when n ≥ 3" in md and "Family: 1 tests" in md
     rows = list(csv.DictReader(io.StringIO((res / "tables" / "claims.csv").read_text())))
     row = next(r for r in rows if r["claim"] == "harness-tgp-vs-magnitude")
-    assert (row["n"], row["mean"], row["ci_low"], row["interval"], row["diffs"]) == (
-        "3", "3.000000", "0.515862", "t", "2.000000;3.000000;4.000000")
+    assert (row["n"], row["mean"], row["ci_low"], row["interval"], row["diffs"], row["p_holm"], row["budget_ratio"]) == (
+        "3", "3.000000", "0.515862", "t", "2.000000;3.000000;4.000000", "0.035099", "1.000000")
     assert bench_cli.main(["claims", "--results", str(res), "--claims", str(tmp_path / "none.yaml")]) == 2
+
+
+# --------------------------------------------------------------------------- fairness rules
+
+def test_a_win_by_the_side_with_more_student_budget_is_confounded():
+    strong = [2.9, 3, 3.1]
+    # a (tgp-kd, 26 epochs and a teacher) beats b (8 epochs): not a verdict
+    runs = [r for s, d in enumerate(strong) for r in (rec("tgp-kd", 0.9, s, 50 + d, teacher=65.0),
+                                                      rec("cskd-simple", 0.9, s, 50, epochs=8.0))]
+    (row,) = rows_of(claim(a="tgp-kd", b="cskd-simple"), runs, known=KNOWN | {"cskd-simple"})
+    assert row.verdict[0] == "confounded" and row.budget_ratio == pytest.approx(3.25)
+    assert "tgp-kd had 3.25× the student epochs of cskd-simple and a teacher" in row.verdict[1]
+    # within the 2% slack the verdict stands; with less budget a's win stands too
+    for eb in (25.6, 40.0):
+        runs = [r for s, d in enumerate(strong) for r in (rec("tgp-kd", 0.9, s, 50 + d), rec("m", 0.9, s, 50, epochs=eb))]
+        (row,) = rows_of(claim(a="tgp-kd", b="m"), runs, known=KNOWN | {"m"})
+        assert row.verdict_text == "holds", eb
+    # a loss by the side with more budget stands (contradicted), a loss to the side with more is confounded
+    runs = [r for s, d in enumerate(strong) for r in (rec("tgp", 0.9, s, 50 - d), rec("magnitude", 0.9, s, 50, epochs=23.0))]
+    assert rows_of(claim(), runs)[0].verdict_text == "contradicted"
+    runs = [r for s, d in enumerate(strong) for r in (rec("tgp", 0.9, s, 50 - d, epochs=23.0), rec("magnitude", 0.9, s, 50))]
+    assert rows_of(claim(), runs)[0].verdict[0] == "confounded"
+    # budgets not recorded: no verdict either
+    runs = [r for s, d in enumerate(strong) for r in (rec("tgp", 0.9, s, 50 + d, epochs=None), rec("magnitude", 0.9, s, 50))]
+    assert rows_of(claim(), runs)[0].verdict[0] == "confounded"
+
+
+def test_a_weak_teacher_makes_a_kd_claim_untestable_here():
+    kd_claim = claim(a="tgp-kd", b="tgp", requires={"teacher_margin": 5})
+    diffs = [2.9, 3, 3.1]
+
+    def runs(teacher):
+        return ([r for s, d in enumerate(diffs) for r in (rec("tgp-kd", 0.9, s, 50 + d, teacher=teacher),
+                                                         rec("tgp", 0.9, s, 50, teacher=teacher))]
+                + [rec("dense", 0.0, s, 60.0) for s in range(3)])
+
+    (weak,) = rows_of(kd_claim, runs(62.0))
+    assert weak.verdict == ("untestable here", "the teacher (62.00%) is +2.00 points above the dense student "
+                                               "(60.00%), under the 5.00 this claim needs")
+    assert weak.p_holm is None                     # not a test: left out of the family
+    (strong,) = rows_of(kd_claim, runs(70.0))
+    assert strong.verdict_text == "holds"
+    with pytest.raises(F.ClaimError, match="teacher_margin"):
+        claim(requires={"teacher_margin": "five"})
+
+
+def test_layer_collapse_is_named_in_the_row():
+    dens = {"layer4.0.conv1.weight": 0.0, "layer4.0.conv2.weight": 0.0, "layer4.0.shortcut.0.weight": 0.0023,
+            "layer3.0.conv1.weight": 0.02, "linear.weight": 1.0}
+    runs = [r for s, d in enumerate([2.9, 3, 3.1]) for r in (rec("tgp", 0.98, s, 40 + d, layer_density=dens),
+                                                             rec("magnitude", 0.98, s, 40))]
+    (row,) = rows_of(claim(), runs)
+    assert ("a (tgp): layer collapse in 3 of 3 runs: layer4.0.conv1 (empty), layer4.0.conv2 (empty), "
+            "layer4.0.shortcut.0 (0.23%)") in row.notes
+    assert not any(n.startswith("b (") for n in row.notes)

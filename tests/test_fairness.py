@@ -113,3 +113,44 @@ def test_a_grid_entry_may_run_at_its_own_targets():
                                               "sparsities": [0.9], "seeds": [0]}})
     got = sorted((s.method.display, s.sparsity) for s in expand_grid(cfg, "cpu"))
     assert got == [("magnitude", 0.9), ("tgp", 0.5), ("tgp", 0.8), ("tgp", 0.9)]
+
+
+# --------------------------------------------------------------------------- the table says it
+
+def _record(method, seed, top1, *, target=0.98, density=None, ratio=1.0, rotate=0.0, grid_rotate=0.0,
+            prunable_set="conv"):
+    aug = {"crop_padding": 4, "flip": True, "rotate_deg": rotate}
+    return {"status": "ok", "dataset": "cifar10", "model": "resnet_small", "method": method, "method_name": method,
+            "target_sparsity": target, "seed": seed, "run_id": f"{method}-{seed}-{target}",
+            "ended_at": "2026-01-01T00:00:00+00:00", "top1_final": top1, "top1_best": top1,
+            "sparsity_measure": "overall", "sparsity_realised": target, "sparsity_on_target": True,
+            "sparsity": {"overall": target}, "prunable_set": prunable_set,
+            "layer_density": density or {"conv1.weight": 0.5, "layer4.0.conv1.weight": 0.01, "linear.weight": 1.0},
+            "config": {"dataset": {"augment": {"crop_padding": 4, "flip": True, "rotate_deg": grid_rotate}}},
+            "budget": {"phases": {"retrain": {"epochs": 8, "full_data_epochs": 8.0, "images": 40000, "reused": False,
+                                              "augment": aug}},
+                       "student_epochs": 26.0 * ratio, "student_images": int(130000 * ratio), "teacher_epochs": 0,
+                       "teacher_images": 0, "basis": "equal", "reference_student_epochs": 26.0, "ratio": ratio}}
+
+
+def test_the_table_flags_layer_collapse_budget_ratio_head_and_a_minority_augmentation():
+    from bench.report.accuracy_table import accuracy_latex, accuracy_markdown, build_accuracy_table
+
+    empty = {"conv1.weight": 0.5, "layer4.0.conv1.weight": 0.0, "layer4.0.shortcut.0.weight": 0.0023,
+             "linear.weight": 1.0}
+    runs = ([_record("tgp", s, 33.0 + s, density=empty) for s in range(3)]
+            + [_record("magnitude", s, 43.0, ratio=23 / 26) for s in range(3)]
+            + [_record("cskd-simple-official", s, 40.0, ratio=200 / 26, prunable_set="conv+linear", rotate=15.0,
+                       density={"conv1.weight": 0.5, "linear.weight": 0.4}) for s in range(3)])
+    md = accuracy_markdown(build_accuracy_table(runs, "cifar10"))
+    row = next(line for line in md.splitlines() if line.startswith("| 98.00 "))
+    assert "34.00 ± 1.00 (n=3)∅" in row and "43.00∅" not in row
+    assert ("- ∅ tgp at 98.00%: layer collapse in 3 of 3 runs: layer4.0.conv1 (empty), layer4.0.shortcut.0 (0.23%)"
+            in md)
+    cells = {line.split(" | ")[0].lstrip("| "): line for line in md.splitlines() if line.startswith("| ")}
+    assert "| 7.69× |" in cells["× reference budget"] and "| 0.88× |" in cells["× reference budget"]
+    assert "conv+linear" in cells["prunable set"] and "| 40.00 |" in cells["head kept %"]
+    # one run in three rotates: a minority, still named
+    assert "differs: cskd-simple-official (crop 4, flip, rotate 15°: retrain)" in md
+    tex = accuracy_latex(build_accuracy_table(runs, "cifar10"))
+    assert r"$^\emptyset$" in tex and "∅" not in tex

@@ -117,7 +117,8 @@ def test_accuracy_figure_one_panel_per_family_beside_the_proposed_method(records
     assert any("paper-reported: none for CIFAR-10" in n for n in notes), notes
     # the off-target colt point is a hollow marker in the iterative panel
     hollow = [ln for ln in panels[3].get_lines() if ln.get_markerfacecolor() == "white" and len(ln.get_xdata()) == 1]
-    assert [pytest.approx(float(ln.get_xdata()[0])) for ln in hollow] == [100 * (1 - 0.9812)]
+    # (dodged sideways by at most a few hundredths of a decade)
+    assert [pytest.approx(float(ln.get_xdata()[0]), rel=0.15) for ln in hollow] == [100 * (1 - 0.9812)]
 
 
 def test_paper_points_drawn_or_the_reason_given(records):

@@ -23,8 +23,8 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FixedLocator, NullLocator
 
-from .aggregate import (ACCURACY_SHORT, DEFAULT_ACCURACY, accuracy_field, mean_std, measured_sparsity, models_of,
-                        on_target, select, sparsity_key)
+from .aggregate import (ACCURACY_SHORT, DEFAULT_ACCURACY, accuracy_field, budget_basis, mean_std, measured_sparsity,
+                        models_of, on_target, select, sparsity_key)
 from .format import pct
 from .references import Reference, for_dataset
 from .style import FAMILIES, PAPER_MARKER, dataset_title, family_of, order_methods, style_for
@@ -74,6 +74,39 @@ class AccuracyData:
     on_measure: bool                              # every pruned record's targets are on ``measure``
     unreachable: list[Unreachable] = field(default_factory=list)
     unplaced: list[str] = field(default_factory=list)   # 'method at target' without a measured sparsity
+    labels: dict[str, str] = field(default_factory=dict)   # method -> legend label (tgp-kd: its temperature)
+    context: str = ""                             # the data, the teacher and the budget basis, for the title
+
+    @property
+    def seeds(self) -> int:
+        """The grid's seeds per cell: the most any point (or the dense line) has."""
+        ns = [p.n for pts in self.points.values() for p in pts] + ([self.dense[2]] if self.dense else [])
+        return max(ns, default=0)
+
+
+def _label(method: str, recs: list[dict]) -> str:
+    """A method's legend label; a distillation label without its temperature gets it (T=3), so that two
+    folders whose plain tgp-kd differ in T are never read as one."""
+    temps = {((r.get("config") or {}).get("kd") or {}).get("temperature") for r in recs}
+    temps.discard(None)
+    if method.startswith("tgp-kd") and "-T" not in method and len(temps) == 1:
+        return f"{method} (T={float(temps.pop()):g})"
+    return method
+
+
+def figure_context(recs: list[dict]) -> str:
+    """'5,000 train / 10,000 test images; teacher resnet_small on 50,000 images, 84.50%; budgets: equal'."""
+    from .accuracy_table import data_sizes
+
+    parts = ["; ".join(data_sizes(recs))] if data_sizes(recs) else []
+    teachers = {(t.get("arch"), t.get("train_images"), t.get("top1")) for r in recs
+                if isinstance(t := r.get("teacher"), dict) and t.get("top1") is not None}
+    for arch, images, top1 in sorted(teachers, key=str):
+        parts.append(f"teacher {arch}" + (f" on {int(images):,} images" if images else "") + f", {float(top1):.2f}%")
+    bases = sorted({b for r in recs if (b := budget_basis(r))})
+    if bases:
+        parts.append(f"budget basis: {', '.join(bases)}")
+    return "; ".join(parts)
 
 
 def axis_measure(records: Iterable[dict]) -> str:
@@ -110,6 +143,12 @@ def accuracy_points(runs: Iterable[dict], dataset: str, model: str | None = None
     data = AccuracyData(dataset, model or "", accuracy, measure, {}, None,
                         sorted({k[1] for k in groups}), bool(pruned) and all(r.get("sparsity_measure") == measure
                                                                              for r in pruned))
+    by_method: dict[str, list[dict]] = {}
+    for (m, _, _), rs in groups.items():
+        by_method.setdefault(m, []).extend(rs)
+    data.labels = {m: _label(m, rs) for m, rs in by_method.items()}
+    data.context = figure_context(sel.ok)
+    data.targets = sorted(set(data.targets) | {sparsity_key(r.get("target_sparsity") or 0) for r in pruned})
     for (m, tgt, on), rs in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1], not kv[0][2])):
         mean, std, n = mean_std(float(r[fld]) for r in rs)
         if m == "dense" and tgt == 0:
@@ -181,19 +220,34 @@ def _ticks(d: AccuracyData, lo: float, hi: float) -> list[float]:
     return out or [hi]
 
 
-def _draw_series(ax, method: str, pts: list[AccuracyPoint]) -> Line2D:
+# Dodge: the k-th series of a panel is shifted by this many decades times its offset from the middle, so
+# that markers at one target do not hide each other (the sparsity tick stays at the target).
+DODGE_DECADES = 0.012
+
+
+def _draw_series(ax, method: str, pts: list[AccuracyPoint], label: str, seeds: int, shift: float = 1.0) -> Line2D:
+    """The method's on-target points joined by its line (x multiplied by ``shift``, the dodge), off-target
+    ones hollow and apart; a point with fewer seeds than the grid's is drawn small with a dotted error bar
+    and labelled with its n."""
     st = style_for(method)
     on = sorted((p for p in pts if p.on_target), key=lambda p: -p.remaining)
     off = [p for p in pts if not p.on_target]
     if on:
-        ax.errorbar([p.remaining for p in on], [p.mean for p in on], yerr=[p.std for p in on], color=st.colour,
-                    linestyle=st.linestyle, linewidth=1.5, marker=st.marker, markersize=6, capsize=2.5,
-                    elinewidth=0.9, zorder=3)
-    for p in off:            # off target: hollow, not joined to the method's line
-        ax.errorbar([p.remaining], [p.mean], yerr=[p.std], color=st.colour, linestyle="none", marker=st.marker,
-                    markersize=7, markerfacecolor="white", markeredgewidth=1.5, capsize=2.5, elinewidth=0.9, zorder=4)
+        ax.plot([p.remaining * shift for p in on], [p.mean for p in on], color=st.colour, linestyle=st.linestyle,
+                linewidth=1.5, zorder=3)
+    for p in on + off:
+        few = p.n < seeds
+        bars = ax.errorbar([p.remaining * shift], [p.mean], yerr=[p.std], color=st.colour, linestyle="none",
+                           marker=st.marker, markersize=4 if few else 6 if p.on_target else 7, capsize=2.5,
+                           elinewidth=0.9, markerfacecolor=st.colour if p.on_target else "white",
+                           markeredgewidth=1.5 if not p.on_target else 1.0, zorder=4)
+        if few:
+            for line in bars.lines[2]:
+                line.set_linestyle(":")
+            ax.annotate(f"n={p.n}", (p.remaining * shift, p.mean), textcoords="offset points", xytext=(4, 4),
+                        fontsize=6, color=st.colour)
     return Line2D([], [], color=st.colour, linestyle=st.linestyle, marker=st.marker, linewidth=1.5, markersize=6,
-                  label=method, markerfacecolor=st.colour if on else "white")
+                  label=label, markerfacecolor=st.colour if on else "white")
 
 
 def plot_accuracy(runs: Iterable[dict], dataset: str, model: str | None = None, accuracy: str = DEFAULT_ACCURACY,
@@ -205,7 +259,8 @@ def plot_accuracy(runs: Iterable[dict], dataset: str, model: str | None = None, 
     panels = panel_families(methods)
     proposed = [m for m in methods if family_of(m) == "proposed"]
     paper, paper_note = paper_points(references, d)
-    xs = [p.remaining for pts in d.points.values() for p in pts] + [x for _, x in paper]
+    xs = ([p.remaining for pts in d.points.values() for p in pts] + [x for _, x in paper]
+          + [100.0 * (1.0 - t) for t in d.targets if t > 0])        # the axis spans every target run
     ncols = 1 if len(panels) == 1 else 2
     nrows = math.ceil(len(panels) / ncols)
     fig = new_figure(figsize=(6.4 * ncols, 3.5 * nrows + 1.2))
@@ -226,7 +281,9 @@ def plot_accuracy(runs: Iterable[dict], dataset: str, model: str | None = None, 
                 ax.axhspan(mean - std, mean + std, color=style_for("dense").colour, alpha=0.10, linewidth=0)
             handles.append(Line2D([], [], color=style_for("dense").colour, linestyle="--", label=f"dense ({mean:.2f})"))
         shown = proposed + ([m for m in methods if family_of(m) == fam] if fam != "proposed" else [])
-        handles += [_draw_series(ax, m, d.points[m]) for m in shown]
+        mid = (len(shown) - 1) / 2
+        handles += [_draw_series(ax, m, d.points[m], d.labels.get(m, m), d.seeds,
+                                 10 ** (DODGE_DECADES * (k - mid))) for k, m in enumerate(shown)]
         for ref, x in paper:
             ax.scatter([x], [ref.top1], marker=PAPER_MARKER, s=170, color=style_for(ref.method).colour,
                        edgecolors="black", linewidths=0.8, zorder=5)
@@ -253,8 +310,9 @@ def plot_accuracy(runs: Iterable[dict], dataset: str, model: str | None = None, 
                 top.set_xlabel(f"realised sparsity, {d.measure} (%)", fontsize=8)
     fig.supylabel(f"top-1 test accuracy (%), {ACCURACY_SHORT[accuracy]}", fontsize=9)
     model_txt = f" ({d.model})" if d.model else ""
-    fig.suptitle(f"{dataset_title(dataset)}{model_txt}: accuracy vs realised sparsity (mean ± std over seeds)",
-                 fontsize=10)
+    context = f"\n{d.context}" if d.context else ""
+    fig.suptitle(f"{dataset_title(dataset)}{model_txt}: accuracy vs realised sparsity (mean ± std over seeds)"
+                 f"{context}", fontsize=10)
     notes = _notes(d, paper_note)
     if notes:
         fig.legend(handles=notes, loc="outside lower center", fontsize=7, handlelength=1.2, frameon=False)
@@ -267,6 +325,13 @@ def _notes(d: AccuracyData, paper_note: str) -> list[Line2D]:
         return Line2D([], [], linestyle="none", label=textwrap.fill(s, 150), **kw)
 
     out = []
+    few = [f"{p.method} at {pct(p.target)}% (n={p.n})" for m in order_methods(d.points) for p in d.points[m]
+           if p.n < d.seeds]
+    if few:
+        out.append(text(f"small marker, dotted bar, labelled n: fewer seeds than the grid's {d.seeds}: "
+                        + ", ".join(few), marker="o", color="#555555", markersize=3))
+    out.append(text(f"markers of one target are dodged sideways by up to ±{DODGE_DECADES * 100:g}% of a decade "
+                    f"(their sparsity is the tick's)"))
     off = [f"{p.method} at {pct(p.target)}%" for m in order_methods(d.points) for p in d.points[m] if not p.on_target]
     if off:
         out.append(text("hollow, off the line: realised sparsity not on its target (outside 0.05 pp; records "

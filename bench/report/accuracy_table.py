@@ -8,15 +8,20 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
-from .aggregate import (ACCURACY_WORDS, ANY_MEASURE, DEFAULT_ACCURACY, MEASURE_WORDS, OLD_ACCOUNTING, TOLERANCE,
-                        CellStats, Selection, accuracy_cells, epochs_range, match_reference, measures_of, models_of,
-                        overall_by_target, run_augments, select, target_scale)
+from .aggregate import (ACCURACY_WORDS, ANY_MEASURE, COLLAPSE_DENSITY, DEFAULT_ACCURACY, MEASURE_WORDS, OLD_ACCOUNTING,
+                        TOLERANCE, CellStats, Selection, accuracy_cells, augment_differs, budget_basis, budget_ratio,
+                        collapse_text, collapsed_layers, epochs_range, grid_augment, head_density, match_reference,
+                        measures_of, models_of, overall_by_target, run_augments, select, target_scale)
 from .format import (DASH_MD, MD, PLAIN, TEX, Dialect, _md_table, _tex_tabular, fmt, fmt_signed, md_escape, num, pct,
                      tex_escape)
 from .references import Reference, for_dataset
 from .style import dataset_title
 
 METRIC_WORDS = {"top1": "Top-1", "top5": "Top-5"}
+
+
+def fmt_pct(x: float) -> str:
+    return f"{100 * x:g}"
 
 
 def _realised_differs(c: CellStats, target: float | None) -> bool:
@@ -31,7 +36,7 @@ def cell_text(c: CellStats | None, d: Dialect = PLAIN, bold: bool = False, targe
     if c is None:
         return d.dash
     marks = (d.dagger if c.failed else "") + (d.section if not c.on_target else "") + \
-        (d.pilcrow if c.is_unreachable else "")
+        (d.pilcrow if c.is_unreachable else "") + (d.collapse if any(collapsed_layers(r) for r in c.runs) else "")
     if c.n == 0:
         if c.is_unreachable and not c.runs:
             top = c.max_sparsity
@@ -64,15 +69,56 @@ class PaperMatch:
 
 @dataclass
 class MethodBudget:
-    """What a method's runs in one table cost: student and teacher epochs (full-data-epoch equivalents)."""
+    """What a method's runs in one table cost and how they were run: student and teacher epochs (full-data-
+    epoch equivalents), the ratio to the grid's reference budget, the prunable set, the head kept, and the
+    augmentations that differ from the grid's."""
     method: str
     student: list[float] = field(default_factory=list)
     teacher: list[float] = field(default_factory=list)
     no_budget: int = 0          # ok runs without a recorded budget
+    ratio: list[float] = field(default_factory=list)
+    sets: set = field(default_factory=set)
+    head: list[float] = field(default_factory=list)
+    augment: dict = field(default_factory=dict)          # augmentation text -> phases, where not the grid's
+    basis: set = field(default_factory=set)
 
     def text(self, which: str) -> str | None:
         """'11', '16–27' (the range over the method's targets and seeds); None: no run records a budget."""
+        if which == "ratio":
+            vals = sorted(set(round(x, 2) for x in self.ratio))
+            if not vals:
+                return None
+            lo, hi = f"{vals[0]:.2f}×", f"{vals[-1]:.2f}×"
+            return lo if lo == hi else f"{lo}–{hi}"
+        if which == "set":
+            return ", ".join(sorted(self.sets)) or None
+        if which == "head":
+            if not self.head:
+                return None
+            lo, hi = pct(min(self.head)), pct(max(self.head))
+            return lo if lo == hi else f"{lo}–{hi}"
+        if which == "augment":
+            return ("differs" if self.augment else "grid") if (self.student or self.no_budget == 0) else None
         return epochs_range(self.student if which == "student" else self.teacher)
+
+    def add(self, r: dict) -> None:
+        rt = budget_ratio(r)
+        if rt is not None:
+            self.ratio.append(rt)
+        if budget_basis(r):
+            self.basis.add(budget_basis(r))
+        if r.get("prunable_set") and float(r.get("target_sparsity") or 0) > 0:
+            self.sets.add(str(r["prunable_set"]))
+        h = head_density(r)
+        if h is not None:
+            self.head.append(h)
+        for text, phases in augment_differs(r).items():
+            self.augment.setdefault(text, set()).update(phases)
+
+
+# The rows under the grid, one value per method: (label, MethodBudget.text key).
+METHOD_ROWS = (("student epochs", "student"), ("teacher epochs", "teacher"), ("× reference budget", "ratio"),
+               ("prunable set", "set"), ("head kept %", "head"), ("augmentation", "augment"))
 
 
 @dataclass
@@ -190,6 +236,8 @@ def _budgets(cells: dict[tuple[str, float], CellStats], methods: Iterable[str]) 
         b.student += c.student_epochs
         b.teacher += c.teacher_epochs
         b.no_budget += c.no_budget
+        for r in c.runs:
+            b.add(r)
     return out
 
 
@@ -282,11 +330,15 @@ def _caption(t: AccuracyTable) -> str:
            f"bold, never paired in claims." if t.off_target_cells() else "")
     unreachable = (" ¶: unreachable: the method's own prunable set, pruned whole, cannot reach the target (its maximum "
                    "shown); never bold or paired, not a failure." if t.unreachable_cells() else "")
+    if collapse_notes(t):
+        unreachable += (f" ∅: layer collapse: a run of the cell keeps under {fmt_pct(COLLAPSE_DENSITY)}% of some "
+                        f"layer's weights (named below).")
     return (f"{METRIC_WORDS[t.metric]} test accuracy (%), {ACCURACY_WORDS[t.accuracy]}. {rows}Each cell: mean ± sample "
             f"std (ddof = 1) over seeds, with n when n > 1. Bold: the best mean in the row (at the shown precision) "
             f"among the cells whose runs are all on target, only when two or more such cells have a value. "
             f"{DASH_MD}: not run. †: the cell has failed runs (listed below, never averaged in).{off}{unreachable} "
-            f"student / teacher epochs: each method's budget (below the table). Dense reference: {dense}.{data_note}")
+            f"Below the table, per method: its budget (student and teacher epochs, the ratio to the grid's "
+            f"reference), prunable set, head kept and augmentation. Dense reference: {dense}.{data_note}")
 
 
 def realised_notes(t: AccuracyTable) -> list[str]:
@@ -335,29 +387,27 @@ def budget_notes(t: AccuracyTable) -> list[str]:
     if missing:
         out.append(f"{DASH_MD} in the budget rows: no budget recorded (records made before budgets were): "
                    f"{', '.join(missing)}.")
-    out += augment_notes(t)
+    out += basis_notes(t) + augment_notes(t)
     return out
 
 
 def augment_notes(t: AccuracyTable) -> list[str]:
-    """'Augmentation: most runs train with crop 4, flip, rotate 15°; differs: egp (crop 4, flip, no
-    rotation: pretrain, round01, ...).' Empty when every run with a budget trains alike."""
-    per_run = [(r["method"], run_augments(r)) for r in t.selection.ok]
-    per_run = [(m, a) for m, a in per_run if a]
-    if not per_run:
-        return []
-    common = Counter(tuple(sorted(a)) for _, a in per_run).most_common()
-    top = sorted(common, key=lambda kv: (-kv[1], kv[0]))[0][0]
-    differs: dict[str, dict[str, set]] = {}
-    for m, a in per_run:
-        if tuple(sorted(a)) == top:
-            continue
-        # What the run does differently: its augmentations that the common runs do not use (or, when it only
-        # leaves some of theirs out, all of its own).
-        own = {text: ps for text, ps in a.items() if text not in top} or a
-        for text, phases in own.items():
-            differs.setdefault(m, {}).setdefault(text, set()).update(phases)
-    if not differs:
+    """'Augmentation: the grid's is crop 4, flip, rotate 15°; differs: egp (crop 4, flip, no rotation:
+    pretrain, round01, ...).' Every method whose runs train with another augmentation than the grid's
+    (``dataset.augment`` of the run's config) is named, whatever the majority does; records without a config
+    are compared with the commonest augmentation instead."""
+    grids = sorted({g for r in t.selection.ok if (g := grid_augment(r)) is not None})
+    differs: dict[str, dict[str, set]] = {m: dict(b.augment) for m, b in sorted(t.budgets.items()) if b.augment}
+    per_run = [(r["method"], a) for r in t.selection.ok if grid_augment(r) is None and (a := run_augments(r))]
+    if per_run:
+        common = Counter(tuple(sorted(a)) for _, a in per_run).most_common()
+        top = sorted(common, key=lambda kv: (-kv[1], kv[0]))[0][0]
+        grids = sorted(set(grids) | set(top))
+        for m, a in per_run:
+            if tuple(sorted(a)) != top:
+                for text, phases in ({x: ps for x, ps in a.items() if x not in top} or a).items():
+                    differs.setdefault(m, {}).setdefault(text, set()).update(phases)
+    if not grids:
         return []
 
     def phases_text(ps):
@@ -366,7 +416,41 @@ def augment_notes(t: AccuracyTable) -> list[str]:
 
     parts = [f"{m} ({'; '.join(f'{text}: {phases_text(ps)}' for text, ps in sorted(d.items()))})"
              for m, d in sorted(differs.items())]
-    return [f"Augmentation: most runs train with {' / '.join(top)}; differs: {', '.join(parts)}."]
+    return [f"Augmentation: the grid's is {' / '.join(grids)}; "
+            + (f"differs: {', '.join(parts)}." if parts else "every method trains with it.")]
+
+
+def collapse_notes(t: AccuracyTable) -> list[str]:
+    """One line per ∅ cell: the layers its runs (nearly) emptied, and in how many runs."""
+    out = []
+    for tgt in t.targets:
+        for m in t.methods:
+            c = t.cell(m, tgt)
+            if c is None or not c.runs:
+                continue
+            hit = [collapsed_layers(r) for r in c.runs]
+            hit = [h for h in hit if h]
+            if not hit:
+                continue
+            layers: dict[str, float] = {}
+            for h in hit:
+                for k, v in h.items():
+                    layers[k] = max(v, layers.get(k, 0.0))
+            out.append(f"∅ {m} at {pct(tgt)}%: layer collapse in {len(hit)} of {len(c.runs)} runs: "
+                       f"{collapse_text(layers)} (the most any of them kept).")
+    return out
+
+
+def basis_notes(t: AccuracyTable) -> list[str]:
+    """The budget basis of the table's runs and what × reference budget divides by."""
+    bases = sorted({x for b in t.budgets.values() for x in b.basis})
+    if not bases:
+        return []
+    return [f"Budget basis: {', '.join(bases)} (bench/budget.py; equal: every row that trains one schedule from "
+            f"initialisation gets the proposed pipeline's student epochs, pretrain + fine-tune + retrain). "
+            f"× reference budget: a run's student epochs over that reference; iterative methods keep their own "
+            f"protocol and cost more. prunable set: what the method prunes; head kept %: the classifier head's "
+            f"weights kept (100: the head stays dense)."]
 
 
 def _title(t: AccuracyTable) -> str:
@@ -379,8 +463,9 @@ def _title(t: AccuracyTable) -> str:
 
 # --------------------------------------------------------------------------- the grid
 
-def _budget_cells(t: AccuracyTable, d: Dialect, which: str) -> list[str]:
-    return [d.text(t.budgets[m].text(which) or d.dash) if m in t.budgets else d.dash for m in t.methods]
+def _budget_cells(t: AccuracyTable, d: Dialect, which: str, methods: Sequence[str] | None = None) -> list[str]:
+    return [d.text(t.budgets[m].text(which) or d.dash) if m in t.budgets else d.dash
+            for m in (t.methods if methods is None else methods)]
 
 
 def _grid(t: AccuracyTable, d: Dialect, transpose: bool, paper_inline: bool) -> tuple[list[str], list[list[str]], int, int]:
@@ -412,8 +497,7 @@ def _grid(t: AccuracyTable, d: Dialect, transpose: bool, paper_inline: bool) -> 
             rows.append([p, o] + [text(m, tgt) for m in t.methods])
         budget_at = len(rows)
         if t.methods:
-            rows.append(["student epochs", ""] + _budget_cells(t, d, "student"))
-            rows.append(["teacher epochs", ""] + _budget_cells(t, d, "teacher"))
+            rows += [[d.text(label), ""] + _budget_cells(t, d, key) for label, key in METHOD_ROWS]
         return header, rows, 0 if dense_row else -1, budget_at if t.methods else -1
 
     def col(tgt):
@@ -421,17 +505,18 @@ def _grid(t: AccuracyTable, d: Dialect, transpose: bool, paper_inline: bool) -> 
         return p if t.measure == "overall" else f"{p} ({o} overall)"
 
     cols = [col(tgt) for tgt in t.targets]
-    header = ["method"] + [d.text(c) for c in cols] + [d.text("student epochs"), d.text("teacher epochs")]
-    rows = [["dense"] + ([dense_txt] + [""] * (len(cols) - 1) if cols else [dense_txt])
-            + [d.text(t.budgets["dense"].text("student") or d.dash) if "dense" in t.budgets else d.dash,
-               d.text(t.budgets["dense"].text("teacher") or d.dash) if "dense" in t.budgets else d.dash]]
+    header = ["method"] + [d.text(c) for c in cols] + [d.text(label) for label, _ in METHOD_ROWS]
+
+    def facts(m):
+        return [(_budget_cells(t, d, key, [m])[0]) for _, key in METHOD_ROWS]
+
+    rows = [["dense"] + ([dense_txt] + [""] * (len(cols) - 1) if cols else [dense_txt]) + facts("dense")]
     if not cols:
         header.insert(1, d.text("0.00 (dense)"))
     if not dense_row:
         rows = []
     for m in t.methods:
-        rows.append([d.text(m)] + [text(m, tgt) for tgt in t.targets] +
-                    [d.text(t.budgets[m].text("student") or d.dash), d.text(t.budgets[m].text("teacher") or d.dash)])
+        rows.append([d.text(m)] + [text(m, tgt) for tgt in t.targets] + facts(m))
     return header, rows, 0 if dense_row else -1, -1
 
 
@@ -459,8 +544,8 @@ def _paper_rows(t: AccuracyTable, d: Dialect) -> tuple[list[str], list[list[str]
 
 
 def table_notes(t: AccuracyTable) -> list[str]:
-    """The lines under the table: § and ¶ cells, then the budget notes."""
-    return realised_notes(t) + unreachable_notes(t) + budget_notes(t)
+    """The lines under the table: §, ¶ and ∅ cells, then the budget notes."""
+    return realised_notes(t) + unreachable_notes(t) + collapse_notes(t) + budget_notes(t)
 
 
 def accuracy_markdown(t: AccuracyTable, transpose: bool = False, paper: str = "block", level: int = 2) -> str:

@@ -155,6 +155,80 @@ def record_budget(r: dict) -> tuple[float | None, float | None]:
     return _number(b.get("student_epochs")), _number(b.get("teacher_epochs"))
 
 
+def record_images(r: dict) -> tuple[int | None, int | None]:
+    """(student images, teacher images) a run trained on; (None, None) without a budget."""
+    b = r.get("budget")
+    if not isinstance(b, dict):
+        return None, None
+    s, t = _number(b.get("student_images")), _number(b.get("teacher_images"))
+    return (None if s is None else int(s)), (None if t is None else int(t))
+
+
+def budget_ratio(r: dict) -> float | None:
+    """The run's student budget over its grid's reference (the proposed pipeline's; bench/budget.py), None for
+    records made before the reference was recorded."""
+    b = r.get("budget")
+    return _number(b.get("ratio")) if isinstance(b, dict) else None
+
+
+def budget_basis(r: dict) -> str | None:
+    b = r.get("budget")
+    return b.get("basis") if isinstance(b, dict) else None
+
+
+# --------------------------------------------------------------------------- layer collapse
+
+# A prunable layer that keeps under this fraction of its weights is collapsed: empty, or so nearly
+# empty that it is a bottleneck for the whole network (at 98% overall the average conv keeps 2%; a
+# layer under 0.5% keeps less than a quarter of that). docs/reporting.md, "Layer collapse".
+COLLAPSE_DENSITY = 0.005
+
+
+def collapsed_layers(r: dict) -> dict[str, float]:
+    """{layer: density} of the run's conv and linear weights that keep under ``COLLAPSE_DENSITY`` of their
+    weights (names without '.weight'), in the network's order."""
+    dens = r.get("layer_density")
+    if not isinstance(dens, dict):
+        return {}
+    out = {}
+    for name, d in dens.items():
+        v = _number(d)
+        if v is not None and v < COLLAPSE_DENSITY:
+            out[str(name).removesuffix(".weight")] = v
+    return out
+
+
+HEAD_LAYERS = ("linear.weight", "fc.weight")       # the classifier head of the harness's networks
+
+
+def head_density(r: dict) -> float | None:
+    """The fraction of the classifier head's weights the run kept (None: not recorded)."""
+    dens = r.get("layer_density")
+    if not isinstance(dens, dict):
+        return None
+    return next((_number(dens[k]) for k in HEAD_LAYERS if k in dens), None)
+
+
+def grid_augment(r: dict) -> str | None:
+    """The grid's augmentation (the run config's ``dataset.augment``) as text; None when not recorded."""
+    aug = ((r.get("config") or {}).get("dataset") or {}).get("augment")
+    return augment_text(aug) if isinstance(aug, dict) else None
+
+
+def augment_differs(r: dict) -> dict[str, list[str]]:
+    """{augmentation: the run's student phases trained with it} where it is not the grid's (empty: the run
+    trains as the grid does, or records no augmentation)."""
+    grid = grid_augment(r)
+    if grid is None:
+        return {}
+    return {a: ps for a, ps in run_augments(r).items() if a != grid}
+
+
+def collapse_text(layers: dict[str, float]) -> str:
+    """'layer4.0.conv1 (empty), layer4.0.shortcut.0 (0.23%)'."""
+    return ", ".join(f"{n} ({'empty' if d == 0 else f'{100 * d:.2f}%'})" for n, d in layers.items())
+
+
 def augment_text(aug: dict) -> str:
     """'crop 4, flip, rotate 15°' / 'crop 4, flip, no rotation'."""
     crop = int(_number(aug.get("crop_padding")) or 0)

@@ -9,11 +9,17 @@ same seed form a pair (same seed: the same dense model, teacher and data order) 
 on target, with their targets on the same measure; an unreachable or off-target run is never paired,
 and the row says why. The pairs give differences ``a - b`` (top-1, percentage points) or
 ``ln(minutes a / minutes b)`` (minutes per run + teacher, the cost convention of docs/reporting.md,
-both runs on the same device), their mean and a 95% Student-t interval, and a verdict:
+both runs on the same device), their mean, a 95% Student-t interval and a two-sided paired t-test, and a
+verdict. The rows of one claims evaluation (one claims file) are one family: their p-values are adjusted
+with Holm's method, and a verdict needs the adjusted value below 0.05:
 
-* ``holds``: at least ``MIN_PAIRS`` pairs and the interval lies entirely on the claimed side of 0;
-* ``contradicted``: at least ``MIN_PAIRS`` pairs and the interval lies entirely on the other side;
-* ``inconclusive``: fewer pairs, or the interval contains 0.
+* ``holds``: at least ``MIN_PAIRS`` pairs, Holm-adjusted p < 0.05, the mean on the claimed side of 0;
+* ``contradicted``: the same, the mean on the other side;
+* ``inconclusive``: fewer pairs, the interval contains 0, or the adjusted p is not below 0.05;
+* ``confounded``: a holds or contradicted that favours the side with more student budget (more than
+  ``budget.SLACK`` more full-data epochs; or budgets not recorded): the difference may be the budget's;
+* ``untestable here``: the claim's precondition fails on these records (``requires: {teacher_margin:
+  m}``: the teacher is less than m points above the dense student), so the test would test nothing.
 
 Rows without pairs are kept, never dropped: ``not testable yet`` when a method of the claim is not in
 the harness (and no usable published number stands in for ``b``), ``no data`` when the methods exist
@@ -30,27 +36,89 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from ..budget import SLACK
 from ..store import load_runs
-from .aggregate import (DEFAULT_ACCURACY, TOLERANCE, accuracy_field, datasets_of, match_reference, measured_sparsity,
-                        models_of, on_target, realised_sparsity, record_device, record_measure, run_time, select,
-                        sparsity_key, target_scale)
+from .aggregate import (DEFAULT_ACCURACY, TOLERANCE, accuracy_field, collapse_text, collapsed_layers, datasets_of,
+                        match_reference, measured_sparsity, models_of, on_target, realised_sparsity, record_budget,
+                        record_device, record_images, record_measure, run_time, select, sparsity_key, target_scale)
 from .claims_file import CLAIMS_FILE, Claim, Side, default_claims_path, load_claims
-from .format import fmt, pct
+from .format import fmt, fmt_signed, pct
 from .references import Reference, for_dataset
-from .stats import PairedStats, paired_stats
+from .stats import ALPHA, PairedStats, holm, paired_stats
 
-VERDICTS = ("holds", "contradicted", "inconclusive", "not testable yet", "no data")
+VERDICTS = ("holds", "contradicted", "inconclusive", "confounded", "untestable here", "not testable yet", "no data")
 MIN_PAIRS = 3
 
 
-def verdict(st: PairedStats, direction: str) -> tuple[str, str]:
-    """(verdict, reason) for paired differences claimed to be > 0 (``greater``) or < 0 (``less``)."""
+def verdict(st: PairedStats, direction: str, p_adjusted: float | None = None) -> tuple[str, str]:
+    """(verdict, reason) for paired differences claimed to be > 0 (``greater``) or < 0 (``less``); with
+    ``p_adjusted`` (the row's Holm-adjusted p-value) a difference must also survive the adjustment."""
     if st.n < MIN_PAIRS:
         return "inconclusive", f"n < {MIN_PAIRS}"
     if st.low <= 0 <= st.high:
         return "inconclusive", "interval contains 0"
+    if p_adjusted is not None and p_adjusted >= ALPHA:
+        return "inconclusive", f"Holm-adjusted p = {fmt_p(p_adjusted)}"
     claimed = st.low > 0 if direction == "greater" else st.high < 0
     return ("holds", "") if claimed else ("contradicted", "")
+
+
+def fmt_p(p: float | None) -> str:
+    """'0.031', '< 0.001', '' (none)."""
+    if p is None:
+        return ""
+    return "< 0.001" if p < 0.001 else f"{p:.3f}"
+
+
+@dataclass
+class SideRuns:
+    """What one side's runs of a row trained: per pair, student epochs (None: not recorded), teacher epochs
+    and images, student images, and the collapsed layers of each run."""
+    label: str = ""
+    student: list = field(default_factory=list)
+    teacher_epochs: list = field(default_factory=list)
+    teacher_images: list = field(default_factory=list)
+    student_images: list = field(default_factory=list)
+    collapsed: list = field(default_factory=list)      # {layer: density} per run
+
+    def add(self, r: dict) -> None:
+        st, te = record_budget(r)
+        si, ti = record_images(r)
+        self.label = self.label or r["method"]
+        self.student.append(st)
+        self.teacher_epochs.append(te or 0)
+        self.teacher_images.append(ti or 0)
+        self.student_images.append(si)
+        self.collapsed.append(collapsed_layers(r))
+
+    @property
+    def epochs(self) -> float | None:
+        """Mean student epochs over the pairs (None if a run has none recorded)."""
+        if not self.student or any(x is None for x in self.student):
+            return None
+        return math.fsum(self.student) / len(self.student)
+
+    def teacher_text(self) -> str:
+        """'teacher 25 epochs, 125,000 images (2.7x its student images)' or 'no teacher'."""
+        if not any(self.teacher_epochs):
+            return "no teacher"
+        ep, im = max(self.teacher_epochs), max(self.teacher_images)
+        out = f"teacher {fmt(ep) if ep % 1 else int(ep)} epochs, {im:,} images"
+        si = [x for x in self.student_images if x]
+        if si and im:
+            out += f" ({fmt(im / (math.fsum(si) / len(si)))}× its student's images)"
+        return out
+
+    def collapse_note(self, role: str) -> str | None:
+        hit = [c for c in self.collapsed if c]
+        if not hit:
+            return None
+        layers: dict[str, float] = {}
+        for c in hit:
+            for k, v in c.items():
+                layers[k] = max(v, layers.get(k, 0.0))
+        return (f"{role} ({self.label}): layer collapse in {len(hit)} of {len(self.collapsed)} runs: "
+                f"{collapse_text(layers)}")
 
 
 @dataclass
@@ -66,16 +134,48 @@ class ClaimRow:
     device: str = ""                    # latency rows: the device both runs of every pair ran on
     status: str = ""                    # 'not testable yet' / 'no data' for rows without pairs
     notes: list[str] = field(default_factory=list)
+    side_a: SideRuns = field(default_factory=SideRuns)
+    side_b: SideRuns = field(default_factory=SideRuns)
+    untestable: str = ""                # why the claim's precondition fails here ('untestable here')
+    teacher_top1: list = field(default_factory=list)   # the teachers' top-1 of the pairs' runs
+    p_holm: float | None = None         # the Holm-adjusted p-value within the family of the evaluation
 
     @property
     def stats(self) -> PairedStats:
         return paired_stats(self.diffs)
 
     @property
+    def budget_ratio(self) -> float | None:
+        """a's mean student epochs over b's (None: a budget not recorded, or b published)."""
+        a, b = self.side_a.epochs, self.side_b.epochs
+        return a / b if a is not None and b else None
+
+    def confound(self) -> str:
+        """Why a verdict on this row would favour the side with more student budget ('' when it does not)."""
+        if self.claim.metric != "top1" or self.basis != "runs" or self.stats.mean is None:
+            return ""
+        ratio = self.budget_ratio
+        if ratio is None:
+            return "student budgets not recorded (records made before budgets were)"
+        win, lose, r = (self.side_a, self.side_b, ratio) if self.stats.mean > 0 else \
+            (self.side_b, self.side_a, 1 / ratio)
+        if r <= 1 + SLACK:
+            return ""
+        teacher = " and a teacher" if any(win.teacher_epochs) and not any(lose.teacher_epochs) else ""
+        return f"{win.label} had {fmt(r)}× the student epochs of {lose.label}{teacher}"
+
+    @property
     def verdict(self) -> tuple[str, str]:
         if self.status:
             return self.status, ""
-        return verdict(self.stats, self.claim.direction)
+        if self.untestable:
+            return "untestable here", self.untestable
+        v, why = verdict(self.stats, self.claim.direction, self.p_holm)
+        if v in ("holds", "contradicted"):
+            conf = self.confound()
+            if conf:
+                return "confounded", f"{v} before the budget check; {conf}"
+        return v, why
 
     @property
     def verdict_text(self) -> str:
@@ -197,8 +297,8 @@ def _label_notes(side: Side, role: str, used: list[str]) -> list[str]:
     return [f"{role} runs: {parts}"]
 
 
-def _run_rows(claim: Claim, dataset: str, model: str, a: dict[Key, dict], b: dict[Key, dict], fld: str
-              ) -> tuple[list[ClaimRow], list[str]]:
+def _run_rows(claim: Claim, dataset: str, model: str, a: dict[Key, dict], b: dict[Key, dict], fld: str,
+              dense_top1: float | None = None) -> tuple[list[ClaimRow], list[str]]:
     """One row per target in the claim's range where both sides have records: with pairs, or (status
     'no data') with the reason none could be paired; and notes about targets left out."""
     rows, skipped = [], []
@@ -223,6 +323,7 @@ def _run_rows(claim: Claim, dataset: str, model: str, a: dict[Key, dict], b: dic
             if why:
                 unpaired[why] += 1
                 continue
+            row.teacher_top1 += [(r.get("teacher") or {}).get("top1") for r in (ra, rb) if r.get("teacher")]
             if claim.metric == "top1":
                 va, vb = ra.get(fld), rb.get(fld)
                 if va is None or vb is None:
@@ -246,6 +347,8 @@ def _run_rows(claim: Claim, dataset: str, model: str, a: dict[Key, dict], b: dic
                 row.device = record_device(ra) if not row.device or row.device == record_device(ra) else "several"
             row.diffs.append(d)
             row.seeds.append(s)
+            row.side_a.add(ra)
+            row.side_b.add(rb)
             used_a.append(ra["method"])
             used_b.append(rb["method"])
         if not row.diffs:
@@ -259,8 +362,26 @@ def _run_rows(claim: Claim, dataset: str, model: str, a: dict[Key, dict], b: dic
             row.notes.append(f"without the teacher: {fmt(math.exp(math.fsum(student) / len(student)))}× "
                              f"(per run / per run, geometric mean over {len(student)} pairs)")
         row.notes += _label_notes(claim.a, "a", used_a) + _label_notes(claim.b, "b", used_b)
+        if row.diffs:
+            row.notes += [n for n in (row.side_a.collapse_note("a"), row.side_b.collapse_note("b")) if n]
+            if claim.teacher_margin is not None:
+                row.untestable = _teacher_gap(claim.teacher_margin, row, dense_top1)
         rows.append(row)
     return rows, skipped
+
+
+def _teacher_gap(margin: float, row: ClaimRow, dense_top1: float | None) -> str:
+    """Why the teacher is too weak for a KD claim on this row ('' when it is strong enough): its top-1 against
+    the dense student's mean, on the same test set."""
+    teachers = [t for t in row.teacher_top1 if t is not None]
+    if not teachers or dense_top1 is None:
+        return "no teacher and dense records to check the teacher's margin over the student"
+    t = math.fsum(teachers) / len(teachers)
+    gap = t - dense_top1
+    if gap >= margin:
+        return ""
+    return (f"the teacher ({fmt(t)}%) is {fmt_signed(gap)} points above the dense student ({fmt(dense_top1)}%), "
+            f"under the {fmt(margin)} this claim needs")
 
 
 def _published_rows(claim: Claim, dataset: str, model: str, a: dict[Key, dict], refs: Sequence[Reference],
@@ -333,7 +454,20 @@ def evaluate(claims: Sequence[Claim], runs: Sequence[dict], references: Sequence
         if absent:
             rows.append(_untested(claim, ", ".join(absent), missing, "no run records of this dataset"
                                   if len(absent) == 1 and absent != ["any"] else "no run records"))
+    adjust(rows)
     return rows
+
+
+def family(rows: Sequence[ClaimRow]) -> list[ClaimRow]:
+    """The rows that are tests: pairs enough for a verdict and a precondition that holds."""
+    return [r for r in rows if not r.status and not r.untestable and r.stats.n >= MIN_PAIRS and r.stats.p is not None]
+
+
+def adjust(rows: Sequence[ClaimRow]) -> None:
+    """Holm's adjustment over the family of ``rows`` (their ``p_holm``)."""
+    fam = family(rows)
+    for r, p in zip(fam, holm([r.stats.p for r in fam])):
+        r.p_holm = p
 
 
 def _untested(claim: Claim, dataset: str, missing: list[str], why: str, model: str = "") -> ClaimRow:
@@ -357,7 +491,8 @@ def _claim_rows(claim: Claim, dataset: str, runs: list[dict], references: Sequen
         if a and not b and published and not claim.b.config:
             out += _published_rows(claim, dataset, model, a, published, fld)
             continue
-        rows, skipped = _run_rows(claim, dataset, model, a, b, fld)
+        dense = [float(r[fld]) for r in sel.ok if r.get("method") == "dense" and r.get(fld) is not None]
+        rows, skipped = _run_rows(claim, dataset, model, a, b, fld, math.fsum(dense) / len(dense) if dense else None)
         out += rows
         if not rows:
             none = [s.display for s, recs in ((claim.a, a), (claim.b, b)) if not recs]

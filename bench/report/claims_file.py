@@ -89,6 +89,9 @@ class Claim:
     evidence: str = "harness"
     paper_ratio: float | None = None    # minutes a / minutes b as printed (shown, not tested)
     note: str = ""
+    # What the claim needs to be testable on a grid (``requires: {teacher_margin: 5}``): the teacher's top-1
+    # at least this many points above the dense student's on the same test set; otherwise 'untestable here'.
+    teacher_margin: float | None = None
 
     def range_text(self) -> str:
         if self.sparsity_definition == "unstated":
@@ -111,7 +114,8 @@ class Claim:
 
 
 _CLAIM_KEYS = {"id", "statement", "a", "b", "direction", "datasets", "metric", "sparsity", "source", "quote",
-               "evidence", "paper_ratio", "note"}
+               "evidence", "paper_ratio", "note", "requires"}
+REQUIREMENTS = ("teacher_margin",)
 _REQUIRED = ("id", "statement", "a", "b", "direction", "datasets")
 
 
@@ -171,12 +175,18 @@ def make_claim(raw: Any, origin: str) -> Claim:
     ratio = raw.get("paper_ratio")
     if ratio is not None and (not isinstance(ratio, (int, float)) or ratio <= 0):
         raise ClaimError(f"{where}: 'paper_ratio' must be a number > 0, got {ratio!r}")
+    req = raw.get("requires") or {}
+    if not isinstance(req, dict) or set(req) - set(REQUIREMENTS):
+        raise ClaimError(f"{where}: 'requires' is a mapping with key(s) {', '.join(REQUIREMENTS)}, got {req!r}")
+    margin = req.get("teacher_margin")
+    if margin is not None and (isinstance(margin, bool) or not isinstance(margin, (int, float)) or margin < 0):
+        raise ClaimError(f"{where}: requires.teacher_margin is a number of percentage points >= 0, got {margin!r}")
     return Claim(id=str(raw["id"]), statement=str(raw["statement"]).strip(), a=_side(raw["a"], f"{where}: a"),
                  b=_side(raw["b"], f"{where}: b"), direction=raw["direction"], datasets=tuple(datasets),
                  metric=metric, sparsity_definition=definition, sparsity_min=bounds[0], sparsity_max=bounds[1],
                  source=str(raw.get("source") or ""), quote=str(raw.get("quote") or "").strip(),
                  evidence=raw.get("evidence", "harness"), paper_ratio=None if ratio is None else float(ratio),
-                 note=str(raw.get("note") or "").strip())
+                 note=str(raw.get("note") or "").strip(), teacher_margin=None if margin is None else float(margin))
 
 
 def load_claims(path: Path) -> list[Claim]:

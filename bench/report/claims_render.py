@@ -6,11 +6,16 @@ import math
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from ..budget import SLACK
 from ..store import atomic_write_bytes
-from .aggregate import ACCURACY_SHORT, DEFAULT_ACCURACY
-from .claims import MIN_PAIRS, VERDICTS, ClaimRow, evaluate_claims
+from .aggregate import ACCURACY_SHORT, COLLAPSE_DENSITY, DEFAULT_ACCURACY
+from .claims import MIN_PAIRS, VERDICTS, ClaimRow, evaluate_claims, family, fmt_p
 from .claims_file import METRICS, Claim
 from .format import _csv_text, _md_table, fmt, fmt_signed, md_escape, num, pct
+
+
+def fmt_num(x: float) -> str:
+    return f"{x:g}"
 
 VERDICT_RULE = (
     "Each row pairs the runs of a and b with the same dataset, model, target sparsity and seed (hence the same dense "
@@ -21,17 +26,21 @@ VERDICT_RULE = (
     "to the final pruned model, dense pre-training included, plus the teacher's training; both runs on the same "
     "device, never across devices), shown as the ratio a / b, the ratio without the teacher in the note. "
     "mean: the mean difference (latency: the geometric-mean ratio). 95% CI: mean ± t(0.975, n − 1) · s / √n, a "
-    "Student-t interval (s: sample std of the differences); a bootstrap is not used, because with so few seeds it "
-    "has too few distinct resamples to reach 95% coverage. Verdict: **holds** when n ≥ {k} and the interval lies "
-    "entirely on the claimed side of 0 (latency: of ratio 1); **contradicted** when n ≥ {k} and it lies entirely "
-    "on the other side; **inconclusive** when n < {k} or the interval contains 0. **not testable yet**: a method "
-    "of the claim is not in the harness and no published number can stand in; **no data**: the methods exist but "
-    "no pair was run in the claim's range. Where b has no runs on a dataset, b's published top-1 at a sparsity "
-    "matched to ours (docs/reporting.md) stands in, and the differences vary only with our seeds (basis "
-    "'published'); published numbers whose sparsity is unstated or counted over another set are listed, not "
-    "compared. Each row is one test; with many rows, some verdicts at 95% can be chance (no correction for "
-    "multiple comparisons).")
-
+    "Student-t interval (s: sample std of the differences; not adjusted for multiplicity). p: the two-sided paired "
+    "t-test; Holm p: p adjusted by Holm's method over every row of this file that is a test (n ≥ {k}, its "
+    "precondition met), so that the chance of any false verdict in the file is at most 5%. Verdict: **holds** when "
+    "n ≥ {k}, the interval excludes 0 on the claimed side and Holm p < 0.05; **contradicted** the same on the "
+    "other side; **inconclusive** otherwise; **confounded**: a holds or contradicted that favours the side with "
+    "more student budget (more than {slack}% more full-data epochs, or budgets not recorded): the difference may "
+    "be the budget's, not the method's; **untestable here**: the claim's precondition fails on these records (a "
+    "KD claim needs a teacher some points above the dense student; the note gives the gap). budget a/b: a's mean "
+    "student epochs over b's (every training phase from initialisation, dense pre-training included; the teacher "
+    "apart, shown in the note). **not testable yet**: a method of the claim is not in the harness and no published "
+    "number can stand in; **no data**: the methods exist but no pair was run in the claim's range. Where b has no "
+    "runs on a dataset, b's published top-1 at a sparsity matched to ours (docs/reporting.md) stands in, and the "
+    "differences vary only with our seeds (basis 'published'); published numbers whose sparsity is unstated or "
+    "counted over another set are listed, not compared. A note 'layer collapse' names the layers a side's runs "
+    "(nearly) emptied (under {collapse}% of their weights kept).")
 
 
 def _effect(row: ClaimRow, x: float | None, signed: bool = True) -> str:
@@ -42,17 +51,35 @@ def _effect(row: ClaimRow, x: float | None, signed: bool = True) -> str:
     return fmt_signed(x) if signed else fmt(x)
 
 
+def budget_text(row: ClaimRow) -> str:
+    r = row.budget_ratio
+    return "" if r is None else f"{fmt(r)}×"
+
+
+def side_notes(row: ClaimRow) -> list[str]:
+    """Each side's student epochs and teacher, for rows with pairs."""
+    if not row.diffs or row.basis != "runs":
+        return []
+    out = []
+    for role, side in (("a", row.side_a), ("b", row.side_b)):
+        ep = side.epochs
+        out.append(f"{role} {side.label}: {'?' if ep is None else fmt(ep)} student epochs, {side.teacher_text()}")
+    return out
+
+
 def _row_cells(row: ClaimRow) -> list[str]:
     st = row.stats
     ci = f"[{_effect(row, st.low)}, {_effect(row, st.high)}]" if st.has_interval else ""
     notes = ([f"basis: {row.basis}"] if row.basis != "runs" else []) + \
-            ([f"device: {row.device}"] if row.device else []) + row.notes
+            ([f"device: {row.device}"] if row.device else []) + side_notes(row) + row.notes
     return [row.claim.id, row.dataset, row.model or "—", pct(row.target) + "%" if row.target is not None else "—",
             row.claim.compared(), row.claim.claimed(), _effect(row, st.mean), ci, str(st.n) if st.n else "",
-            row.verdict_text, "; ".join(notes)]
+            fmt_p(st.p) if row.p_holm is not None else "", fmt_p(row.p_holm), budget_text(row), row.verdict_text,
+            "; ".join(notes)]
 
 
-HEADER = ["claim", "dataset", "model", "sparsity", "compared", "claimed", "mean", "95% CI", "n", "verdict", "note"]
+HEADER = ["claim", "dataset", "model", "sparsity", "compared", "claimed", "mean", "95% CI", "n", "p", "Holm p",
+          "budget a/b", "verdict", "note"]
 
 
 def claims_markdown(rows: Sequence[ClaimRow], claims: Sequence[Claim], accuracy: str = DEFAULT_ACCURACY,
@@ -61,10 +88,12 @@ def claims_markdown(rows: Sequence[ClaimRow], claims: Sequence[Claim], accuracy:
     out = [f"{h} The paper's claims, tested on paired runs\n"]
     if rows:
         out.append(_md_table(HEADER, [[md_escape(c) for c in _row_cells(r)] for r in rows],
-                             ["l", "l", "l", "r", "l", "l", "r", "l", "r", "l", "l"]))
+                             ["l", "l", "l", "r", "l", "l", "r", "l", "r", "r", "r", "r", "l", "l"]))
     else:
         out.append("No claim concerns the datasets asked for.\n")
-    out.append(VERDICT_RULE.format(accuracy=ACCURACY_SHORT[accuracy], k=MIN_PAIRS) + "\n")
+    out.append(VERDICT_RULE.format(accuracy=ACCURACY_SHORT[accuracy], k=MIN_PAIRS, slack=fmt_num(100 * SLACK),
+                                   collapse=fmt_num(100 * COLLAPSE_DENSITY)) + "\n")
+    out.append(f"Family: {len(family(rows))} tests (Holm's adjustment over all of them).\n")
     counts = {v: sum(r.verdict[0] == v for r in rows) for v in VERDICTS}
     out.append("Rows by verdict: " + ", ".join(f"{v} {k}" for v, k in counts.items()) + ".\n")
     shown = {r.claim.id for r in rows}
@@ -84,7 +113,9 @@ def claims_markdown(rows: Sequence[ClaimRow], claims: Sequence[Claim], accuracy:
 
 
 CSV_COLUMNS = ["claim", "evidence", "dataset", "model", "metric", "a", "b", "direction", "target_sparsity", "basis",
-               "device", "n", "mean", "ci_low", "ci_high", "interval", "verdict", "reason", "seeds", "diffs", "note"]
+               "device", "n", "mean", "ci_low", "ci_high", "interval", "p", "p_holm", "student_epochs_a",
+               "student_epochs_b", "budget_ratio", "teacher_epochs_a", "teacher_epochs_b", "teacher_images_a",
+               "teacher_images_b", "verdict", "reason", "seeds", "diffs", "note"]
 
 
 def claims_csv_rows(rows: Sequence[ClaimRow]) -> list[list[str]]:
@@ -92,14 +123,20 @@ def claims_csv_rows(rows: Sequence[ClaimRow]) -> list[list[str]]:
     for r in rows:
         st = r.stats
         v, why = r.verdict
+        a, b = r.side_a, r.side_b
         out.append([r.claim.id, r.claim.evidence, r.dataset, r.model, r.claim.metric, r.claim.a.display,
                     r.claim.b.display, r.claim.direction, num(r.target), r.basis, r.device, str(st.n), num(st.mean),
-                    num(st.low), num(st.high), "t" if st.has_interval else "", v, why,
-                    ";".join(str(s) for s in r.seeds), ";".join(num(d) for d in r.diffs), "; ".join(r.notes)])
+                    num(st.low), num(st.high), "t" if st.has_interval else "", num(st.p), num(r.p_holm),
+                    num(a.epochs), num(b.epochs), num(r.budget_ratio),
+                    num(max(a.teacher_epochs, default=None)), num(max(b.teacher_epochs, default=None)),
+                    num(max(a.teacher_images, default=None)), num(max(b.teacher_images, default=None)), v, why,
+                    ";".join(str(s) for s in r.seeds), ";".join(num(d) for d in r.diffs),
+                    "; ".join(side_notes(r) + r.notes)])
     return out
 
 
-VERDICT_COLOURS = {"holds": "#2ca02c", "contradicted": "#d62728", "inconclusive": "#7f7f7f"}
+VERDICT_COLOURS = {"holds": "#2ca02c", "contradicted": "#d62728", "inconclusive": "#7f7f7f",
+                   "confounded": "#ff7f0e", "untestable here": "#9467bd"}
 
 
 def plot_claims(rows: Sequence[ClaimRow]):
@@ -128,7 +165,7 @@ def plot_claims(rows: Sequence[ClaimRow]):
                     markerfacecolor=colour if st.n >= MIN_PAIRS else "white", markeredgewidth=1.5, zorder=3)
         ax.axvline(1.0 if metric == "minutes" else 0.0, color="black", linewidth=1, linestyle="--")
         labels = [f"{r.claim.id} · {r.dataset} · {pct(r.target)}% ({r.claim.claimed().split(' (')[0]})"
-                  for r in rs]
+                  + (f" · budget {budget_text(r)}" if r.budget_ratio is not None else "") for r in rs]
         ax.set_yticks(ys, labels=labels, fontsize=7)
         ax.set_ylim(-0.7, len(rs) - 0.3)
         if metric == "minutes":
@@ -136,11 +173,14 @@ def plot_claims(rows: Sequence[ClaimRow]):
             ax.set_xlabel("per-run minutes a / b (log scale; 1 = equal cost)")
         else:
             ax.set_xlabel("top-1 a − b (percentage points)")
-    handles = [Line2D([], [], color=c, marker="o", linewidth=2, label=v) for v, c in VERDICT_COLOURS.items()]
+    shown = {r.verdict[0] for _, rs in panels for r in rs}
+    handles = [Line2D([], [], color=c, marker="o", linewidth=2, label=v) for v, c in VERDICT_COLOURS.items()
+               if v in shown or v in ("holds", "contradicted", "inconclusive")]
     handles.append(Line2D([], [], color="#7f7f7f", marker="o", markerfacecolor="white", linestyle="none",
                           label=f"hollow: n < {MIN_PAIRS}"))
     fig.legend(handles=handles, loc="outside lower center", ncols=4, fontsize=8)
-    fig.suptitle("The paper's claims: paired differences over seeds (mean, 95% t-interval)")
+    fig.suptitle("The paper's claims: paired differences over seeds (mean, raw 95% t-interval; verdicts after "
+                 "Holm's adjustment and the budget check; budget = a's student epochs / b's)", fontsize=9)
     return fig
 
 

@@ -128,7 +128,8 @@ def cmd_claims(args) -> int:
     return 0
 
 
-VERDICT_COLUMNS = ("claim", "dataset", "sparsity", "compared", "claimed", "mean", "95% CI", "n", "verdict")
+VERDICT_COLUMNS = ("claim", "dataset", "sparsity", "compared", "claimed", "mean", "95% CI", "n", "Holm p", "budget a/b",
+                   "verdict")
 
 
 def verdict_text(rows, tty: bool) -> str:

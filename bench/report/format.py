@@ -50,7 +50,8 @@ _TEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "
 def tex_escape(s: str) -> str:
     out = "".join(_TEX_ESCAPES.get(ch, ch) for ch in str(s))
     for a, b in (("±", r"$\pm$"), ("—", "---"), ("–", "--"), ("×", r"$\times$"), ("−", "-"), ("†", r"\dag{}"),
-                 ("‡", r"\ddag{}"), ("§", r"\S{}"), ("¶", r"\P{}"), (">", r"$>$"), ("<", r"$<$")):
+                 ("‡", r"\ddag{}"), ("§", r"\S{}"), ("¶", r"\P{}"), (">", r"$>$"), ("<", r"$<$"), ("∅", r"$\emptyset$"),
+                 ("≥", r"$\geq$"), ("≤", r"$\leq$"), ("°", r"$^\circ$"), ("…", r"\ldots{}")):
         out = out.replace(a, b)
     return out
 
@@ -68,6 +69,7 @@ class Dialect:
     ddagger = "‡"      # the cell leaves out reused phases made on another device
     section = "§"      # the cell is off target: its realised sparsity misses the target
     pilcrow = "¶"      # the cell is unreachable: the method's set cannot reach the target
+    collapse = "∅"     # a run of the cell (nearly) emptied a layer
     percent = "%"
 
     def bold(self, s: str) -> str:
@@ -98,6 +100,7 @@ class TexDialect(Dialect):
     ddagger = r"$^\ddagger$"
     section = r"$^\S$"
     pilcrow = r"$^\P$"
+    collapse = r"$^\emptyset$"
     percent = r"\%"
 
     def bold(self, s):
