@@ -288,14 +288,16 @@ def data_sizes(runs: Iterable[dict]) -> list[str]:
         d = r.get("data") or {}
         if d.get("n_train") is None:
             continue
-        s = (d["n_train"], d.get("n_test"), d.get("image_size"), d.get("resized_from"))
+        s = (d["n_train"], d.get("n_test"), d.get("image_size"), d.get("resized_from"), d.get("n_monitor"))
         if s not in shapes:
             shapes.append(s)
     out = []
-    for n_train, n_test, size, resized_from in shapes:
+    for n_train, n_test, size, resized_from, n_monitor in shapes:
         text = f"{n_train:,} train" + (f" / {n_test:,} test" if n_test is not None else "") + " images"
         text += f" at {size} px" if size else ""
         text += f" (resized from {resized_from} px at load)" if resized_from else ""
+        if n_monitor is not None and n_test is not None and n_monitor < n_test:
+            text += f" (final accuracy on all {n_test:,} test images; each epoch monitored on {n_monitor:,})"
         out.append(text)
     return out
 
