@@ -43,6 +43,10 @@ PRUNES = True
 SECTIONS = ("retrain", "colt")
 
 
+def prunable_set(cfg) -> str:
+    return LAYERS
+
+
 def partitions(data, parts: int) -> list:
     """COLT's class split: partition j holds classes [j*n, (j+1)*n), relabelled 0..n-1 (n = C / parts),
     its own train and test samples (COLT utils.py:13-74)."""

@@ -43,6 +43,12 @@ NAME = "egp"
 VERSION = 1
 PRUNES = True
 SECTIONS = ("egp",)
+# a grid may list the label alone (bench/registry.py::variants)
+VARIANTS = {"egp-shortcut": {"egp.layers": "conv"}}
+
+
+def prunable_set(cfg) -> str:
+    return cfg.egp.layers
 
 
 # --------------------------------------------------------------------------- entropy

@@ -18,6 +18,8 @@ from bench.registry import register_method
 from . import pai, selfdistill
 
 SD_METHODS = ("cskd", "pskd", "dlb")
+PAPERS = {"cskd": "CS-KD (Yun et al., CVPR 2020)", "pskd": "PS-KD (Kim et al., ICCV 2021)",
+          "dlb": "DLB (Shen et al., CVPR 2022)"}
 SCORINGS = (None, "simple", "epsd")       # None: no pruning (the dense row)
 
 
@@ -41,6 +43,18 @@ class SDRow:
     @property
     def SECTIONS(self) -> tuple[str, ...]:
         return selfdistill.sections(self.sd, pruned=self.PRUNES, epsd=self.scoring == "epsd")
+
+    @property
+    def DESCRIPTION(self) -> str:
+        paper = PAPERS[self.sd]
+        if self.scoring is None:
+            return f"{paper}: the initial network trained with it, dense (the sanity reference of its pruned rows)."
+        how = ("ProsPr's meta-gradient of cross-entropy ('Simple')" if self.scoring == "simple" else
+               "the meta-gradient of the SD loss ('EPSD (reimpl.)', no official code)")
+        return f"{paper}, pruned at initialisation by {how}, then trained with it."
+
+    def prunable_set(self, cfg) -> str:
+        return selfdistill.layers_of(cfg)
 
     def run(self, ctx):
         if self.scoring is None:

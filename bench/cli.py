@@ -42,6 +42,8 @@ def cmd_run(args) -> int:
     from .interrupt import exit_code
 
     cfg = load_config(args.config, args.overrides)
+    if args.workers is not None and args.workers < 1:
+        raise ConfigError(f"--workers {args.workers}: give a number of workers >= 1")
     if not args.dry_run and args.executor != "slurm" and not args.allow_cpu:
         refuse_on_cpu(cfg, args)
     if args.executor != "inline" and not args.dry_run:
@@ -52,10 +54,21 @@ def cmd_run(args) -> int:
     if (args.workers is not None and not args.dry_run) or args.no_wait:
         raise ConfigError("--workers and --no-wait go with --executor local or slurm (or --dry-run: cells per device)")
     counts = run_grid(cfg, args.results, args.data_dir, download=args.download, dry_run=args.dry_run,
-                      keep_checkpoints=args.keep_checkpoints, workers=args.workers)
+                      keep_checkpoints=args.keep_checkpoints, workers=args.workers, verbose=args.verbose,
+                      config_name=str(args.config))
     if counts.get("interrupted"):
+        print(f"interrupted: finished runs are recorded, the run in progress resumes from its last checkpoint; "
+              f"resume with: {resume_command(args)}")
         return exit_code(counts["interrupted"])
     return 1 if counts.get("failed") else 0
+
+
+def resume_command(args) -> str:
+    """The command line that resumes this one (``python -m bench`` and the arguments as given)."""
+    import shlex
+
+    argv = getattr(args, "argv", None) or sys.argv[1:]
+    return "python -m bench " + " ".join(shlex.quote(a) for a in argv)
 
 
 def refuse_on_cpu(cfg, args) -> None:
@@ -74,13 +87,60 @@ def refuse_on_cpu(cfg, args) -> None:
 
 def cmd_collect(args) -> int:
     from .provenance import code_versions
-    from .store import load_runs
+    from .report.cli import no_records
+    from .store import read_runs
 
-    runs = load_runs(args.results)
-    print(f"the code that made the {len(runs)} records in {args.results} (fingerprint, git commit, harness version):")
+    if not Path(args.results).is_dir():
+        raise FileNotFoundError(no_records(args.results))
+    runs, corrupt = read_runs(args.results)
+    skipped = f" ({len(corrupt)} corrupt record file(s) skipped)" if corrupt else ""
+    print(f"the code that made the {len(runs)} records in {args.results}{skipped} (fingerprint, git commit, harness "
+          f"version):")
     for line in code_versions(runs):
         print(line)
     return 0
+
+
+def cmd_list(args) -> int:
+    """The shipped presets (one line each: what it is, its cells) and the registered methods (built-in,
+    installed and --plugin ones: family, what it is, what it prunes)."""
+    from .config import CONFIG_DIR, load_config
+    from .grid import expand_grid
+    from .report.style import family_of
+
+    if args.what in ("presets", "all"):
+        print("presets (python -m bench run NAME; bench/configs/NAME.yaml):")
+        for path in sorted(CONFIG_DIR.glob("*.yaml")):
+            cells = len(expand_grid(load_config(path), "cpu"))
+            print(f"  {path.stem:28s} {cells:5d} cells  {_preset_summary(path)}")
+    if args.what in ("methods", "all"):
+        cfg = load_config(None)
+        print("methods (grid names; prunes: the set on the default config):")
+        for name in registered_methods():
+            mod = registry.get(name)
+            pruned = registry.prunable_set(mod, cfg) or "no pruning"
+            where = registry.origin(name)
+            plugin = "" if where.startswith(registry.BUILTIN_PACKAGES) else f" (plug-in: {where})"
+            print(f"  {name:18s} {family_of(name):18s} {pruned:16s} {registry.describe(mod)}{plugin}")
+        var = registry.variants()
+        if var:
+            print("named variants (a grid may list the label alone):")
+            for label, (base, sets) in sorted(var.items()):
+                print(f"  {label:18s} {base} with " + ", ".join(f"{k}: {v}" for k, v in sets.items()))
+    return 0
+
+
+def _preset_summary(path: Path, limit: int = 110) -> str:
+    """The first sentence of a preset's header comment, cut to ``limit`` characters."""
+    lines = []
+    for line in path.read_text().splitlines():
+        if not line.startswith("#"):
+            break
+        lines.append(line.lstrip("#").strip())
+    text = " ".join(x for x in lines if x)
+    cut = text.find(". ")
+    text = text if cut < 0 else text[:cut + 1]
+    return text if len(text) <= limit else text[:limit - 1].rstrip() + "…"
 
 
 def cmd_teacher(args) -> int:
@@ -128,12 +188,19 @@ def version_text() -> str:
     flag over the code paths) and the code fingerprint, the same for any copy of the same code."""
     from .provenance import code_state
 
+    from importlib.metadata import PackageNotFoundError, version
+
     st = code_state()
     if st["git_commit"]:
         git = f"git {st['git_commit'][:12]}" + (" (dirty: the code differs from the commit)" if st["git_dirty"] else "")
     else:
         git = "git: none (not a git checkout)"
-    return f"prune-kd-bench harness version {st['harness_version']}, {git}, code fingerprint {st['code_fingerprint']}"
+    try:
+        number = version("prune-kd-bench")
+    except PackageNotFoundError:       # run from a copy that was never installed
+        number = f"{st['harness_version']}.x (not installed)"
+    return (f"prune-kd-bench {number} (its major number is the harness version records carry), {git}, code "
+            f"fingerprint {st['code_fingerprint']}")
 
 
 class _Version(argparse.Action):
@@ -157,7 +224,7 @@ DESCRIPTION = ("Run a grid of pruning runs, collect their records, train teacher
 
 
 # The commands that read a config or expand a grid: they take --plugin (a method of one's own).
-GRID_COMMANDS = ("run", "teacher", "config", "estimate", "status")
+GRID_COMMANDS = ("run", "teacher", "config", "estimate", "status", "list")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -173,6 +240,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true",
                    help="check the config, device and data files, and list each run as done, failed, "
                         "interrupted or pending (trains nothing)")
+    p.add_argument("--verbose", action="store_true",
+                   help="with --dry-run: list every cell (state, run id) and every stored record that matches none")
     p.add_argument("--keep-checkpoints", action="store_true",
                    help="keep the epoch checkpoints of finished runs (default: removed once the record is written)")
     p.add_argument("--executor", choices=("inline", "local", "slurm"), default="inline",
@@ -190,8 +259,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("collect", help="list the code (fingerprint, git commit, harness version) that made the run records")
-    p.add_argument("--results", type=Path, default=Path("results"))
+    p.add_argument("--results", type=Path, default=Path("results"),
+                   help="the results folder whose records to list (default: results); it must exist")
     p.set_defaults(func=cmd_collect)
+
+    p = sub.add_parser("list", help="the shipped presets and the registered methods (plug-ins included)")
+    p.add_argument("what", nargs="?", choices=("all", "presets", "methods"), default="all",
+                   help="what to list (default: all)")
+    p.set_defaults(func=cmd_list)
 
     p = sub.add_parser("teacher", help="train (or report) the teacher of each dataset in a config")
     _add_run_args(p)
@@ -199,7 +274,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("config", help="print a config with every default filled in, or regenerate docs/config.md")
     p.add_argument("config", nargs="?", help="a YAML file or a preset name")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, as in run (repeatable)")
     p.add_argument("--docs", type=Path, metavar="FILE", help="rewrite the generated config reference in FILE")
     p.set_defaults(func=cmd_config)
 
@@ -229,6 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     args = parser.parse_args(argv)
+    args.argv = argv
     try:
         registry.load_plugins(getattr(args, "plugins", ()))
         return args.func(args) or 0
@@ -240,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{kind}: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted: finished runs are recorded; rerun the same command to resume", file=sys.stderr)
+        print(f"interrupted: finished runs are recorded; resume with: {resume_command(args)}")
         return 130
 
 

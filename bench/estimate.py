@@ -256,6 +256,76 @@ def _h(hours: float) -> str:
     return f"{hours:,.0f}" if hours >= 100 else f"{hours:.1f}" if hours >= 10 else f"{hours:.2f}"
 
 
+def hours_text(hours: float, unit: str = "") -> str:
+    """'122 GPU-hours', '1.71 GPU-hours', '4 GPU-minutes' (under 0.1 h in minutes)."""
+    tag = f"{unit}-" if unit else ""
+    if hours < 0.1:
+        return f"{hours * 60:.1f} {tag}minutes"
+    return f"{_h(hours)} {tag}hours"
+
+
+# --------------------------------------------------------------------------- by method, and corrections
+
+CORRECTIONS = Path(__file__).with_name("estimate_corrections.csv")
+CORRECTION_COLUMNS = ("device", "method", "ratio", "runs", "source")
+
+
+def load_corrections(path: Path = CORRECTIONS) -> list[dict]:
+    """Measured / estimated cost per (device, method), from committed records (``estimate --records DIR
+    --save-corrections``); empty when there is no file."""
+    if not path.exists():
+        return []
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    for r in rows:
+        r.update(ratio=float(r["ratio"]), runs=int(r["runs"]))
+    return rows
+
+
+def corrections_for(device: str, rows: Optional[list[dict]] = None) -> dict[str, dict]:
+    """{method: row} of the corrections measured on ``device`` (a part of the name matches, as in speed_for)."""
+    rows = load_corrections() if rows is None else rows
+    exact = [r for r in rows if r["device"] == device]
+    mine = exact or [r for r in rows if device.lower() in r["device"].lower() or r["device"].lower() in device.lower()]
+    return {r["method"]: r for r in mine}
+
+
+def _method_of(label: str, cells: list[Cell]) -> str:
+    """The registry name behind a grid label (corrections are per method, labels vary)."""
+    for c in cells:
+        if c.spec.method.display == label:
+            return c.spec.method.name
+    return label
+
+
+def by_method(cells: list[Cell], speed: Speed) -> list[tuple[str, float, str]]:
+    """(label, hours, what dominates) per grid label, each cell's own work (training + evaluation) and the
+    artifacts only its cells use (an iterative method's rounds); an artifact several labels share (dense
+    models, teachers, fine-tunes) in a row of its kind, counted once; by hours."""
+    hours: dict[str, float] = defaultdict(float)
+    top: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    users: dict = defaultdict(set)
+    for c in cells:
+        for w in c.work:
+            if w.shared:
+                users[w.shared].add(c.spec.method.display)
+    for c, w, _ in distinct_work(cells):
+        h = sum(speed.seconds(w, 1, c.spec.config.runtime.eval_batch_size)) / 3600
+        label = c.spec.method.display
+        if w.shared and len(users[w.shared]) > 1:       # an artifact of one label is that label's cost
+            label = f"(shared {w.shared[0]}, {len(users[w.shared])} labels)"
+        hours[label] += h
+        per_cell = (f"{w.epochs} epochs" + (" (x2 passes)" if w.passes >= 2 else "")) if w.epochs else "forward"
+        key = f"{_label(w)}" + ("" if w.shared else f", {per_cell} per cell")
+        top[label][key] += h
+    out = []
+    for label, h in sorted(hours.items(), key=lambda kv: -kv[1]):
+        main, mh = max(top[label].items(), key=lambda kv: kv[1])
+        out.append((label, h, f"{main}: {100 * mh / h:.0f}%" if h else main))
+    return out
+
+
+
 def _label(w: Work) -> str:
     return w.shared[0] if w.shared else re.sub(r"\d+", "NN", w.phase)
 
@@ -297,36 +367,67 @@ def _log_sources(speed: Speed, log: Callable[[str], None]) -> None:
 
 
 def preview(cells: list[Cell], devices: list[str], precision: Callable[[str], str], workers: Optional[int],
-            log: Callable[[str], None] = print) -> dict[str, Total]:
-    """Print what the cells still to run will train and cost on each of ``devices``; returns the totals."""
+            log: Callable[[str], None] = print, limit_here: Optional[str] = None) -> dict[str, Total]:
+    """Print what the cells still to run will cost: first the totals (and, with ``limit_here`` (the config
+    name), whether `run` would refuse the grid on this CPU), then the methods by hours with what dominates
+    each, then the work by phase and the notes. Where committed records measured a method on the device,
+    its hours are corrected by measured / estimated and the band is stated. Returns the totals."""
     todo = [c for c in cells if c.state != "done"]
+    speeds = {d: speed_for(d, precision(d)) for d in devices}
+    log(f"cost preview: {len(todo)} of {len(cells)} cells to run (each shared artifact counted once; artifacts "
+        "already in the results cache are not subtracted)")
+    totals: dict[str, Total] = {}
+    methods: dict[str, list] = {}
+    for d, speed in speeds.items():
+        if speed is None:
+            log(f"  on {d}: no row in {THROUGHPUT.name} to go on (python -m bench speed adds some)")
+            continue
+        t = totals[d] = total(todo, speed, 1)
+        unit = "CPU" if speed.cpu else "GPU"
+        rows = by_method(todo, speed)
+        corr = corrections_for(speed.name)
+        corrected = sum(h * corr.get(_method_of(m, todo), {}).get("ratio", 1.0) for m, h, _ in rows)
+        methods[d] = rows
+        band = ""
+        if corr:
+            ratios = sorted(r["ratio"] for r in corr.values())
+            src = sorted({r["source"] for r in corr.values()})
+            band = (f"; corrected by measured/estimated per method ({ratios[0]:.2f}-{ratios[-1]:.2f} on "
+                    f"{', '.join(src)}): {hours_text(corrected, unit)}")
+        log(f"  on {speed.name}: {hours_text(t.hours, unit)} estimated, one cell per device ({hours_text(t.train_h)} "
+            f"training, {hours_text(t.eval_h)} evaluation){band}")
+        if workers and workers > 1:
+            tk = total(todo, speed, workers)
+            log(f"    with {workers} cells per device (--workers {workers}): {hours_text(tk.wall_h)} wall-clock per "
+                f"device")
+        if limit_here and speed.cpu and t.hours > CPU_HOURS_LIMIT:
+            log(f"  refused on this CPU: more than {CPU_HOURS_LIMIT:g} CPU-hours; a GPU grid (python -m bench run "
+                f"{limit_here} --allow-cpu starts it anyway)")
+    first = next(((d, s) for d, s in speeds.items() if s is not None), None)
+    if first is not None:
+        d, speed = first
+        rows = methods[d]
+        whole = sum(h for _, h, _ in rows) or 1.0
+        corr = corrections_for(speed.name)
+        log(f"by method on {speed.name} (hours, share of the grid, what dominates it):")
+        for label, h, what in rows:
+            c = corr.get(_method_of(label, todo))
+            fix = f"  (measured/estimated {c['ratio']:.2f}, {c['runs']} runs)" if c else ""
+            log(f"  {label:24s} {hours_text(h):>14s} {100 * h / whole:5.1f}%  {what}{fix}")
+        if not corr:
+            log(f"  (no committed records measured these methods on {speed.name}: uncorrected; on the committed "
+                f"H100 grid, measured/estimated ran 0.73x for the grid, per method as listed in "
+                f"{CORRECTIONS.name} where measured)")
+    log("by phase:")
+    for line in work_table(todo, first[1] if first else None):
+        log(line)
     skipped = [c for c in todo if c.note]
-    log(f"cost preview: {len(todo)} of {len(cells)} cells to run, each shared artifact counted once "
-        "(artifacts already in the results cache are not subtracted)")
     groups: dict = defaultdict(list)
     for c in skipped:
         groups[(c.spec.method.display, c.spec.sparsity, c.note)].append(str(c.spec.seed))
     for (method, sparsity, note), seeds in groups.items():
         log(f"  no cost: {method} at sparsity {sparsity:g} (seed {', '.join(seeds)}): {note}")
-    speeds = {d: speed_for(d, precision(d)) for d in devices}
-    first = next((s for s in speeds.values() if s is not None), None)
-    for line in work_table(todo, first):
-        log(line)
-    if first is not None:
-        log(f"  hours: on {first.name}, one cell on the device, evaluation included")
-    totals = {}
-    for d, speed in speeds.items():
-        if speed is None:
-            log(f"estimate on {d}: no row in {THROUGHPUT.name} to go on (python -m bench speed adds some)")
-            continue
-        t = totals[d] = total(todo, speed, 1)
-        unit = "CPU" if speed.cpu else "GPU"
-        log(f"estimate on {speed.name}: {_h(t.hours)} {unit}-hours, one cell per device ({_h(t.train_h)} h training, "
-            f"{_h(t.eval_h)} h evaluation)")
-        if workers and workers > 1:
-            tk = total(todo, speed, workers)
-            log(f"  with {workers} cells per device (--workers {workers}): {_h(tk.wall_h)} h wall-clock per device "
-                f"({_h(tk.hours)} cell-hours)")
+    for speed in (s for s in speeds.values() if s is not None):
         _log_sources(speed, log)
     if totals:
         log(f"  included: teacher forwards and forward-only passes at {FORWARD:.2f} of a training step, CS-KD's partner "
@@ -343,6 +444,10 @@ def devices_for(cfg, asked: Optional[str]) -> tuple[list[str], Optional[str]]:
     from .runtime import device_type
 
     if asked:
+        known = list(dict.fromkeys(r["device"] for r in load_rows()))
+        if not asked.lower().startswith("cpu") and not any(asked == d or asked.lower() in d.lower() for d in known):
+            raise CostError(f"--device {asked!r} is not a device of the throughput table (bench/throughput.csv); "
+                            f"known: {', '.join(known)} (or a part of a name, e.g. H100; 'cpu (N threads)')")
         return [asked], None
     if device_type(cfg.runtime) == "cuda":
         return [this_device_name("cuda") if torch.cuda.is_available() else _reference_gpu()], None
@@ -406,7 +511,8 @@ def cells_from_records(results_dir: Path) -> list[Cell]:
     return plan_cells(specs, ["pending"] * len(specs))
 
 
-def check_records(results_dir: Path, workers: int, asked: Optional[str], log: Callable[[str], None] = print) -> dict:
+def check_records(results_dir: Path, workers: int, asked: Optional[str], log: Callable[[str], None] = print,
+                  save: Optional[Path] = None) -> dict:
     """The estimate of the grid the ok records of ``results_dir`` ran, beside what they measured (the
     latency table's grid total: phase seconds, evaluation excluded, each shared artifact once)."""
     from .report.aggregate import grid_totals
@@ -422,19 +528,56 @@ def check_records(results_dir: Path, workers: int, asked: Optional[str], log: Ca
         raise FileNotFoundError(f"no throughput row for {asked or measured.device} in {THROUGHPUT}")
     est = total(cells, speed, workers)
     ratio = est.train_h * 60 / measured.minutes
+    per_method = method_ratios(runs, cells, speed)
     log(f"{len(cells)} ok records in {results_dir}, measured on {measured.device}: {measured.minutes:.2f} cell-minutes "
         f"(phase seconds without evaluation, each of {measured.artifacts} artifacts once)")
     log(f"estimate with {workers} cell(s) per device on {speed.name}: {est.train_h * 60:.2f} cell-minutes training "
         f"(+ {est.eval_h * 60:.2f} evaluation): {ratio:.2f}x the measured total")
+    log("per method (measured / estimated minutes per run, teacher and evaluation left out):")
+    for m, (r, n) in sorted(per_method.items(), key=lambda kv: -kv[1][0]):
+        log(f"  {m:18s} {r:5.2f}  ({n} runs)")
     _log_sources(speed, log)
-    return {"measured_min": measured.minutes, "estimate_min": est.train_h * 60, "ratio": ratio}
+    if save:
+        rows = [r for r in load_corrections(save) if r["device"] != measured.device]
+        rows += [{"device": measured.device, "method": m, "ratio": f"{r:.4f}", "runs": n, "source": str(results_dir)}
+                 for m, (r, n) in sorted(per_method.items())]
+        from .store import atomic_write_bytes
+
+        text = ",".join(CORRECTION_COLUMNS) + "\n" + "".join(
+            ",".join(str(r[c]) for c in CORRECTION_COLUMNS) + "\n" for r in rows)
+        atomic_write_bytes(Path(save), text.encode())
+        log(f"wrote {save} ({len(per_method)} methods on {measured.device})")
+    return {"measured_min": measured.minutes, "estimate_min": est.train_h * 60, "ratio": ratio,
+            "per_method": per_method}
+
+
+def method_ratios(runs: list[dict], cells: list[Cell], speed: Speed) -> dict[str, tuple[float, int]]:
+    """{method: (measured / estimated, runs)}: each run's minutes (the latency table's per run: from
+    initialisation, cached phases at what they cost, no teacher, no evaluation) over its cell's planned
+    work without the teacher's training, summed over the method's ok runs on the speed's device."""
+    from .report.aggregate import record_device, run_time
+
+    by_id = {c.spec.run_id: c for c in cells}
+    sums: dict[str, list] = defaultdict(lambda: [0.0, 0.0, 0])
+    for r in runs:
+        c = by_id.get(r.get("run_id"))
+        if c is None or record_device(r) != speed.name or not c.work:
+            continue
+        planned = sum(speed.seconds(w, 1, c.spec.config.runtime.eval_batch_size)[0] for w in c.work
+                      if w.phase != "teacher") / 60
+        measured = run_time(r).per_run
+        if planned > 0 and measured > 0:
+            acc = sums[r.get("method_name") or r["method"]]
+            acc[0], acc[1], acc[2] = acc[0] + measured, acc[1] + planned, acc[2] + 1
+    return {m: (a / b, n) for m, (a, b, n) in sums.items() if b > 0}
 
 
 # --------------------------------------------------------------------------- CLI
 
 def cmd_estimate(args) -> int:
     if args.records:
-        check_records(args.records, args.workers or 1, args.device)
+        check_records(args.records, args.workers or 1, args.device,
+                      save=CORRECTIONS if args.save_corrections else None)
         return 0
     from .config import ConfigError, load_config
     from .runtime import device_type
@@ -449,7 +592,7 @@ def cmd_estimate(args) -> int:
     devices, warning = devices_for(cfg, args.device)
     if warning:
         print(warning)
-    preview(cells, devices, precision_of(cfg), args.workers)
+    preview(cells, devices, precision_of(cfg), args.workers, limit_here=str(args.config))
     for line in size_notes(specs):
         print(line)
     return 0
@@ -474,11 +617,15 @@ def size_notes(specs) -> list[str]:
 def register(sub) -> None:
     p = sub.add_parser("estimate", help="what a grid will train and cost (hours on a device), without data")
     p.add_argument("config", nargs="?", help="a YAML file or a preset name")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, as in run (repeatable)")
     p.add_argument("--results", type=Path, default=Path("results"), help="cells recorded there count as done")
     p.add_argument("--device", metavar="NAME", help="estimate on this device (a name in bench/throughput.csv, a part "
                                                    "of one such as H100, or 'cpu (N threads)'); default: where it would run")
     p.add_argument("--workers", type=int, metavar="K", help="also the wall-clock with K cells side by side per device")
     p.add_argument("--records", type=Path, metavar="DIR",
                    help="instead: estimate the grid the ok records of DIR ran and compare with what they measured")
+    p.add_argument("--save-corrections", action="store_true",
+                   help=f"with --records: store the per-method measured/estimated ratios in bench/{CORRECTIONS.name}, "
+                        "which every later estimate on that device applies")
     p.set_defaults(func=cmd_estimate)

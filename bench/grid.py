@@ -76,6 +76,18 @@ def method_of(name: str):
         raise ConfigError(str(e)) from None
 
 
+def _named_variant(entry: MethodEntry) -> MethodEntry:
+    """``egp-shortcut`` (a method's named variant, registry.variants) as the entry it stands for:
+    {name: egp, label: egp-shortcut, set: {egp.layers: conv}}; the entry's own label and sets win."""
+    if entry.name in registry.methods():
+        return entry
+    found = registry.variants().get(entry.name)
+    if found is None:
+        return entry
+    base, sets = found
+    return MethodEntry(base, entry.label or entry.name, {**sets, **entry.set}, entry.sparsities)
+
+
 def apply_sets(cfg: Config, sets: dict, where: str) -> Config:
     """A copy of ``cfg`` with dotted overrides applied (re-validated)."""
     data = to_dict(cfg)
@@ -99,6 +111,7 @@ def expand_grid(cfg: Config, dev_type: str | None = None) -> list[RunSpec]:
     runs, seen, labels = [], set(), {}
     for ds in datasets:
         for entry in methods:
+            entry = _named_variant(entry)
             mod = method_of(entry.name)
             targets = entry.sparsities if entry.sparsities is not None else sparsities
             for sp in (targets if mod.PRUNES else [0.0]):

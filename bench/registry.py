@@ -8,8 +8,10 @@ A method is any object (a class, a module, a namespace) with
 * ``VERSION``: an integer in its run identity; bump it when a fix changes the method's results;
 * ``run(ctx) -> Outcome``;
 
-and optionally ``plan(cfg) -> list[Work]`` (the cost preview) and ``label_suffix(cfg) -> str`` (the
-label suffix of an unlabelled grid entry, e.g. ``-matched``). It enters with ``@register_method``;
+and optionally ``plan(cfg) -> list[Work]`` (the cost preview), ``label_suffix(cfg) -> str`` (the
+label suffix of an unlabelled grid entry, e.g. ``-matched``), ``prunable_set(cfg) -> str`` (what it
+prunes, when not ``prune.layers``) and ``DESCRIPTION`` (one sentence for ``bench list``; default: the
+first sentence of its docstring). It enters with ``@register_method``;
 a config section it owns enters with ``@register_section("name")`` on its dataclass, and is then
 validated, ``--set``-able, listed in docs/config.md and hashed into the identity of every method
 that lists it in ``SECTIONS``.
@@ -51,6 +53,22 @@ BUILTIN_PACKAGES = ("bench.methods", "baselines")
 SECTION_MODULES = ("bench.distill", "bench.methods.sections", "baselines.sections")
 ENTRY_POINT_GROUP = "prune_kd_bench.methods"
 REQUIRED = ("NAME", "PRUNES", "SECTIONS", "VERSION", "run")
+
+
+def describe(mod) -> str:
+    """One sentence on a method: its ``DESCRIPTION``, else the first sentence of its docstring."""
+    text = getattr(mod, "DESCRIPTION", None) or (mod.__doc__ or "").strip()
+    text = " ".join(text.split())
+    cut = text.find(". ")
+    return text if cut < 0 else text[:cut + 1]
+
+
+def prunable_set(mod, cfg) -> str:
+    """The set method ``mod`` prunes on ``cfg`` ('' for a method that does not prune)."""
+    if not mod.PRUNES:
+        return ""
+    fn = getattr(mod, "prunable_set", None)
+    return fn(cfg) if callable(fn) else cfg.prune.layers
 
 
 class RegistryError(ValueError):
@@ -217,9 +235,24 @@ def sections() -> dict[str, type]:
     return _sections
 
 
+def variants() -> dict[str, tuple[str, dict]]:
+    """Named variants of the registered methods: {label: (method, config overrides)}, from each method's
+    optional ``VARIANTS`` mapping (``{"egp-shortcut": {"egp.layers": "conv"}}``): a grid may list the
+    label alone, as it lists a method."""
+    out = {}
+    for name, mod in methods().items():
+        for label, sets in (getattr(mod, "VARIANTS", None) or {}).items():
+            out[label] = (name, dict(sets))
+    return out
+
+
 def get(name: str):
     reg = methods()
     if name not in reg:
-        raise RegistryError(f"unknown method {name!r} in grid.methods; known methods: {', '.join(sorted(reg))} "
-                            "(a method of your own: --plugin FILE)")
+        var = variants()
+        known = f"known methods: {', '.join(sorted(reg))}"
+        if var:
+            known += (f"; named variants: {', '.join(sorted(var))}; any other variant as a mapping, e.g. "
+                      "{name: egp, label: my-egp, set: {egp.rate: 0.3}}")
+        raise RegistryError(f"unknown method {name!r} in grid.methods; {known} (a method of your own: --plugin FILE)")
     return reg[name]

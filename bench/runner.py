@@ -175,7 +175,8 @@ def check_results_dir(results_dir: Path) -> None:
 
 
 def run_grid(cfg: Config, results_dir: Path, data_dir: Path, *, download: bool = False, dry_run: bool = False,
-             keep_checkpoints: bool = False, log: Callable[[str], None] = print, workers: int | None = None) -> dict:
+             keep_checkpoints: bool = False, log: Callable[[str], None] = print, workers: int | None = None,
+             verbose: bool = False, config_name: str | None = None) -> dict:
     """Run every pending or failed cell of ``cfg``'s grid that no other live runner holds.
 
     Returns counts by final status; ``counts["interrupted"]`` is the signal number when a stop was
@@ -188,11 +189,16 @@ def run_grid(cfg: Config, results_dir: Path, data_dir: Path, *, download: bool =
     specs = expand_grid(cfg, device.type)
     datasets = {json.dumps(to_dict(s.config.dataset), sort_keys=True): s.config.dataset for s in specs}
     if dry_run:
-        return _dry_run(cfg, specs, datasets.values(), results_dir, Path(data_dir), device, log, workers)
+        if results_dir.exists() and not results_dir.is_dir():
+            raise ResultsDirError(f"results path {results_dir} is a file, not a folder; give --results a folder")
+        return _dry_run(cfg, specs, datasets.values(), results_dir, Path(data_dir), device, log, workers, verbose,
+                        config_name)
+    if results_dir.exists() and not results_dir.is_dir():
+        raise ResultsDirError(f"results path {results_dir} is a file, not a folder; give --results a folder")
+    for dcfg in datasets.values():         # a missing dataset stops the grid before anything is read or made
+        check_dataset(dcfg, data_dir, download)
     check_results_dir(results_dir)
     persistent_compile_cache(results_dir / "cache" / "inductor")    # used only where runtime.compile is on
-    for dcfg in datasets.values():         # a missing dataset stops the grid before anything is read
-        check_dataset(dcfg, data_dir, download)
     data_cache = DataCache(Path(data_dir), device, download)
     for spec in {json.dumps(to_dict(s.config.dataset), sort_keys=True): s for s in specs}.values():
         data_cache.get(spec.config)        # ... and unreadable data files before any training
@@ -203,6 +209,7 @@ def run_grid(cfg: Config, results_dir: Path, data_dir: Path, *, download: bool =
     counts["skipped"] = len(specs) - len(todo)
     log(f"grid {cfg.name!r}: {len(specs)} runs, {counts['skipped']} already done, {len(todo)} to run "
         f"on {device_name(device)}")
+    clock = GridClock(todo, device, log)
     elsewhere: set[str] = set()
     with stop_on_signals():
         for i, spec in enumerate(todo, 1):
@@ -217,19 +224,24 @@ def run_grid(cfg: Config, results_dir: Path, data_dir: Path, *, download: bool =
                 log(f"[{i}/{len(todo)}] {spec.method.display} sparsity {spec.sparsity:g} seed {spec.seed} "
                     f"({spec.run_id}): being run by {claim.holder()}")
                 elsewhere.add(spec.run_id)
+                clock.finished(spec, None)
                 continue
             try:
-                state, old = status_of(results_dir, spec)      # it may have finished while we looked
+                # it may have finished while we looked; a corrupt record is moved aside and the cell rerun
+                state, old = status_of(results_dir, spec, move_corrupt=True)
                 if state == "done":
                     counts["skipped"] += 1
+                    clock.finished(spec, None)
                     continue
                 with CellLog(results_dir, spec.run_id, log) as cell_log:
                     cell_log(f"[{i}/{len(todo)}] {spec.dataset} {spec.method.display} sparsity {spec.sparsity:g} "
                              f"seed {spec.seed} ({spec.run_id})" + (
                                  f", taking over from {claim.took_over.get('host')} pid {claim.took_over.get('pid')}"
-                                 if claim.took_over else ""))
+                                 if claim.took_over else "") + clock.eta_text())
+                    t_cell = time.perf_counter()
                     record = _run_one(spec, old, data_cache, artifacts, device, results_dir, keep_checkpoints,
                                       cell_log)
+                    clock.finished(spec, time.perf_counter() - t_cell)
                     if record.get("traceback"):
                         cell_log.file_only(record["traceback"])
                     status = record["status"]
@@ -243,11 +255,64 @@ def run_grid(cfg: Config, results_dir: Path, data_dir: Path, *, download: bool =
     counts["elsewhere"] = len(elsewhere)
     more = f", {len(elsewhere)} left to other runners" if elsewhere else ""
     unreachable = f", {counts['unreachable']} unreachable" if counts["unreachable"] else ""
-    log(f"grid {cfg.name!r} finished: {counts['ok']} ok{unreachable}, {counts['failed']} failed, "
-        f"{counts['skipped']} skipped{more}")
     for line in unreachable_summary(results_dir, specs):
         log(line)
+    ended = "interrupted" if counts["interrupted"] else "finished"
+    log(f"grid {cfg.name!r} {ended} after {_duration(clock.elapsed())}: {counts['ok']} ok{unreachable}, "
+        f"{counts['failed']} failed, {counts['skipped']} skipped{more}")
     return counts
+
+
+def _duration(seconds: float) -> str:
+    """'42 s', '3 min 05 s', '2 h 07 min'."""
+    s = int(round(seconds))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s // 3600} h {s % 3600 // 60:02d} min"
+
+
+class GridClock:
+    """Elapsed time and an ETA for the cells a runner has left: each cell's estimated cost (bench/plan.py
+    priced by bench/estimate.py on this device), scaled by what the cells finished so far actually took
+    over what they were estimated to take. No estimate (a device without throughput rows): no ETA."""
+
+    def __init__(self, todo, device, log):
+        self.start = time.perf_counter()
+        self.left = {s.run_id for s in todo}
+        self.estimated: dict[str, float] = {}
+        self.spent = self.planned = 0.0
+        try:
+            from .estimate import plan_cells, precision_of, speed_for, this_device_name
+
+            if todo:
+                name = this_device_name(device.type)
+                speed = speed_for(name, precision_of(todo[0].config)(name))
+                if speed is not None:
+                    for c in plan_cells(todo, ["pending"] * len(todo)):
+                        self.estimated[c.spec.run_id] = sum(
+                            sum(speed.seconds(w, 1, c.spec.config.runtime.eval_batch_size)) for w in c.work)
+        except Exception as e:  # noqa: BLE001 - the ETA is a convenience; never stop a grid for it
+            log(f"  (no ETA: {type(e).__name__}: {e})")
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
+    def finished(self, spec, seconds: float | None) -> None:
+        """``spec`` is no longer this runner's to run: it ran for ``seconds`` (None: another runner has it)."""
+        self.left.discard(spec.run_id)
+        est = self.estimated.get(spec.run_id)
+        if est and seconds is not None:
+            self.spent, self.planned = self.spent + seconds, self.planned + est
+
+    def eta_text(self) -> str:
+        if not self.estimated:
+            return ""
+        rest = sum(self.estimated.get(rid, 0.0) for rid in self.left)
+        scale = self.spent / self.planned if self.planned else 1.0
+        how = "at the pace measured so far" if self.planned else "estimated"
+        return f"; elapsed {_duration(self.elapsed())}, about {_duration(rest * scale)} left ({how})"
 
 
 def unreachable_summary(results_dir: Path, specs: list[RunSpec]) -> list[str]:
@@ -315,9 +380,9 @@ def _run_one(spec, old, data_cache, artifacts, device, results_dir, keep_checkpo
     ctx = RunContext(spec.config, data, device, artifacts, log, run_id=spec.run_id, load_data=data_cache.dataset)
     try:
         record.update(execute(spec, ctx))
-        log(f"  ok: top1 {record['top1_final']:.2f}% (best {record['top1_best']:.2f}%), sparsity "
-            f"{record['sparsity_realised']:.4f} {record['sparsity_measure']} ({record['sparsity_prunable']:.4f} of "
-            f"its prunable set)")
+        log(f"  ok in {_duration(record['time_total_s'])}: top1 {record['top1_final']:.2f}% (best "
+            f"{record['top1_best']:.2f}%), sparsity {record['sparsity_realised']:.4f} {record['sparsity_measure']} "
+            f"({record['sparsity_prunable']:.4f} of its prunable set)")
     except Interrupted as e:
         record.update({"status": "interrupted", "error": str(e)})
         log(f"  INTERRUPTED: {e}")
@@ -344,12 +409,25 @@ def _run_one(spec, old, data_cache, artifacts, device, results_dir, keep_checkpo
     return record
 
 
-def _dry_run(cfg, specs, datasets, results_dir, data_dir, device, log, workers) -> dict:
-    """The cells and their states, the stored records that match none, whether the data is there (files
-    present are read and checked; absent ones are named, the preview needs none), and the cost preview."""
+def _dry_run(cfg, specs, datasets, results_dir, data_dir, device, log, workers, verbose=False,
+             config_name: str | None = None) -> dict:
+    """What a run would do, the summary first: how many cells are done, failed, interrupted or pending, the
+    cost preview (totals, the refusal on this CPU if any, the methods by hours, the phases), stored records
+    that match no cell, whether the data is there (files present are read and checked; absent ones are
+    named, the preview needs none); each cell's line only with ``verbose``."""
     from . import estimate
     from .data import SPECS, load_dataset
 
+    states = [status_of(results_dir, s)[0] for s in specs]
+    counts = {s: states.count(s) for s in ("done", "failed", "interrupted", "pending")}
+    log(f"{len(specs)} runs on {device.type}: {counts['done']} done, {counts['failed']} failed, "
+        f"{counts['interrupted']} interrupted, {counts['pending']} pending")
+    devices, warning = estimate.devices_for(cfg, None)
+    if warning:
+        log(warning)
+    cells = estimate.plan_cells(specs, states)
+    estimate.preview(cells, devices, estimate.precision_of(cfg), workers, log,
+                     limit_here=(config_name or cfg.name) if device.type == "cpu" else None)
     absent = []
     for dcfg in datasets:
         spec = SPECS.get(dcfg.name)
@@ -359,27 +437,21 @@ def _dry_run(cfg, specs, datasets, results_dir, data_dir, device, log, workers) 
                           f"(the official archive, via torchvision) or place the files as {data_dir}/{spec.layout}")
         else:
             load_dataset(dcfg, data_dir, "cpu", download=False)     # read and checked, on the CPU
-    states = [status_of(results_dir, s)[0] for s in specs]
-    cells = estimate.plan_cells(specs, states)
-    for cell in cells:
-        spec = cell.spec
-        log(f"{cell.state:8s} {spec.dataset:12s} {spec.method.display:14s} sparsity {spec.sparsity:<6g} "
-            f"seed {spec.seed:<4d} {spec.run_id}" + ("  unreachable: costs nothing" if cell.unreachable else ""))
-    counts = {s: states.count(s) for s in ("done", "failed", "interrupted", "pending")}
-    log(f"{len(specs)} runs on {device.type}: {counts['done']} done, {counts['failed']} failed, "
-        f"{counts['interrupted']} interrupted, {counts['pending']} pending")
+    for line in absent:
+        log(line)
     stale = stale_records(results_dir, specs)
     if stale:
         log(f"{len(stale)} stored record(s) of these datasets match no cell of this grid on {device.type} "
-            "(another config, device or precision, or an older code version); they are kept and "
-            "not counted:")
-        for p in stale:
+            "(another config, device or precision, or an older code version); they are kept and not counted"
+            + (":" if verbose else " (--verbose lists them)"))
+        for p in stale if verbose else ():
             log(f"  {p}")
     counts["stale"] = len(stale)
-    for line in absent:
-        log(line)
-    devices, warning = estimate.devices_for(cfg, None)
-    if warning:
-        log(warning)
-    estimate.preview(cells, devices, estimate.precision_of(cfg), workers, log)
+    if verbose:
+        for cell in cells:
+            spec = cell.spec
+            log(f"{cell.state:8s} {spec.dataset:12s} {spec.method.display:14s} sparsity {spec.sparsity:<6g} "
+                f"seed {spec.seed:<4d} {spec.run_id}" + ("  unreachable: costs nothing" if cell.unreachable else ""))
+    else:
+        log("(--verbose lists every cell with its state and run id)")
     return counts

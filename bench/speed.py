@@ -568,7 +568,8 @@ def register(sub) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a preset value, e.g. --set model.arch=resnet_small --set dataset.train_limit=2048")
     p.add_argument("--device", default=None, help="runtime.device (default: the preset's, auto)")
-    p.add_argument("--data-dir", type=Path, default=Path("data"))
+    p.add_argument("--data-dir", type=Path, default=Path("data"),
+                   help="where datasets live in their standard layouts (default: data)")
     p.add_argument("--results", type=Path, default=Path("results/speed"),
                    help="inductor's compile cache and the pipeline's runs go here")
     p.add_argument("--epochs", type=int, default=2, help="timed epochs of the engine and of each cell")
@@ -593,7 +594,7 @@ def register(sub) -> None:
     from .estimate import THROUGHPUT
     p.add_argument("--throughput", default=str(THROUGHPUT),
                    help="append the cells-K rows here too: the table `bench estimate` prices grids with ('' to skip)")
-    p.add_argument("--verbose", action="store_true")
+    p.add_argument("--verbose", action="store_true", help="print each training call's progress lines too")
     p.set_defaults(func=cmd_speed)
 
 

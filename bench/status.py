@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from .leases import is_stale, read_lease
-from .store import cell_state, iter_run_files, read_run
+from .store import CorruptResultError, cell_state, iter_run_files, read_run, warn
 
 ORDER = ("running", "interrupted", "failed", "pending", "done")
 
@@ -54,6 +54,16 @@ def _row(dataset, method, sparsity, seed, run_id, record, claim, jobs=None) -> d
             "run_id": run_id, "detail": detail}
 
 
+def _read(path: Path) -> dict | None:
+    """The record at ``path``; a corrupt one is a failed cell whose detail says so (one warning line)."""
+    try:
+        return read_run(path)
+    except CorruptResultError as e:
+        why = str(e.__cause__ or e).splitlines()[0]
+        warn(f"warning: corrupt record {path} ({why}); a rerun of its grid moves it aside and runs the cell again")
+        return {"status": "failed", "error": f"corrupt record file ({why})", "corrupt": str(path)}
+
+
 def collect_status(results_dir: Path, specs=None, stale_after_s: float = 120.0, jobs=None) -> list[dict]:
     """One row per cell; ``jobs`` ({job id: scheduler state}) adds the state of a running cell's job."""
     results_dir = Path(results_dir)
@@ -62,14 +72,18 @@ def collect_status(results_dir: Path, specs=None, stale_after_s: float = 120.0, 
         from .store import run_path
 
         for s in specs:
-            rec = read_run(run_path(results_dir, s.dataset, s.method.display, s.sparsity, s.seed, s.run_id))
+            rec = _read(run_path(results_dir, s.dataset, s.method.display, s.sparsity, s.seed, s.run_id))
             rows.append(_row(s.dataset, s.method.display, s.sparsity, s.seed, s.run_id, rec,
                              _claim(results_dir, s.run_id, stale_after_s), jobs))
         return rows
     seen = set()
     for p in iter_run_files(results_dir):
-        rec = read_run(p) or {}
+        rec = _read(p) or {}
         rid = rec.get("run_id") or p.stem.rsplit("__", 1)[-1]
+        if rec.get("corrupt"):          # nothing of it can be read but its file name
+            parts = p.stem.split("__")
+            rec.update(method=parts[0], dataset=p.parent.name,
+                       seed=parts[2].removeprefix("seed") if len(parts) == 4 else "?")
         seen.add(rid)
         rows.append(_row(rec.get("dataset"), rec.get("method"), float(rec.get("target_sparsity") or 0),
                          rec.get("seed"), rid, rec, _claim(results_dir, rid, stale_after_s), jobs))
@@ -89,6 +103,9 @@ def render(rows: list[dict], tty: bool) -> str:
                                        r["sparsity"], r["seed"]))
     counts = {s: sum(r["state"] == s for r in rows) for s in ORDER}
     summary = ", ".join(f"{n} {s}" for s, n in counts.items() if n) or "no cells"
+    corrupt = sum(r["detail"].startswith("corrupt record") for r in rows)
+    if corrupt:
+        summary += f" ({corrupt} of the failed: corrupt record files, named above)"
     cols = ("state", "dataset", "method", "sparsity", "seed", "run_id", "detail")
     if tty:
         from rich.console import Console
@@ -122,6 +139,10 @@ def jobs_text(submission: dict, states: dict[str, str]) -> str:
 
 def cmd_status(args) -> int:
     from .cluster import job_states, latest_submission
+    from .report.cli import no_records
+
+    if not Path(args.results).is_dir():
+        raise FileNotFoundError(no_records(args.results))
 
     specs, stale_after = None, 120.0
     if args.config:
@@ -176,7 +197,7 @@ def elsewhere_text(args, specs) -> str:
     for ds in sorted({s.dataset for s in specs}):
         for p in iter_run_files(args.results, ds):
             if p.name not in cells:
-                rec = read_run(p) or {}
+                rec = _read(p) or {}
                 key = (str(rec.get("device_type") or "unknown"), str(rec.get("precision") or "unknown"))
                 groups.setdefault(key, []).append(p.name)
     out = []
@@ -209,6 +230,8 @@ def elsewhere_text(args, specs) -> str:
 def register(sub) -> None:
     p = sub.add_parser("status", help="each cell of a grid: done, running (by whom), interrupted, failed, pending")
     p.add_argument("config", nargs="?", help="a grid config (to list pending cells too); default: what is stored")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("--results", type=Path, default=Path("results"))
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, as in run (the cells of that grid)")
+    p.add_argument("--results", type=Path, default=Path("results"),
+                   help="the results folder the grid writes (default: results); it must exist")
     p.set_defaults(func=cmd_status)

@@ -107,9 +107,30 @@ def read_run(path: Path) -> dict | None:
         raise CorruptResultError(f"result file {path} is not valid JSON ({e}); move it aside to rerun that run") from e
 
 
-def status_of(results_dir: Path, spec) -> tuple[str, dict | None]:
-    """done, failed, interrupted or pending, and the stored record if any, of grid cell ``spec`` (a RunSpec)."""
-    rec = read_run(run_path(results_dir, spec.dataset, spec.method.display, spec.sparsity, spec.seed, spec.run_id))
+def quarantine(path: Path) -> Path:
+    """Move a corrupt record aside (never delete it): ``<results>/quarantine/<name>.<utc time>``, where a
+    person can look at it; its cell then counts as not run."""
+    path = Path(path)
+    results = path.parents[2]             # <results>/runs/<dataset>/<file>
+    dest = results / "quarantine" / f"{path.name}.{utc_now().replace(':', '')}"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(path, dest)
+    return dest
+
+
+def status_of(results_dir: Path, spec, move_corrupt: bool = False) -> tuple[str, dict | None]:
+    """done, failed, interrupted or pending, and the stored record if any, of grid cell ``spec`` (a RunSpec).
+    A corrupt record file is a failed cell (its record says why); with ``move_corrupt`` (the runner, about
+    to rerun the cell) it is moved aside first and the cell is pending."""
+    path = run_path(results_dir, spec.dataset, spec.method.display, spec.sparsity, spec.seed, spec.run_id)
+    try:
+        rec = read_run(path)
+    except CorruptResultError as e:
+        if move_corrupt:
+            dest = quarantine(path)
+            warn(f"warning: moved the corrupt record {path} to {dest} ({_reason(e)}); its cell runs again")
+            return "pending", None
+        return "failed", {"status": "failed", "error": f"corrupt record file: {_reason(e)}", "corrupt": str(path)}
     return cell_state(rec), rec
 
 
@@ -119,12 +140,40 @@ def iter_run_files(results_dir: Path, dataset: str | None = None) -> Iterable[Pa
     return sorted(root.glob(pattern))
 
 
-def load_runs(results_dir: Path, dataset: str | None = None, status: str | None = None) -> list[dict]:
-    """Every run record under ``results_dir`` (optionally one dataset, optionally one status)."""
-    runs = []
+def warn(line: str) -> None:
+    import sys
+
+    print(line, file=sys.stderr, flush=True)
+
+
+def _reason(e: Exception) -> str:
+    return str(e.__cause__ or e).splitlines()[0]
+
+
+_WARNED: set[str] = set()
+
+
+def read_runs(results_dir: Path, dataset: str | None = None) -> tuple[list[dict], list[Path]]:
+    """(the readable run records under ``results_dir``, the corrupt record files skipped). Each corrupt file
+    is named once per process in one warning line on stderr; it is never changed."""
+    runs, corrupt = [], []
     for p in iter_run_files(results_dir, dataset):
-        rec = read_run(p)
-        if rec is not None and (status is None or rec.get("status") == status):
+        try:
+            rec = read_run(p)
+        except CorruptResultError as e:
+            corrupt.append(p)
+            if str(p) not in _WARNED:
+                _WARNED.add(str(p))
+                warn(f"warning: skipped the corrupt record {p} ({_reason(e)}); a rerun of its grid moves it aside")
+            continue
+        if rec is not None:
             rec["_path"] = str(p)
             runs.append(rec)
-    return runs
+    return runs, corrupt
+
+
+def load_runs(results_dir: Path, dataset: str | None = None, status: str | None = None) -> list[dict]:
+    """Every readable run record under ``results_dir`` (optionally one dataset, optionally one status); a
+    corrupt file is skipped with a warning (``read_runs``)."""
+    runs, _ = read_runs(results_dir, dataset)
+    return [r for r in runs if status is None or r.get("status") == status]

@@ -105,15 +105,27 @@ CASES = [
     ("no-cuda", lambda t, c: run(t, c, "--set", "runtime.device=cuda"), "CUDA is not available"),
     ("bad-device", lambda t, c: run(t, c, "--set", "runtime.device=tpu"), "'runtime.device'"),
     ("results-is-a-file", lambda t, c: ["run", str(c), "--results", str(t / "tiny.yaml")], "is a file, not a folder"),
-    ("corrupt-record", lambda t, c: (next((t / "results" / "runs").glob("*/dense*.json")).write_text('{"st'),
-                                     run(t, c))[1], "is not valid JSON"),
     ("corrupt-cached-model", lambda t, c: (corrupt_cache(t / "results", "dense"),
                                            run(t, c, "--set", "grid.sparsities=[0.7]"))[1], "sha256"),
     ("corrupt-epoch-checkpoint", lambda t, c: _epoch_case(t, c), "cannot be read"),
     ("table-unknown-dataset", lambda t, c: ["table", "--results", str(t / "results"), "--dataset", "imagenet"],
      "no run records for dataset 'imagenet'"),
-    ("status-corrupt-record", lambda t, c: (next((t / "results" / "runs").glob("*/dense*.json")).write_text("{"),
-                                            ["status", "--results", str(t / "results")])[1], "is not valid JSON"),
+    ("status-missing-folder", lambda t, c: ["status", "--results", str(t / "resluts")], "does not exist"),
+    ("status-grid-missing-folder", lambda t, c: ["status", str(c), "--results", str(t / "resluts")], "does not exist"),
+    ("collect-missing-folder", lambda t, c: ["collect", "--results", str(t / "resluts")], "does not exist"),
+    ("estimate-unknown-device", lambda t, c: ["estimate", str(c), "--device", "H1000"],
+     "not a device of the throughput table"),
+    ("dry-run-zero-workers", lambda t, c: run(t, c, "--dry-run", "--workers", "0"), "--workers 0"),
+    ("dry-run-results-is-a-file", lambda t, c: ["run", str(c), "--dry-run", "--results", str(c)],
+     "is a file, not a folder"),
+    ("table-tables-is-a-file", lambda t, c: ["table", "--results", str(t / "results"), "--tables", str(c)],
+     "--tables"),
+    ("plot-plots-is-a-file", lambda t, c: ["plot", "--results", str(t / "results"), "--plots", str(c)], "--plots"),
+    ("claims-plots-is-a-file", lambda t, c: ["claims", "--results", str(t / "results"), "--plots", str(c)],
+     "--plots"),
+    ("report-plots-is-a-file", lambda t, c: ["report", "--results", str(t / "results"), "--plots", str(c)],
+     "--plots"),
+    ("table-results-is-a-file", lambda t, c: ["table", "--results", str(c)], "is a file, not a folder"),
     ("config-docs-target-is-a-folder", lambda t, c: ["config", "--docs", str(t)], "Is a directory"),
 ]
 
@@ -164,3 +176,33 @@ def test_unwritable_results_folder(env, capsys):
         assert "is not writable" in capsys.readouterr().err
     finally:
         os.chmod(tmp / "results", 0o755)
+
+
+def test_a_failed_start_creates_no_results_folder(tmp_path, capsys):
+    cfg = write_config(tmp_path / "c.yaml")
+    fresh = tmp_path / "fresh"
+    assert main(["run", str(cfg), "--set", "dataset.name=cifar10", "--results", str(fresh),
+                 "--data-dir", str(tmp_path / "empty")]) == 2
+    assert not fresh.exists()
+
+
+def test_a_corrupt_record_is_skipped_with_a_warning_and_a_run_moves_it_aside(env, capsys):
+    tmp, cfg = env
+    bad = next((tmp / "results" / "runs").glob("*/dense*.json"))
+    bad.write_text('{"st')
+    assert main(["status", "--results", str(tmp / "results")]) == 0
+    out = capsys.readouterr()
+    assert out.err.count(str(bad)) == 1 and "corrupt record" in out.err and "Traceback" not in out.err
+    assert "corrupt record files" in out.out                       # counted in the summary
+    assert main(["status", str(cfg), "--results", str(tmp / "results")]) == 0
+    assert str(bad) in capsys.readouterr().err
+    assert main(["table", "--results", str(tmp / "results")]) == 0
+    assert main(["collect", "--results", str(tmp / "results")]) == 0
+    out = capsys.readouterr()
+    assert str(bad) in out.err and "1 corrupt record file(s) skipped" in out.out
+    assert bad.read_text() == '{"st'                                # reading never changes it
+    # a run moves it aside (never deletes it) and runs its cell again
+    assert main(run(tmp, cfg)) == 0
+    (moved,) = (tmp / "results" / "quarantine").iterdir()
+    assert moved.read_text() == '{"st' and moved.name.startswith(bad.name)
+    assert bad.exists() and '"status": "ok"' in bad.read_text()

@@ -55,7 +55,8 @@ def test_unreachable_cells_cost_nothing(tmp_path, capsys):
     assert egp[0.98].unreachable and egp[0.98].work == [] and "conv-noshortcut" in egp[0.98].note
     assert not egp[0.5].unreachable and egp[0.5].work
     cfg = write_config(tmp_path / "c.yaml", grid={"methods": ["egp"], "sparsities": [0.5, 0.98], "seeds": [0]})
-    assert main(["run", str(cfg), "--dry-run", "--results", str(tmp_path / "r"), "--data-dir", str(tmp_path)]) == 0
+    assert main(["run", str(cfg), "--dry-run", "--verbose", "--results", str(tmp_path / "r"),
+                 "--data-dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert re.search(r"pending .*egp .*sparsity 0\.98 .*[0-9a-f]{16}  unreachable: costs nothing", out)
     assert re.search(r"no cost: egp at sparsity 0\.98 \(seed 0\): unreachable", out)
@@ -126,13 +127,13 @@ def test_dry_run_of_the_paper_preset_needs_no_data(tmp_path, capsys):
     assert main(args) == 0
     out = capsys.readouterr().out
     assert f"data: cifar10 is not in {tmp_path / 'nodata' / 'cifar-10-batches-py'}" in out and "--download" in out
-    assert re.search(rf"estimate on {H100_NAME}: [\d,.]+ GPU-hours", out)
-    assert re.search(r"with 4 cells per device \(--workers 4\): [\d,.]+ h wall-clock", out)
+    assert re.search(rf"on {H100_NAME}: [\d,.]+ GPU-hours estimated", out)
+    assert re.search(r"with 4 cells per device \(--workers 4\): [\d,.]+ hours wall-clock", out)
     assert "teachers (shared)" in out and "resnet50" in out and "colt-round (shared)" in out
     assert re.search(r"no cost: egp at sparsity 0\.9841 \(seed 42\): unreachable", out)
     if not torch.cuda.is_available():
         assert "warning: runtime.device is auto and this machine has no GPU" in out
-        assert re.search(r"estimate on cpu \(\d+ threads?\): [\d,.]+ CPU-hours", out)
+        assert re.search(r"on cpu \(\d+ threads?\): [\d,.]+ CPU-hours estimated", out)
     assert not (tmp_path / "r").exists()
 
 

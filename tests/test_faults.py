@@ -167,6 +167,23 @@ def test_sigterm_mid_epoch_records_interrupted_and_the_rerun_resumes(tmp_path):
     assert not list((results / "cache" / "epochs").glob("*/*.pt"))     # removed once the record is written
 
 
+def test_sigint_ends_with_interrupted_and_the_command_that_resumes(tmp_path):
+    """Ctrl-C: the last line says interrupted and gives the exact command that resumes the grid."""
+    cfg = config(tmp_path, grid={"methods": ["dense"], "seeds": [0, 1]}, pretrain={**TINY["pretrain"], "epochs": 40})
+    results = tmp_path / "results"
+    proc = bench_run(cfg, results, wait=False)
+    for line in proc.stdout:
+        if "pretrain epoch 2/40" in line:
+            proc.send_signal(signal.SIGINT)
+            break
+    rest = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 128 + signal.SIGINT, rest
+    lines = rest.strip().splitlines()
+    assert lines[-1].startswith("interrupted: ") and lines[-1].endswith(
+        f"resume with: python -m bench run {cfg} --results {results} --data-dir {results.parent}"), lines[-3:]
+    assert any(re.match(r"grid 'tiny' interrupted after \d+ s: 0 ok", x) for x in lines), lines
+
+
 def test_killed_and_resumed_ends_bit_for_bit_like_uninterrupted(tmp_path):
     """The run is stopped twice: SIGTERM at an exact step (a mid-epoch checkpoint) and kill -9 after an
     epoch checkpoint. Weights, history and accuracy equal those of an uninterrupted run."""

@@ -95,7 +95,7 @@ def test_dry_run_lists_stored_records_that_match_no_grid_cell(tmp_path, capsys):
     args = ["run", str(cfg_path), "--results", str(tmp_path), "--data-dir", str(tmp_path)]
     assert main(args) == 0
     capsys.readouterr()
-    assert main(args + ["--dry-run", "--set", "pretrain.epochs=2"]) == 0
+    assert main(args + ["--dry-run", "--verbose", "--set", "pretrain.epochs=2"]) == 0
     out = capsys.readouterr().out
     assert "1 runs on cpu: 0 done, 0 failed, 0 interrupted, 1 pending" in out
     assert "1 stored record(s)" in out and "dense__sp0__seed0__" in out

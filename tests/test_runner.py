@@ -180,15 +180,17 @@ def test_teacher_command_trains_once_then_reports(tmp_path, capsys):
     assert json.loads(meta.read_text())["sha256"][:16] in second
 
 
-def test_corrupt_result_file_is_reported_and_left_alone(tmp_path, capsys):
+def test_corrupt_result_file_is_moved_aside_never_overwritten(tmp_path, capsys):
     cfg_path = write_config(tmp_path / "tiny.yaml", grid={"methods": ["dense"], "seeds": [0]})
     args = ["run", str(cfg_path), "--results", str(tmp_path), "--data-dir", str(tmp_path)]
     assert main(args) == 0
     (rec,) = tmp_path.glob("runs/*/*.json")
     rec.write_text('{"status": "ok", "trunc')
-    assert main(args) == 2
-    assert "is not valid JSON" in capsys.readouterr().err
-    assert rec.read_text() == '{"status": "ok", "trunc'
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert "Unterminated string" in err and f"moved the corrupt record {rec}" in err
+    (kept,) = (tmp_path / "quarantine").iterdir()
+    assert kept.read_text() == '{"status": "ok", "trunc' and '"status": "ok"' in rec.read_text()
 
 
 @pytest.mark.slow

@@ -5,6 +5,8 @@ NAME = "tgp-kd"
 VERSION = tgp.VERSION
 PRUNES = True
 SECTIONS = tgp.SECTIONS
+# the temperature claims' other sides (results/reference/claims.yaml); a grid may list the label alone
+VARIANTS = {"tgp-kd-T3": {"kd.temperature": 3}, "tgp-kd-T5": {"kd.temperature": 5}}
 
 
 def run(ctx):

@@ -47,11 +47,23 @@ def no_records(results: Path) -> str:
     return f"{where} (give --results the folder a grid wrote: python -m bench run CONFIG --results DIR)"
 
 
-def records(results: Path, datasets: list[str] | None) -> list[dict]:
+def output_folder(path: Path | None, what: str, created: bool = True) -> None:
+    """An output folder must be a folder (or, if ``created``, not exist yet): a file there is an error
+    before anything is written (exit 2)."""
+    if path is not None and Path(path).exists() and not Path(path).is_dir():
+        raise NotADirectoryError(f"{what} {path} is a file, not a folder; give a folder"
+                                 + (" (it is created if absent)" if created else ""))
+
+
+def records(results: Path, datasets: list[str] | None, *outputs: tuple[Path | None, str]) -> list[dict]:
     """The run records of ``results``; FileNotFoundError (exit 2, nothing written) when there are none, or
-    when a dataset asked for has none."""
+    when a dataset asked for has none; NotADirectoryError when ``results`` or an output folder of
+    ``outputs`` ((path, what) pairs) is a file. Corrupt record files are skipped with a warning each."""
     from ..store import load_runs
 
+    output_folder(results, "results path", created=False)
+    for path, what in outputs:
+        output_folder(path, what)
     runs = load_runs(results) if Path(results).is_dir() else []
     present = datasets_of(runs)
     if not present:
@@ -91,7 +103,7 @@ def _sparsity(text: str) -> float:
 def cmd_table(args) -> int:
     from .tables import write_tables
 
-    runs = records(args.results, args.dataset)
+    runs = records(args.results, args.dataset, (args.tables, "--tables"))
     formats = "all" if args.format == "all" else [args.format]
     for p in write_tables(args.results, args.dataset, formats=formats, accuracy=args.accuracy,
                           transpose=args.transpose, paper=args.paper, reference_dir=args.reference,
@@ -104,7 +116,7 @@ def cmd_plot(args) -> int:
     from .figures import write_figures
     from .plotting import FIG_FORMATS
 
-    runs = records(args.results, args.dataset)
+    runs = records(args.results, args.dataset, (plots_dir(args), "--plots"))
     formats = FIG_FORMATS if args.format == "all" else (args.format,)
     for p in write_figures(args.results, plots_dir(args), args.dataset, accuracy=args.accuracy,
                            sparsity=args.sparsity, reference_dir=args.reference, ref_method=args.ref_method,
@@ -117,7 +129,7 @@ def cmd_claims(args) -> int:
     from .claims import evaluate_claims
     from .claims_render import write_claim_figure, write_claim_tables
 
-    runs = records(args.results, args.dataset)
+    runs = records(args.results, args.dataset, (plots_dir(args), "--plots"), (Path(args.results) / "tables", "tables"))
     formats = ("png", "pdf") if args.format == "all" else (args.format,)
     claims, rows = evaluate_claims(args.results, args.dataset, known=args.method_names(), accuracy=args.accuracy, claims_path=args.claims,
                                    reference_dir=args.reference, runs=runs)
@@ -163,7 +175,7 @@ def verdict_text(rows, tty: bool) -> str:
 def cmd_report(args) -> int:
     from .report import write_report
 
-    runs = records(args.results, None)
+    runs = records(args.results, None, (plots_dir(args), "--plots"), (Path(args.results) / "tables", "tables"))
     out = write_report(args.results, plots_dir(args), args.out, accuracy=args.accuracy,
                        reference_dir=args.reference, ref_method=args.ref_method, transpose=args.transpose,
                        paper=args.paper, sparsity=args.sparsity, runs=runs, known=args.method_names())
