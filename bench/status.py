@@ -41,6 +41,10 @@ def _row(dataset, method, sparsity, seed, run_id, record, claim, jobs=None) -> d
         detail = f"{claim.get('host')} pid {claim.get('pid')}{job} since {claim.get('started_at')}{at}"
     elif state in ("failed", "interrupted"):
         detail = ((record.get("error") or "").splitlines() or [""])[0][:120]
+        argv = (record.get("provenance") or {}).get("argv") or []
+        if state == "interrupted" and len(argv) > 1:
+            detail = detail.replace("; rerun the same command to resume", "")
+            detail += "; resume: python -m bench " + " ".join(shlex.quote(str(a)) for a in argv[1:])
         if claim is not None:
             detail += " (a stale claim: its runner stopped; a rerun takes it over)"
     elif state == "done" and record.get("status") == "unreachable":
@@ -121,7 +125,8 @@ def render(rows: list[dict], tty: bool) -> str:
             console.print(table)
         return cap.get()
     lines = [summary]
-    lines += ["  ".join(f"{str(r[c]):<{w}}" for c, w in zip(cols, (11, 12, 16, 8, 5, 16, 0))).rstrip() for r in rows]
+    widths = [max([len(c)] + [len(str(r[c])) for r in rows]) for c in cols[:-1]] + [0]
+    lines += ["  ".join(f"{str(r[c]):<{w}}" for c, w in zip(cols, widths)).rstrip() for r in rows]
     return "\n".join(lines) + "\n"
 
 

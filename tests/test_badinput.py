@@ -197,9 +197,10 @@ def test_a_corrupt_record_is_skipped_with_a_warning_and_a_run_moves_it_aside(env
     assert main(["status", str(cfg), "--results", str(tmp / "results")]) == 0
     assert str(bad) in capsys.readouterr().err
     assert main(["table", "--results", str(tmp / "results")]) == 0
+    assert "1 corrupt record file(s) skipped" in capsys.readouterr().err
     assert main(["collect", "--results", str(tmp / "results")]) == 0
     out = capsys.readouterr()
-    assert str(bad) in out.err and "1 corrupt record file(s) skipped" in out.out
+    assert "1 corrupt record file(s) skipped" in out.out
     assert bad.read_text() == '{"st'                                # reading never changes it
     # a run moves it aside (never deletes it) and runs its cell again
     assert main(run(tmp, cfg)) == 0

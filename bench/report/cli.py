@@ -59,12 +59,15 @@ def records(results: Path, datasets: list[str] | None, *outputs: tuple[Path | No
     """The run records of ``results``; FileNotFoundError (exit 2, nothing written) when there are none, or
     when a dataset asked for has none; NotADirectoryError when ``results`` or an output folder of
     ``outputs`` ((path, what) pairs) is a file. Corrupt record files are skipped with a warning each."""
-    from ..store import load_runs
+    from ..store import read_runs
 
     output_folder(results, "results path", created=False)
     for path, what in outputs:
         output_folder(path, what)
-    runs = load_runs(results) if Path(results).is_dir() else []
+    runs, corrupt = read_runs(results) if Path(results).is_dir() else ([], [])
+    if corrupt:
+        print(f"{len(corrupt)} corrupt record file(s) skipped (named above); the tables leave their cells out",
+              file=sys.stderr)
     present = datasets_of(runs)
     if not present:
         raise FileNotFoundError(no_records(results))
