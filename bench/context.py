@@ -25,6 +25,7 @@ import torch.nn as nn
 
 from . import engine
 from .config import HARNESS_VERSION, Config, TrainConfig, to_dict
+from .declared import ALWAYS, Guarded, UndeclaredSection, covers, narrowed, raw
 from .grid import hash_identity, runtime_identity
 from .checkpoint import EpochCheckpoint
 from .engine import PhaseTimer, TrainResult
@@ -146,8 +147,13 @@ def teacher_ident(cfg: Config) -> dict:
 class RunContext:
     def __init__(self, cfg: Config, data, device: torch.device, artifacts: Artifacts,
                  log: Callable[[str], None] = print, run_id: Optional[str] = None,
-                 load_data: Optional[Callable] = None):
-        self.cfg, self.data, self.device, self.artifacts, self.log = cfg, data, device, artifacts, log
+                 load_data: Optional[Callable] = None, declared: Optional[tuple[str, ...]] = None,
+                 owner: str = "this method"):
+        # ``declared``: the config parts the run may read (grid.declared_sections); every read outside
+        # them raises (bench/declared.py). None: no check (a context made by a test or a tool).
+        self.cfg = cfg if declared is None else Guarded(cfg, declared, owner)
+        self.declared, self.owner = declared, owner
+        self.data, self.device, self.artifacts, self.log = data, device, artifacts, log
         self.load_data = load_data          # DatasetConfig -> data on the device (another split of the dataset)
         # Epoch checkpoints are scoped by run id: a context made outside a grid gets a unique one.
         self.run_id = run_id or f"adhoc-{uuid.uuid4().hex[:12]}"
@@ -186,7 +192,7 @@ class RunContext:
 
         mod = registry.get(method)
         self.extra["pairs_with"] = {
-            "method": method, "run_id": hash_identity(identity(self.cfg, mod, self.device.type)),
+            "method": method, "run_id": hash_identity(identity(raw(self.cfg), mod, self.device.type)),
             "dataset": self.cfg.dataset.name, "seed": self.cfg.seed,
             "target_sparsity": self.cfg.prune.sparsity if mod.PRUNES else 0.0}
 
@@ -318,7 +324,13 @@ class RunContext:
         ``sections`` the result depends on (dotted paths), ``version`` (the owning method's
         ``VERSION``), ``extra`` (a round number, a target), the data, device type, precision and
         harness version: declare what the result depends on, never list fields by hand."""
-        ident = stage_ident(self.cfg, sections, version, **(extra or {}))
+        if self.declared is not None:
+            missing = [p for p in sections if p not in ALWAYS and not covers(self.declared, p)]
+            if missing:
+                raise UndeclaredSection(f"{self.owner}: its stage '{kind}' depends on {', '.join(missing)}, which "
+                                        "the method does not declare in SECTIONS (its run id would not change with "
+                                        "them); declare them")
+        ident = stage_ident(raw(self.cfg), sections, version, **(extra or {}))
         runtime = runtime_identity(self.cfg.runtime, self.device.type)
         key = self.stage_key(kind, ident)
         hit = self.artifacts.load(kind, key)
@@ -393,10 +405,15 @@ class RunContext:
         scope = f"stage-{kind}-{key}"
         self._scopes.append(scope)
         before = self.timer.seconds()
+        view = self.cfg
+        if self.declared is not None:      # while it is made, the stage reads only what it declares
+            reads = tuple(ident["config"]) + (("prune.sparsity",) if "target" in ident else ())
+            self.cfg = narrowed(view, reads, f"{self.owner}, stage '{kind}'")
         try:
             meta, payload = produce()
         finally:
             self._scopes.pop()
+            self.cfg = view
         after = self.timer.seconds()
         commit, dirty = git_state()
         meta.update(phase_budget={ph: self.budget[ph] for ph in phases if ph in self.budget},

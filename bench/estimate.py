@@ -191,14 +191,19 @@ def plan_cells(specs, states: list[str]) -> list[Cell]:
     from . import registry
     from .masks import UnreachableSparsity
 
+    from .declared import Guarded
+    from .grid import declared_sections
+
     cells = []
     for spec, state in zip(specs, states):
-        plan = getattr(registry.get(spec.method.name), "plan", None)
+        mod = registry.get(spec.method.name)
+        plan = getattr(mod, "plan", None)
         if plan is None:
             cells.append(Cell(spec, state, [], f"no plan: method {spec.method.name!r} declares none, not estimated"))
             continue
-        try:
-            cells.append(Cell(spec, state, plan(spec.config)))
+        try:      # a plan reads what its run reads: the declared sections only (bench/declared.py)
+            cells.append(Cell(spec, state, plan(Guarded(spec.config, declared_sections(mod),
+                                                        f"the plan of method {mod.NAME!r}"))))
         except UnreachableSparsity as e:
             cells.append(Cell(spec, state, [], f"unreachable ({e.reason}): recorded without training"))
     return cells

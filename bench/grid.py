@@ -36,15 +36,20 @@ class RunSpec:
         return self.config.seed
 
 
+def declared_sections(mod) -> tuple[str, ...]:
+    """Every config part a run of method ``mod`` may depend on, the run id hashes, and its context lets it
+    read (bench/declared.py): the common sections, the method's ``SECTIONS``, and ``prune`` if it prunes."""
+    return COMMON_SECTIONS + tuple(mod.SECTIONS) + (("prune",) if mod.PRUNES else ())
+
+
 def identity(cfg: Config, mod, dev_type: str) -> dict:
     """The canonical mapping hashed into the run id of method ``mod`` on ``dev_type``."""
     full = to_dict(cfg)
     ident: dict[str, Any] = {"method": mod.NAME, "version": getattr(mod, "VERSION", 1),
                              "harness": HARNESS_VERSION}
-    for s in COMMON_SECTIONS + tuple(mod.SECTIONS):
+    for s in declared_sections(mod):
         ident[s] = _at(full, s)
     if mod.PRUNES:
-        ident["prune"] = full["prune"]
         ident["sparsity_measure"] = cfg.grid.sparsity_measure
     ident["runtime"] = runtime_identity(cfg.runtime, dev_type)
     return ident

@@ -19,7 +19,7 @@ import torch
 from . import budget as B
 from . import registry
 from .config import Config, to_dict
-from .grid import RunSpec, expand_grid
+from .grid import RunSpec, declared_sections, expand_grid
 from .checkpoint import CorruptEpochCheckpointError
 from .context import Artifacts, CorruptCheckpointError, RunContext
 from .runtime import persistent_compile_cache, resolve_device
@@ -377,7 +377,9 @@ def _run_one(spec, old, data_cache, artifacts, device, results_dir, keep_checkpo
     record = _base_record(spec, device)
     record["started_at"] = utc_now()
     data = data_cache.get(spec.config)
-    ctx = RunContext(spec.config, data, device, artifacts, log, run_id=spec.run_id, load_data=data_cache.dataset)
+    mod = registry.get(spec.method.name)
+    ctx = RunContext(spec.config, data, device, artifacts, log, run_id=spec.run_id, load_data=data_cache.dataset,
+                     declared=declared_sections(mod), owner=f"method {mod.NAME!r}")
     try:
         record.update(execute(spec, ctx))
         log(f"  ok in {_duration(record['time_total_s'])}: top1 {record['top1_final']:.2f}% (best "

@@ -15,6 +15,7 @@ import dataclasses
 from typing import Any
 
 from .config import to_dict
+from .declared import raw
 
 NOT_IN_STAGES = {"stage": False}       # field metadata: left out of every stage identity
 
@@ -33,6 +34,7 @@ def _declared(obj: Any, value: Any) -> Any:
 
 def part(cfg, path: str) -> tuple[Any, Any]:
     """(object, plain value) of the config part at dotted ``path``."""
+    cfg = raw(cfg)
     obj, value = cfg, to_dict(cfg)
     for name in path.split("."):
         obj, value = getattr(obj, name), value[name]
