@@ -14,7 +14,7 @@ def user_errors() -> tuple[type, ...]:
     """Errors caused by the input (config, data files, device, results folder, checkpoints, report
     inputs): one line, exit code 2. Anything else is a bug and keeps its traceback."""
     from .checkpoint import CorruptEpochCheckpointError
-    from .context import CorruptCheckpointError
+    from .artifacts import CorruptCheckpointError
     from .data import DatasetFileError, DatasetNotFoundError
     from .estimate import CostError
     from .report.references import ReferenceFileError
@@ -146,7 +146,8 @@ def _preset_summary(path: Path, limit: int = 110) -> str:
 def cmd_teacher(args) -> int:
     """Train (or report) the teacher of every dataset in the config's grid."""
     from . import config as C
-    from .context import Artifacts, RunContext
+    from .artifacts import Artifacts
+    from .context import RunContext
     from .data import load_dataset
     from .runtime import resolve_device
 

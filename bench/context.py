@@ -1,19 +1,14 @@
-"""What a method can ask for while it runs: data, models, the engine, masks, cached artifacts.
+"""What a method can ask for while it runs: data, models, the engine, masks, cached stages (``RunContext``).
 
 Trained artifacts that later runs reuse (the dense model, teachers, the proposed method's
 fine-tuned student and importance, the rounds of an iterative method) are cached by a hash of
-everything that determines them: the identity the caller gives, the data fingerprint, the device
-type and effective precision, and the harness version. A cached file carries its sha256 in a JSON
-sidecar written last, with the git commit, device and phase seconds it was made with; a file that
-fails to load or whose hash differs is an error, never silently retrained over.
+everything that determines them: the sections the stage declares, the data fingerprint, the device
+type and effective precision, and the harness version (bench/artifacts.py keeps the files, with
+their sha256, git commit, device and phase seconds; bench/ledger.py what the run spent).
 """
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
-import hashlib
-import io
-import json
 import uuid
 import zlib
 from dataclasses import dataclass, field
@@ -24,87 +19,19 @@ import torch
 import torch.nn as nn
 
 from . import engine
-from .config import HARNESS_VERSION, Config, TrainConfig, to_dict
+from .artifacts import Artifacts, CorruptCheckpointError, _to, _to_cpu
+from .config import HARNESS_VERSION, Config, TrainConfig
 from .declared import ALWAYS, Guarded, UndeclaredSection, covers, narrowed, raw
 from .grid import hash_identity, runtime_identity
 from .checkpoint import EpochCheckpoint
-from .engine import PhaseTimer, TrainResult
-from .leases import Lease, wait_for
-from .masks import Masks, Target, sparsity_stats
+from .engine import TrainResult
+from .ledger import Ledger
+from .masks import Masks, Target
 from .models import build_model
-from .phases import DEFAULT_GROUPS, GROUPS      # latency groups, shared with the report
+from .phases import DEFAULT_GROUPS
 from .provenance import code_state, device_name, git_state
 from .runtime import use_channels_last
 from .stages import stage_ident
-from .store import atomic_write_bytes, atomic_write_json, file_digest
-
-
-class CorruptCheckpointError(RuntimeError):
-    """A cached checkpoint that cannot be trusted."""
-
-
-class Artifacts:
-    """``<root>/<kind>/<key>.pt`` plus ``<key>.json`` (metadata with the file's sha256)."""
-
-    def __init__(self, root: Path):
-        self.root = Path(root)
-
-    def paths(self, kind: str, key: str) -> tuple[Path, Path]:
-        d = self.root / kind
-        return d / f"{key}.pt", d / f"{key}.json"
-
-    def load(self, kind: str, key: str) -> Optional[tuple[Any, dict]]:
-        pt, meta_path = self.paths(kind, key)
-        if not meta_path.exists():
-            return None  # never completed (the sidecar is written last)
-        fix = f"delete {pt} and {meta_path} to train it again"
-        try:
-            meta = json.loads(meta_path.read_text())
-        except json.JSONDecodeError as e:
-            raise CorruptCheckpointError(f"checkpoint metadata {meta_path} is not valid JSON ({e}); {fix}") from e
-        if not pt.exists():
-            raise CorruptCheckpointError(f"checkpoint {pt} is missing but its metadata exists; {fix}")
-        digest = file_digest(pt)
-        if digest != meta.get("sha256"):
-            raise CorruptCheckpointError(f"checkpoint {pt} has sha256 {digest[:16]}..., its metadata says "
-                                         f"{str(meta.get('sha256'))[:16]}...; the file changed or is corrupt; {fix}")
-        try:
-            payload = torch.load(pt, map_location="cpu", weights_only=True)
-        except Exception as e:  # noqa: BLE001 - any unpickling failure means the file is unusable
-            raise CorruptCheckpointError(f"checkpoint {pt} cannot be loaded ({type(e).__name__}: {e}); {fix}") from e
-        return payload, meta
-
-    def save(self, kind: str, key: str, payload: Any, meta: dict) -> dict:
-        pt, meta_path = self.paths(kind, key)
-        buf = io.BytesIO()
-        torch.save(payload, buf)
-        data = buf.getvalue()
-        atomic_write_bytes(pt, data, fault="artifact-write")
-        meta = dict(meta, sha256=hashlib.sha256(data).hexdigest(), path=str(pt),
-                    created_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
-        atomic_write_json(meta_path, meta)
-        return meta
-
-
-def _to(obj, device):
-    """``obj`` (nested dicts/lists/tuples of tensors) with every tensor moved to ``device``."""
-    if torch.is_tensor(obj):
-        return obj.to(device)
-    if isinstance(obj, dict):
-        return {k: _to(v, device) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_to(v, device) for v in obj)
-    return obj
-
-
-def _to_cpu(obj):
-    if torch.is_tensor(obj):
-        return obj.detach().cpu().contiguous()
-    if isinstance(obj, dict):
-        return {k: _to_cpu(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_to_cpu(v) for v in obj)
-    return obj
 
 
 @dataclass
@@ -145,6 +72,23 @@ def teacher_ident(cfg: Config) -> dict:
 
 
 class RunContext:
+    """What a method's ``run(ctx)`` may use, and all it should use:
+
+    * ``cfg``: the run's config, readable only where the method declares it (bench/declared.py);
+      ``data`` (the run's split, on the device), ``device``, ``log``, ``extra`` (anything the record
+      should carry) and ``seed_for(purpose)`` (a seed per purpose, never the run seed twice);
+    * models: ``build()`` (a fresh network from the run seed), ``dense_model()`` and ``teacher()``
+      (trained once, cached, shared by every run that needs them);
+    * training: ``train(model, recipe, phase=...)``, the engine's loop, resumable, counted in the budget;
+      ``phase(name)``, to time anything else;
+    * pruning: ``masks(model)``, ``target(masks, model)``, ``prune_global(...)``, ``prune_and_retrain(...)``;
+    * caching: ``stage(kind, produce, phases, sections=..., version=...)`` (an artifact made once, keyed by
+      the sections it declares) and ``rounds(...)`` (an iterative method's chain of stages), with
+      ``add_round`` for its per-round record.
+
+    What the run spent and trained is kept by ``ledger`` (bench/ledger.py), cached files by ``artifacts``
+    (bench/artifacts.py); the runner reads both into the record."""
+
     def __init__(self, cfg: Config, data, device: torch.device, artifacts: Artifacts,
                  log: Callable[[str], None] = print, run_id: Optional[str] = None,
                  load_data: Optional[Callable] = None, declared: Optional[tuple[str, ...]] = None,
@@ -161,25 +105,15 @@ class RunContext:
         self._scopes = [f"run-{self.run_id}"]         # epoch checkpoints: of the run, or of the stage being made
         self._calls: dict[tuple[str, str], int] = {}
         self.resumed: list[dict] = []            # where interrupted training calls were resumed
-        self.timer = PhaseTimer(device)
-        self.groups: dict[str, str] = {}        # phase -> latency group (declared or by name)
-        self.reused: dict[str, dict] = {}       # phase -> what it cost when its artifact was made
-        self.artifacts_used: list[dict] = []    # every cached artifact this run loaded or made
-        self.round_records: list[dict] = []     # per-round records of iterative methods
-        self.budget: dict[str, dict] = {}       # phase -> what it trained (epochs, images), live or reused
+        self.ledger = Ledger(device)             # what the run spent and trained: phases, budget, artifacts, rounds
         self.teacher_info: Optional[dict] = None
         self.extra: dict = {}
 
     # ------------------------------------------------------------------ building blocks
     def phase(self, name: str, group: Optional[str] = None):
         """Time a block under ``name``; ``group`` is its latency-table group (see GROUPS)."""
-        self._declare(name, group)
-        return self.timer.phase(name)
-
-    def _declare(self, name: str, group: Optional[str]) -> None:
-        if group is not None and group not in GROUPS:
-            raise ValueError(f"phase group {group!r} of phase {name!r}; allowed: {', '.join(GROUPS)}")
-        self.groups[name] = group or self.groups.get(name) or DEFAULT_GROUPS.get(name, "other")
+        self.ledger.declare(name, group)
+        return self.ledger.timer.phase(name)
 
     def seed_for(self, purpose: str) -> int:
         return derived_seed(self.cfg.seed, purpose)
@@ -213,13 +147,13 @@ class RunContext:
         Resumable: an interrupted call continues from its epoch checkpoint. ``state``: objects with
         ``state_dict``/``load_state_dict`` that the checkpoint must carry too (an importance tracker).
         ``hooks``: the method's step and epoch hooks (``engine.Hooks``)."""
-        self._declare(phase, group)
-        self._declare("eval", None)
+        self.ledger.declare(phase, group)
+        self.ledger.declare("eval", None)
         ckpt = self.epoch_checkpoint(phase)
         data = data if data is not None else self.data
         augment = augment or self.cfg.dataset.augment
         try:
-            result = engine.train(model, data, recipe, runtime=self.cfg.runtime, timer=self.timer,
+            result = engine.train(model, data, recipe, runtime=self.cfg.runtime, timer=self.ledger.timer,
                                   seed=self.seed_for(phase) if seed is None else seed, augment=augment,
                                   objective=objective, masks=masks, after_backward=after_backward, hooks=hooks,
                                   state=state,
@@ -227,18 +161,9 @@ class RunContext:
         finally:
             if ckpt.resumed is not None:
                 self.resumed.append({**ckpt.resumed, "scope": self._scopes[-1]})
-        self._count(phase, recipe, data, augment)
+        self.ledger.count(phase, recipe.epochs * data.images_per_epoch(recipe.batch_size, recipe.drop_last),
+                          recipe.epochs, len(self.data.train_y), augment)
         return result
-
-    def _count(self, phase: str, recipe: TrainConfig, data, augment) -> None:
-        """Add one training call to ``phase``'s budget. ``full_data_epochs`` are its images over the run's
-        training set: an epoch on half the classes (COLT's partition models) counts half."""
-        images = recipe.epochs * data.images_per_epoch(recipe.batch_size, recipe.drop_last)
-        b = self.budget.setdefault(phase, {"epochs": 0, "images": 0, "full_data_epochs": 0.0, "reused": False,
-                                           "augment": to_dict(augment)})
-        b["epochs"] += recipe.epochs
-        b["images"] += images
-        b["full_data_epochs"] = b["images"] / len(self.data.train_y)
 
     def epoch_checkpoint(self, phase: str) -> EpochCheckpoint:
         """The checkpoint file of the next training call named ``phase`` in the current scope (the run,
@@ -276,33 +201,14 @@ class RunContext:
         that lands ``model`` on the run's target. Returns the weights removed."""
         return masks.prune_count(scores, self.target(masks, model).global_count(masks, scores))
 
-    def sparsity_of(self, model: nn.Module) -> dict:
-        """Every sparsity definition of ``model``'s weights (masks.sparsity_stats()["sparsity"])."""
-        return sparsity_stats(model, self.cfg.prune.layers)["sparsity"]
-
-    def phases(self) -> dict:
-        """{phase: {seconds, reused, device, group, commit}}; a reused phase is what its cached
-        artifact cost when it was made, on the device it was made on."""
-        commit, _ = git_state()
-        out = {k: {"seconds": v, "reused": False, "device": self.device_name, "group": self.groups.get(k, "other"),
-                   "commit": commit}
-               for k, v in self.timer.seconds().items()}
-        for k, v in self.reused.items():
-            if k in out:
-                raise RuntimeError(f"phase {k!r} was both timed in this run and reused from the cache; "
-                                   "give the live part its own phase name")
-            out[k] = {"reused": True, **v}
-        return out
-
     def add_round(self, r: int, *, phase: str, sparsity: dict, top1_final: Optional[float] = None,
                   top1_best: Optional[float] = None, **extra) -> None:
-        """Record round ``r`` of an iterative method: its realised sparsity (every definition), its
-        accuracy and the seconds of its phase (live or reused from the cache)."""
-        info = self.phases().get(phase, {})
-        self.round_records.append({"round": r, "phase": phase, "sparsity": dict(sparsity), "top1_final": top1_final,
-                            "top1_best": top1_best, "seconds": info.get("seconds", 0.0),
-                            "reused": info.get("reused", False), "device": info.get("device", self.device_name),
-                            **extra})
+        """Record round ``r`` of an iterative method (``Ledger.add_round``)."""
+        self.ledger.add_round(r, phase=phase, sparsity=sparsity, top1_final=top1_final, top1_best=top1_best, **extra)
+
+    def phases(self) -> dict:
+        """{phase: {seconds, reused, device, group, commit}} of this run so far (``Ledger.phases``)."""
+        return self.ledger.phases()
 
     # ------------------------------------------------------------------ cached stages
     def stage_key(self, kind: str, ident: dict) -> str:
@@ -333,31 +239,14 @@ class RunContext:
         ident = stage_ident(raw(self.cfg), sections, version, **(extra or {}))
         runtime = runtime_identity(self.cfg.runtime, self.device.type)
         key = self.stage_key(kind, ident)
-        hit = self.artifacts.load(kind, key)
-        lock = None
-        if hit is None:      # make it, unless another runner is making it: then wait and reuse theirs
-            rt = self.cfg.runtime
-            lock = Lease(self.artifacts.paths(kind, key)[0].with_suffix(".lock"), f"{kind} artifact {key}",
-                         rt.heartbeat_s, rt.stale_after_s)
-            meta_path = self.artifacts.paths(kind, key)[1]
-            acquired, hit = wait_for(lock, lambda: self.artifacts.load(kind, key) if meta_path.exists() else None,
-                                     self.log)
-            if acquired:
-                hit = self.artifacts.load(kind, key)
+        rt = self.cfg.runtime
+        hit, lock = self.artifacts.fetch(kind, key, rt.heartbeat_s, rt.stale_after_s, self.log)
         if hit is not None:
-            if lock is not None:
-                lock.release()
             payload, meta = hit
             if model is not None:
                 model.load_state_dict(payload["model"])
-            for ph in phases:
-                self.reused[ph] = {"seconds": meta["phase_seconds"].get(ph, 0.0), "device": meta.get("device"),
-                                   "group": meta.get("phase_groups", {}).get(ph, DEFAULT_GROUPS.get(ph, "other")),
-                                   "commit": meta.get("git_commit")}
-                self.groups.setdefault(ph, self.reused[ph]["group"])
-                if ph in meta.get("phase_budget", {}):
-                    self.budget[ph] = {**meta["phase_budget"][ph], "reused": True}
-            self._used(kind, key, meta, phases, reused=True)
+            self.ledger.reuse(phases, meta)
+            self.ledger.used(kind, key, meta, phases, reused=True)
             self.log(f"  reused {kind} checkpoint {meta['path']}")
             return meta, _to(payload.get("payload"), self.device)
         try:
@@ -404,7 +293,7 @@ class RunContext:
     def _produce(self, kind, key, ident, runtime, produce, phases, model) -> tuple[dict, Any]:
         scope = f"stage-{kind}-{key}"
         self._scopes.append(scope)
-        before = self.timer.seconds()
+        before = self.ledger.timer.seconds()
         view = self.cfg
         if self.declared is not None:      # while it is made, the stage reads only what it declares
             reads = tuple(ident["config"]) + (("prune.sparsity",) if "target" in ident else ())
@@ -414,11 +303,11 @@ class RunContext:
         finally:
             self._scopes.pop()
             self.cfg = view
-        after = self.timer.seconds()
+        after = self.ledger.timer.seconds()
         commit, dirty = git_state()
-        meta.update(phase_budget={ph: self.budget[ph] for ph in phases if ph in self.budget},
+        meta.update(phase_budget={ph: self.ledger.budget[ph] for ph in phases if ph in self.ledger.budget},
                     phase_seconds={ph: after.get(ph, 0.0) - before.get(ph, 0.0) for ph in phases},
-                    phase_groups={ph: self.groups.get(ph, DEFAULT_GROUPS.get(ph, "other")) for ph in phases},
+                    phase_groups={ph: self.ledger.groups.get(ph, DEFAULT_GROUPS.get(ph, "other")) for ph in phases},
                     device=self.device_name, git_commit=commit, git_dirty=dirty, harness_version=HARNESS_VERSION,
                     code_fingerprint=code_state()["code_fingerprint"],
                     identity=ident, runtime=runtime)
@@ -427,20 +316,8 @@ class RunContext:
             saved["model"] = _to_cpu(model.state_dict())
         meta = self.artifacts.save(kind, key, saved, meta)
         self.remove_checkpoints(scope)
-        self._used(kind, key, meta, phases, reused=False)
+        self.ledger.used(kind, key, meta, phases, reused=False)
         return meta, payload
-
-    def _used(self, kind: str, key: str, meta: dict, phases: tuple[str, ...], reused: bool) -> None:
-        # ``phases``: the record's phases this artifact's cost is in, so that a grid's total counts
-        # each shared artifact once (bench/report/aggregate.py::grid_totals).
-        self.artifacts_used.append({"kind": kind, "key": key, "reused": reused, "phases": list(phases),
-                                    "path": meta.get("path"),
-                                    "sha256": meta.get("sha256"), "git_commit": meta.get("git_commit"),
-                                    "git_dirty": meta.get("git_dirty"), "code_fingerprint": meta.get("code_fingerprint"),
-                                    "device": meta.get("device"),
-                                    "version": (meta.get("identity") or {}).get("version"),
-                                    "harness_version": meta.get("harness_version"),
-                                    "created_at": meta.get("created_at")})
 
     def dense_model(self) -> tuple[nn.Module, TrainResult]:
         """The dense model trained with the ``pretrain`` recipe (cached per seed)."""

@@ -21,7 +21,8 @@ from . import registry
 from .config import Config, to_dict
 from .grid import RunSpec, declared_sections, expand_grid
 from .checkpoint import CorruptEpochCheckpointError
-from .context import Artifacts, CorruptCheckpointError, RunContext
+from .artifacts import Artifacts, CorruptCheckpointError
+from .context import RunContext
 from .runtime import persistent_compile_cache, resolve_device
 from .interrupt import Interrupted, stop_on_signals, stop_requested, stop_signal
 from .leases import Lease
@@ -104,11 +105,11 @@ def execute(spec: RunSpec, ctx: RunContext) -> dict:
         "layer_density": stats["layer_density"],
         "top1_final": res.top1_final, "top1_best": res.top1_best, "top5_final": res.top5_final,
         "top5_best": res.top5_best, "best_epoch": res.best_epoch, "history": res.history,
-        "phases": phases, "rounds": ctx.round_records, "artifacts": ctx.artifacts_used,
+        "phases": phases, "rounds": ctx.ledger.round_records, "artifacts": ctx.ledger.artifacts_used,
         "time_total_s": time.perf_counter() - t0,
         "time_train_s": sum(p["seconds"] for p in phases.values() if p["group"] == train_group and not p["reused"]),
         "final_weights_sha256": weights_digest(outcome.model),
-        "budget": budget(ctx.budget, cfg, len(data.train_y)), "data": data.info, "teacher": ctx.teacher_info,
+        "budget": budget(ctx.ledger.budget, cfg, len(data.train_y)), "data": data.info, "teacher": ctx.teacher_info,
         "extra": {**ctx.extra, **outcome.extra}, "numerics": numerics(device),
     }
 

@@ -470,7 +470,8 @@ def _scale(recipe: dict, scale: float) -> None:
 
 def run_pipeline(args) -> dict:
     """The proposed method's pipeline at one sparsity, the teacher apart; per-phase wall-clock."""
-    from .context import Artifacts, RunContext
+    from .artifacts import Artifacts
+    from .context import RunContext
     from .data import load_dataset
     from .runner import run_grid
     from .store import load_runs
@@ -503,7 +504,7 @@ def run_pipeline(args) -> dict:
     t0 = time.perf_counter()
     tctx.teacher()
     teacher_wall = time.perf_counter() - t0
-    teacher = tctx.timer.seconds()
+    teacher = tctx.ledger.timer.seconds()
     del data, tctx
     # 2. The student's pipeline: one cell of the grid.
     t0 = time.perf_counter()

@@ -5,6 +5,8 @@ import types
 
 import pytest
 import torch
+
+from bench.masks import sparsity_stats
 import torch.nn.functional as F
 
 from bench import engine, registry
@@ -174,13 +176,13 @@ def _two_round_module(off_target="the toy stops at the first round at or past th
                 res = ctx.train(model, ctx.cfg.retrain, phase=phase, group="score+prune", masks=masks)
                 return {"result": res.to_dict()}, {"masks": masks.state_dict()["masks"]}
 
-            meta, payload = ctx.stage("toy-chain", produce, (phase,), sections=("seed",), version=1,
+            meta, payload = ctx.stage("toy-chain", produce, (phase,), sections=("dataset", "seed", "retrain"), version=1,
                                       extra={"round": r}, model=model)
             if payload is not None:
                 for m, saved in zip(masks.masks, payload["masks"]):
                     m.copy_(saved.to(m.dtype))
             result = engine.TrainResult.from_dict(meta["result"])
-            ctx.add_round(r, phase=phase, sparsity=ctx.sparsity_of(model), top1_final=result.top1_final,
+            ctx.add_round(r, phase=phase, sparsity=sparsity_stats(model, ctx.cfg.prune.layers)["sparsity"], top1_final=result.top1_final,
                           top1_best=result.top1_best)
         return Outcome(model=model, result=result, masks=masks, off_target=off_target)
 

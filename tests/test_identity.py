@@ -43,7 +43,7 @@ def test_fp32_and_bf16_runs_get_different_checkpoints(tmp_path):
         data = load_dataset(cfg.dataset, tmp_path, "cpu")
         ctx = RunContext(cfg, data, torch.device("cpu"), Artifacts(tmp_path / "cache"), quiet)
         ctx.dense_model()
-        (used,) = ctx.artifacts_used
+        (used,) = ctx.ledger.artifacts_used
         assert not used["reused"] and used["device"] == "cpu" and used["harness_version"] >= 2
         keys[amp] = used["key"]
     assert keys["off"] != keys["bf16"]
