@@ -197,7 +197,7 @@ def plan(cfg) -> list[P.Work]:
     for r in range(last + 1):
         ident = {"round": r}
         if r == last and colt.exact_final_round:
-            ident.update(target=cfg.prune.sparsity, measure=cfg.grid.sparsity_measure)
+            ident.update(target=cfg.prune.sparsity, measure=cfg.prune.measure)
         work.append(P.training(cfg, colt.train, f"round{r:02d}", fraction=1 / colt.partitions, models=colt.partitions,
                                shared=P.key("colt-round", stage_ident(cfg, CHAIN, VERSION, **ident))))
     return [*work, P.training(cfg, cfg.retrain, "retrain")]

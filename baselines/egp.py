@@ -265,7 +265,7 @@ def plan(cfg) -> list[P.Work]:
     for r in range(1, last + 1):
         ident = {"round": r}
         if r == last and egp.exact_final_round:
-            ident.update(target=cfg.prune.sparsity, measure=cfg.grid.sparsity_measure)
+            ident.update(target=cfg.prune.sparsity, measure=cfg.prune.measure)
         work += [P.forward(cfg, f"round{r:02d}-plan", P.split(cfg.dataset).train, egp.entropy_batch_size),
                  P.training(cfg, egp.finetune, f"round{r:02d}",
                             shared=P.key("egp-round", stage_ident(cfg, CHAIN, VERSION, **ident)))]

@@ -1,8 +1,8 @@
 """What the training loop does besides training (open_lth's standard callbacks): evaluation, the
-NaN/inf check, progress, epoch checkpoints. A callback is an object with any of ``epoch_start(loop,
-epoch)``, ``step(loop, epoch, step)`` (after every step; ``step`` is its index in the epoch),
-``epoch_end(loop, epoch)`` and ``close()``; ``EverySteps`` runs a function every n-th step. They
-run in the order ``standard`` lists them; ``loop`` is the ``engine.Loop`` of the call.
+NaN/inf check, progress, epoch checkpoints; and the one protocol by which a method reaches inside the
+loop too. A callback is an object with any of the events of ``Callback``, each given the call's
+``engine.Loop`` first; the loop runs ``standard``'s list, the method's own callbacks among them, in
+that order. ``EverySteps`` runs a function every n-th step.
 """
 from __future__ import annotations
 
@@ -12,12 +12,34 @@ from typing import Callable
 # What the engine is doing now, for heartbeats and `bench status` (phase, epoch, epochs).
 PROGRESS: dict = {}
 
+# The events of a training call, in the order they happen: per epoch epoch_start; per step before_forward,
+# after_forward, after_backward (inside the step's device work), after_step (once the step is done);
+# epoch_end (after evaluation: loop.history[-1] is the epoch's row); close (once, at the end).
+EVENTS = ("epoch_start", "before_forward", "after_forward", "after_backward", "after_step", "epoch_end", "close")
+# The events inside a step's device work: a method callback with any of them, or with after_step, keeps
+# the call eager (never replayed as a CUDA graph: bench/graphs.py).
+STEP_EVENTS = ("before_forward", "after_forward", "after_backward", "after_step")
+
+
+class Callback:
+    """The protocol (a callback need not subclass it: any object with some of these methods will do).
+    ``step`` counts the steps taken before this one in the call (epoch * steps_per_epoch + index), so a
+    schedule is a function of it with no host sync; ``epoch`` counts from 0."""
+
+    def epoch_start(self, loop, epoch: int) -> None: ...
+    def before_forward(self, loop, step: int, batch) -> None: ...
+    def after_forward(self, loop, step: int, loss, logits) -> None: ...
+    def after_backward(self, loop, step: int) -> None: ...      # gradients are there, the optimizer has not stepped
+    def after_step(self, loop, step: int) -> None: ...          # after the optimizer step and the masks
+    def epoch_end(self, loop, epoch: int) -> None: ...          # loop.history[-1]: the epoch's row
+    def close(self, loop) -> None: ...
+
 
 class NonFiniteLossError(RuntimeError):
     """The training loss became NaN or infinite."""
 
 
-def check_finite(loop, epoch: int = 0, step: int = 0) -> None:
+def check_finite(loop) -> None:
     """Raise ``NonFiniteLossError`` if a step's loss was NaN/inf (the one host read of the flag)."""
     b = int(loop.bad_at)
     if b >= 0:
@@ -27,14 +49,24 @@ def check_finite(loop, epoch: int = 0, step: int = 0) -> None:
 
 
 class EverySteps:
-    """``fn(loop, epoch, step)`` after every ``n``-th step of an epoch."""
+    """``fn(loop)`` after every ``n``-th step of a call."""
 
     def __init__(self, n: int, fn: Callable):
         self.n, self.fn = max(1, n), fn
 
-    def step(self, loop, epoch: int, step: int) -> None:
+    def after_step(self, loop, step: int) -> None:
         if (step + 1) % self.n == 0:
-            self.fn(loop, epoch, step)
+            self.fn(loop)
+
+
+class ObjectiveEpochs:
+    """An objective with state is told each epoch's start: ``objective.start_epoch(epoch, epochs)``."""
+
+    def __init__(self, objective):
+        self.objective = objective
+
+    def epoch_start(self, loop, epoch: int) -> None:
+        self.objective.start_epoch(epoch, loop.recipe.epochs)
 
 
 class Evaluate:
@@ -83,7 +115,7 @@ class Progress:
             self.bar.update(self.task, completed=epoch + 1, info=info)
         self.log(f"  {self.description} epoch {epoch + 1}/{self.epochs} {info}")
 
-    def close(self) -> None:
+    def close(self, loop) -> None:
         if self.bar is not None:
             self.bar.stop()
 
@@ -104,7 +136,9 @@ class SaveCheckpoint:
 
 
 def standard(loop, checkpoint, log: Callable[[str], None]) -> list:
-    """The callbacks every training call runs, in order."""
-    out = [EverySteps(loop.runtime.nonfinite_check_steps, check_finite), Evaluate(), loop.hook_callback(),
-           Progress(loop, log)]
+    """The callbacks of a training call, in order: the objective's epochs, the NaN/inf check, evaluation,
+    the method's own callbacks (``loop.method_hooks``), progress, the epoch checkpoint."""
+    out = [ObjectiveEpochs(loop.objective)] if hasattr(loop.objective, "start_epoch") else []
+    out += [EverySteps(loop.runtime.nonfinite_check_steps, check_finite), Evaluate(), *loop.method_hooks,
+            Progress(loop, log)]
     return out + ([SaveCheckpoint(checkpoint)] if checkpoint is not None else [])

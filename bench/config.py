@@ -25,6 +25,7 @@ from typing import Any, Literal, Optional, Union
 
 import yaml
 
+from . import datasets as D
 from . import registry
 
 CONFIG_DIR = Path(__file__).parent / "configs"
@@ -68,12 +69,9 @@ class SyntheticConfig:
         check(self.test_size >= 1, f"{key}.test_size", self.test_size, "an integer >= 1")
 
 
-DATASETS = ("cifar10", "cifar100", "tinyimagenet", "synthetic")
-
-
 @dataclass
 class DatasetConfig:
-    name: Literal["cifar10", "cifar100", "tinyimagenet", "synthetic"] = "cifar10"
+    name: str = "cifar10"                 # a registered dataset (bench/datasets.py; python -m bench list)
     train_limit: Optional[int] = None     # keep this many train images (fixed-seed subset)
     test_limit: Optional[int] = None      # keep this many test images (fixed-seed subset)
     classes: Optional[list[int]] = None   # keep only these class ids, relabelled 0..k-1
@@ -89,6 +87,8 @@ class DatasetConfig:
     monitor_limit: Optional[int] = None
 
     def validate(self, key):
+        check(self.name in D.names(), f"{key}.name", self.name,
+              f"one of {', '.join(D.names())} (a dataset of your own: --plugin FILE, docs/adding-a-dataset.md)")
         for k in ("train_limit", "test_limit", "monitor_limit"):
             v = getattr(self, k)
             check(v is None or v >= 1, f"{key}.{k}", v, "null or an integer >= 1")
@@ -141,10 +141,17 @@ class TrainConfig:
 
 @dataclass
 class PruneConfig:
-    sparsity: float = 0.9                 # fraction of the prunable set removed
+    sparsity: float = 0.9                 # the target: a fraction of ``measure``'s weights that are zero
     # The prunable set: conv (paper, COLT), conv+linear (ProsPr/EPSD), conv-noshortcut (EGP: the
     # convs followed by a ReLU, i.e. every conv but the 1x1 shortcuts).
     layers: Literal["conv", "conv+linear", "conv-noshortcut"] = "conv"
+    # What every target sparsity (grid.sparsities, prune.sparsity) counts: zeros over the weights of
+    # this set. overall = conv + linear + BatchNorm weights (COLT's and the paper's figure): one axis
+    # for every method. Each method still prunes only its own prunable set and solves for the
+    # fraction inside it that lands the network on the target; prunable = the old per-method
+    # fractions (not comparable across methods with different sets). Part of every pruning run's
+    # identity (as `sparsity_measure`).
+    measure: Literal["overall", "prunable", "conv", "conv+linear", "conv-noshortcut"] = "overall"
 
     def validate(self, key):
         check(0 <= self.sparsity < 1, f"{key}.sparsity", self.sparsity, "a number in [0, 1)")
@@ -249,7 +256,6 @@ class MethodEntry:
         return self.label or self.name
 
 
-SPARSITY_MEASURES = ("overall", "prunable", "conv", "conv+linear", "conv-noshortcut")   # = masks.MEASURES
 
 
 @dataclass
@@ -258,16 +264,10 @@ class GridConfig:
     methods: list[MethodEntry] = field(default_factory=list)
     sparsities: list[float] = field(default_factory=list)  # empty: prune.sparsity
     seeds: list[int] = field(default_factory=list)         # empty: seed
-    # What every target sparsity (grid.sparsities, prune.sparsity) counts: zeros over the weights of
-    # this set. overall = conv + linear + BatchNorm weights (COLT's and the paper's figure): one axis
-    # for every method. Each method still prunes only its own prunable set and solves for the
-    # fraction inside it that lands the network on the target; prunable = the old per-method
-    # fractions (not comparable across methods with different sets).
-    sparsity_measure: Literal["overall", "prunable", "conv", "conv+linear", "conv-noshortcut"] = "overall"
 
     def validate(self, key):
         for d in self.datasets:
-            check(d in DATASETS, f"{key}.datasets", d, f"one of {', '.join(DATASETS)}")
+            check(d in D.names(), f"{key}.datasets", d, f"one of {', '.join(D.names())}")
         for s in self.sparsities:
             check(isinstance(s, (int, float)) and 0 <= s < 1, f"{key}.sparsities", s, "numbers in [0, 1)")
 
@@ -535,10 +535,14 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Co
 
 
 def upgrade(raw: dict) -> dict:
-    """A config mapping as an older record stored it, in the current schema (the same runs): ``sd.budget``
+    """A config mapping as an older record stored it, in the current schema (the same runs):
+    ``grid.sparsity_measure`` became ``prune.measure``; ``sd.budget``
     (official | matched) became ``budget.basis`` (official | retrain-matched), and the SD rows' prunable
     set, then always conv + linear, is ``pai.layers`` explicitly (its default now follows the grid)."""
     d = copy.deepcopy(raw)
+    grid = d.get("grid")
+    if isinstance(grid, dict) and "sparsity_measure" in grid:
+        d["prune"] = {**d.get("prune", {}), "measure": grid.pop("sparsity_measure")}
     sd = d.get("sd")
     if isinstance(sd, dict) and "budget" in sd:
         old = sd.pop("budget")

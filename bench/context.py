@@ -140,13 +140,14 @@ class RunContext:
         return model
 
     def train(self, model: nn.Module, recipe: TrainConfig, *, phase: str, group: Optional[str] = None,
-              objective=None, masks=None, after_backward=None, hooks=(), state: Optional[dict] = None,
+              objective=None, masks=None, hooks=(), state: Optional[dict] = None,
               data=None, seed: Optional[int] = None, augment=None) -> TrainResult:
         """The engine's training loop on the run's data (or ``data``, e.g. a class subset); the data
         order and augmentation draws follow ``seed`` (default: derived from the run seed and ``phase``).
         Resumable: an interrupted call continues from its epoch checkpoint. ``state``: objects with
         ``state_dict``/``load_state_dict`` that the checkpoint must carry too (an importance tracker).
-        ``hooks``: the method's step and epoch hooks (``engine.Hooks``)."""
+        ``hooks``: the method's callbacks (``callbacks.Callback``: importance scoring in ``after_backward``,
+        a pruning schedule in ``after_step``)."""
         self.ledger.declare(phase, group)
         self.ledger.declare("eval", None)
         ckpt = self.epoch_checkpoint(phase)
@@ -155,7 +156,7 @@ class RunContext:
         try:
             result = engine.train(model, data, recipe, runtime=self.cfg.runtime, timer=self.ledger.timer,
                                   seed=self.seed_for(phase) if seed is None else seed, augment=augment,
-                                  objective=objective, masks=masks, after_backward=after_backward, hooks=hooks,
+                                  objective=objective, masks=masks, hooks=hooks,
                                   state=state,
                                   checkpoint=ckpt, phase=phase, log=self.log)
         finally:
@@ -189,10 +190,10 @@ class RunContext:
         return Masks(model, self.cfg.prune.layers)
 
     def target(self, masks: Masks, model: nn.Module) -> Target:
-        """This run's target (``prune.sparsity`` on ``grid.sparsity_measure``) as weight counts of
+        """This run's target (``prune.sparsity`` on ``prune.measure``) as weight counts of
         ``model`` pruned over ``masks``' set; raises ``UnreachableSparsity`` when that set, pruned
         whole, cannot reach it (the runner records the cell as unreachable)."""
-        target = Target(masks, model, self.cfg.prune.sparsity, self.cfg.grid.sparsity_measure)
+        target = Target(masks, model, self.cfg.prune.sparsity, self.cfg.prune.measure)
         target.check(masks.layers)
         return target
 

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from . import datasets as D
 from .config import AugmentConfig, ConfigError, DatasetConfig, SyntheticConfig
 from .store import atomic_write_bytes, file_digest
 
@@ -39,44 +40,17 @@ class DatasetFileError(RuntimeError):
     """A dataset file exists but cannot be read or holds something unexpected; the message names it."""
 
 
-@dataclass(frozen=True)
-class _Spec:
-    folder: str
-    num_classes: int
-    image_size: int
-    full_sizes: tuple[int, int]                    # official (train, test) sizes
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    md5: dict[str, str]                            # CIFAR: official md5 per file (torchvision's values)
-    splits: dict[str, list[str]]                   # CIFAR: data files per split
-    meta: str = ""                                 # CIFAR: the label-names file (md5-checked only)
-    label_key: str = "labels"
-    layout: str = ""                               # shown in the not-found message
+SYNTHETIC_MEAN, SYNTHETIC_STD = D.get("synthetic").mean, D.get("synthetic").std
 
 
-_CIFAR_MEAN, _CIFAR_STD = (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)   # COLT lab code
-SPECS: dict[str, _Spec] = {
-    "cifar10": _Spec(
-        "cifar-10-batches-py", 10, 32, (50000, 10000), _CIFAR_MEAN, _CIFAR_STD,
-        md5={"data_batch_1": "c99cafc152244af753f735de768cd75f", "data_batch_2": "d4bba439e000b95fd0a9bffe97cbabec",
-             "data_batch_3": "54ebc095f3ab1f0389bbae665268c751", "data_batch_4": "634d18415352ddfa80567beed471001a",
-             "data_batch_5": "482c414d41f54cd18b22e5b47cb7c3cb", "test_batch": "40351d587109b95175f43aff81a1287e",
-             "batches.meta": "5ff9c542aee3614f3951f8cda6e48888"},
-        splits={"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}, meta="batches.meta",
-        layout="cifar-10-batches-py/{data_batch_1..5, test_batch, batches.meta}"),
-    "cifar100": _Spec(
-        "cifar-100-python", 100, 32, (50000, 10000), _CIFAR_MEAN, _CIFAR_STD,
-        md5={"train": "16019d7e3df5f24257cddd939b257f8d", "test": "f0ef6b0ae62326f3e7ffdfab6717acfc",
-             "meta": "7973b15100ade9c7d40fb424638fde48"},
-        splits={"train": ["train"], "test": ["test"]}, meta="meta", label_key="fine_labels",
-        layout="cifar-100-python/{train, test, meta}"),
-    "tinyimagenet": _Spec(
-        "tiny-imagenet-200", 200, 64, (100000, 10000), (0.4802, 0.4481, 0.3975), (0.2302, 0.2265, 0.2262),
-        md5={}, splits={},
-        layout="tiny-imagenet-200/{wnids.txt, train/<wnid>/images/*.JPEG, val/images/*.JPEG, "
-               "val/val_annotations.txt}"),
-}
-SYNTHETIC_MEAN, SYNTHETIC_STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
+def spec_of(name: str) -> D.Dataset:
+    """The registered dataset ``name`` with files on disk (not the generated one); ConfigError otherwise."""
+    ds = D.get(name)
+    if ds is None or ds.loader == "synthetic":
+        known = [n for n in D.names() if D.get(n).loader != "synthetic"]
+        raise ConfigError(f"config key 'dataset.name' has value {name!r}; datasets with files: {', '.join(known)} "
+                          "(or synthetic; a dataset of your own: --plugin FILE, docs/adding-a-dataset.md)")
+    return ds
 
 
 class Batch(NamedTuple):
@@ -236,8 +210,8 @@ def load_dataset(cfg: DatasetConfig, data_dir: Path | str, device: torch.device 
         official, detail = False, {"synthetic": "generated data, not a real dataset"}
         source, full = f"synthetic (generated, seed {sc.seed})", (sc.train_size, sc.test_size)
         note = None
-    elif cfg.name in SPECS:
-        spec = SPECS[cfg.name]
+    else:
+        spec = spec_of(cfg.name)
         root = data_dir / spec.folder
         if not root.is_dir():
             if not download:
@@ -248,16 +222,15 @@ def load_dataset(cfg: DatasetConfig, data_dir: Path | str, device: torch.device 
         num_classes, image_size, mean, std = spec.num_classes, spec.image_size, spec.mean, spec.std
         if spec.md5:
             got = {**tr_md5, **te_md5}
-            detail = {f: "md5 ok" if got[f] == want else f"md5 differs: {got[f]} (official {want})"
+            detail = {f: "md5 ok" if got.get(f) == want else f"md5 differs: {got.get(f)} (official {want})"
                       for f, want in spec.md5.items()}
             official = all(v == "md5 ok" for v in detail.values())
-        else:
+        elif spec.loader == "tiny-imagenet":
             official, detail = _tiny_official(root)
-        source, full = str(root), spec.full_sizes
+        else:
+            official, detail = False, {spec.folder: "no official checksums to compare with"}
+        source, full = str(root), spec.sizes
         note = _provenance_note(root)
-    else:
-        raise ConfigError(f"config key 'dataset.name' has value {cfg.name!r}; "
-                          f"allowed: {', '.join([*SPECS, 'synthetic'])}")
 
     if cfg.classes is not None:
         bad = [c for c in cfg.classes if not 0 <= c < num_classes]
@@ -274,7 +247,7 @@ def load_dataset(cfg: DatasetConfig, data_dir: Path | str, device: torch.device 
         tr_x, te_x, image_size = resize(tr_x, cfg.image_size), resize(te_x, cfg.image_size), cfg.image_size
 
     monitor = _subset(len(te_y), cfg.monitor_limit)
-    info = {"name": cfg.name, "official": bool(official), "official_detail": detail,
+    info = {"name": cfg.name, "title": D.title(cfg.name), "official": bool(official), "official_detail": detail,
             "fingerprint": fingerprint(tr_x, tr_y, te_x, te_y), "source": source,
             "n_train": len(tr_y), "n_test": len(te_y), "num_classes": num_classes,
             "classes": list(cfg.classes) if cfg.classes is not None else None,
@@ -310,15 +283,12 @@ def check_dataset(cfg: DatasetConfig, data_dir: Path | str, download: bool = Fal
     content happens at load time (``python -m bench run --dry-run`` loads them)."""
     if cfg.name == "synthetic" or download:
         return
-    if cfg.name not in SPECS:
-        raise ConfigError(f"config key 'dataset.name' has value {cfg.name!r}; "
-                          f"allowed: {', '.join([*SPECS, 'synthetic'])}")
-    spec, data_dir = SPECS[cfg.name], Path(data_dir)
+    spec, data_dir = spec_of(cfg.name), Path(data_dir)
     root = data_dir / spec.folder
     if not root.is_dir():
         raise DatasetNotFoundError(_not_found(cfg.name, root, data_dir))
     names = [f for files in spec.splits.values() for f in files] + ([spec.meta] if spec.meta else [])
-    for f in names or ["wnids.txt", "val/val_annotations.txt"]:
+    for f in names + list(spec.required):
         _require(root / f, cfg.name, root)
 
 
@@ -357,26 +327,29 @@ def _not_found(name: str, path: Path, data_dir: Path) -> str:
             f"Get it in one of two ways:\n"
             f"  1. pass --download to fetch the official archive with torchvision into {data_dir} "
             f"(needs network access), or\n"
-            f"  2. place the files there, laid out as {data_dir}/{SPECS[name].layout}")
+            f"  2. place the files there, laid out as {data_dir}/{D.get(name).layout}")
 
 
 def _download(name: str, data_dir: Path) -> None:
-    """Fetch and extract the official archive; torchvision checks its md5."""
+    """Fetch and extract the official archive (the entry's ``download``); torchvision checks its md5."""
     import torchvision
 
+    spec = spec_of(name)
     data_dir.mkdir(parents=True, exist_ok=True)
     try:
-        if name == "cifar10":
-            torchvision.datasets.CIFAR10(root=str(data_dir), download=True)
-        elif name == "cifar100":
-            torchvision.datasets.CIFAR100(root=str(data_dir), download=True)
-        else:
+        if spec.download is None:
+            raise ValueError(f"dataset {name!r} has no download source: place its files yourself")
+        if spec.download.startswith("torchvision:"):
+            getattr(torchvision.datasets, spec.download.split(":", 1)[1])(root=str(data_dir), download=True)
+        elif spec.download == "tiny-imagenet":
             torchvision.datasets.utils.download_and_extract_archive(TINY_URL, str(data_dir), md5=TINY_ZIP_MD5)
             # Tiny ImageNet has no per-file md5s: remember that the zip itself was verified.
-            (data_dir / SPECS[name].folder / TINY_MARKER).write_text(TINY_ZIP_MD5 + "\n")
+            (data_dir / spec.folder / TINY_MARKER).write_text(TINY_ZIP_MD5 + "\n")
+        else:
+            raise ValueError(f"unknown download source {spec.download!r}")
     except Exception as e:
         raise DatasetNotFoundError(f"downloading {name} failed ({type(e).__name__}: {e})\n"
-                                   + _not_found(name, data_dir / SPECS[name].folder, data_dir)) from e
+                                   + _not_found(name, data_dir / spec.folder, data_dir)) from e
 
 
 def _provenance_note(root: Path) -> str | None:
@@ -414,16 +387,23 @@ def _load_split(name: str, root: Path, data_dir: Path,
 
     The cache key covers file names, sizes and mtimes, so the md5s stored with the pixels stay valid
     and a cache hit does not re-read the source files."""
-    spec = SPECS[name]
-    if spec.md5:
+    spec = spec_of(name)
+    if spec.loader == "cifar-pickle":
         files = [_require(root / f, name, root) for f in spec.splits[split] + [spec.meta]]
-    else:
+    elif spec.loader == "tiny-imagenet":
         files, images, labels = _tiny_files(root, split)
+    elif spec.loader == "image-folder":
+        files, images, labels = _folder_files(spec, root, split)
+    else:                                          # a callable of the entry: its own files, its own decoding
+        files = sorted(p for p in (root / split).rglob("*") if p.is_file()) if (root / split).is_dir() else []
 
     def decode() -> tuple[np.ndarray, np.ndarray, dict[str, str]]:
-        if spec.md5:
+        if spec.loader == "cifar-pickle":
             return _decode_cifar(spec, files)
-        return _decode_jpegs(images, spec.image_size), labels, {}
+        if spec.loader in ("tiny-imagenet", "image-folder"):
+            return _decode_jpegs(images, spec.image_size), labels, {}
+        x, y, md5 = spec.loader(spec, root, split)
+        return np.ascontiguousarray(x, dtype=np.uint8), np.asarray(y, dtype=np.int64), dict(md5)
 
     key = _files_key(files, root)
     cache = data_dir / CACHE_DIRNAME / f"{name}-{split}-{key}.pt"
@@ -482,7 +462,7 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
         return super().find_class(module, name)
 
 
-def _decode_cifar(spec: _Spec, files: list[Path]) -> tuple[np.ndarray, np.ndarray, dict[str, str]]:
+def _decode_cifar(spec: D.Dataset, files: list[Path]) -> tuple[np.ndarray, np.ndarray, dict[str, str]]:
     md5 = {f.name: file_digest(f, "md5") for f in files}      # compared with the official values by the caller
     xs, ys = [], []
     for f in files[:-1]:                                     # the last one is the meta file
@@ -540,6 +520,27 @@ def _tiny_files(root: Path, split: str) -> tuple[list[Path], list[Path], np.ndar
     rows.sort(key=lambda r: _natural(r[0]))
     images = [r[0] for r in rows]
     return [wnids_path, ann_path, *images], images, np.array([r[1] for r in rows], np.int64)
+
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+
+
+def _folder_files(spec: D.Dataset, root: Path, split: str) -> tuple[list[Path], list[Path], np.ndarray]:
+    """The ``image-folder`` format (torchvision's ImageFolder): ``<root>/<split>/<class>/<image>``, the
+    classes in sorted order; (files hashed into the cache key, images in decode order, labels)."""
+    base = root / split
+    if not base.is_dir():
+        raise DatasetNotFoundError(f"{base} is missing\n" + _not_found(spec.name, root, root.parent))
+    classes = sorted(p.name for p in base.iterdir() if p.is_dir())
+    if len(classes) != spec.num_classes:
+        raise DatasetFileError(f"{base} holds {len(classes)} class folders, dataset {spec.name!r} declares "
+                               f"{spec.num_classes}")
+    images, labels = [], []
+    for i, c in enumerate(classes):
+        found = sorted((p for p in (base / c).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES), key=_natural)
+        images += found
+        labels += [i] * len(found)
+    return images, images, np.array(labels, np.int64)
 
 
 def _decode_jpegs(paths: list[Path], size: int) -> np.ndarray:

@@ -1,6 +1,7 @@
 """The one training loop every method uses (open_lth's ``training/train.py``: a short loop; what
 it does besides training is in ``bench/callbacks.py``, resuming in ``bench/checkpoint.py``, device
-policy in ``bench/runtime.py``; a method reaches inside through ``Hooks``).
+policy in ``bench/runtime.py``; a method reaches inside with callbacks of the same protocol,
+``callbacks.Callback``).
 
 SGD with momentum and weight decay (fused on CUDA), linear warm-up then a step or cosine schedule
 (per iteration), channels_last, bf16 autocast on CUDA (torch.compile with runtime.compile: on), evaluation after every
@@ -130,29 +131,11 @@ def _timed_batches(batches, section):
         yield batch
 
 
-class Hooks:
-    """What a method can run inside the loop; pass any object with some of these methods as ``hooks``.
-    ``step`` counts the steps taken before this one in the call (epoch * steps_per_epoch + index), so
-    a schedule is a function of it with no host sync; ``epoch`` counts from 0. Step hooks run eagerly
-    (a call with any of them is never replayed as a CUDA graph)."""
-    NAMES = ("epoch_start", "before_forward", "after_forward", "after_backward", "after_step", "epoch_end")
-    STEP = NAMES[1:5]
-
-    def epoch_start(self, epoch: int, epochs: int) -> None: ...
-    def before_forward(self, step: int, batch) -> None: ...
-    def after_forward(self, step: int, loss, logits) -> None: ...
-    def after_backward(self, step: int) -> None: ...
-    def after_step(self, step: int) -> None: ...             # after the optimizer step and the masks
-    def epoch_end(self, epoch: int, row: dict) -> None: ...  # row: the epoch's history entry
-
-
-
-
 class Loop:
     """One training call's state: what the step, the callbacks and the epoch checkpoint read and set."""
 
     def __init__(self, model, data, recipe: TrainConfig, runtime: RuntimeConfig, timer: PhaseTimer, seed: int,
-                 objective, masks, state: Optional[dict], phase: str, hooks, after_backward, profile):
+                 objective, masks, state: Optional[dict], phase: str, hooks, profile):
         self.device = device = data.train_x.device
         self.model, self.data, self.recipe, self.runtime, self.timer, self.phase = model, data, recipe, runtime, timer, phase
         self.objective = objective or CrossEntropy(recipe.label_smoothing)
@@ -175,11 +158,8 @@ class Loop:
         self.bad_at = torch.full((), -1, dtype=torch.long, device=device)   # first step with a non-finite loss
         self.steps = torch.zeros((), dtype=torch.long, device=device)        # steps taken (on the device: no sync)
         self.before = {k: timer.seconds(k) for k in (phase, "eval", "compile")}
-        self.hooks = {name: [getattr(h, name) for h in hooks if hasattr(h, name)] for name in Hooks.NAMES}
-        if hasattr(self.objective, "start_epoch"):
-            self.hooks["epoch_start"].insert(0, self.objective.start_epoch)
-        if after_backward is not None:
-            self.hooks["after_backward"].insert(0, lambda step: after_backward())
+        self.method_hooks = list(hooks)                 # the method's callbacks (C.Callback), in its order
+        self.events: dict[str, list] = {}              # event -> bound methods of every callback (attach)
         self.graphed = None                             # a GraphedStep when this call replays CUDA graphs
         if masks is not None:
             masks.apply()
@@ -197,18 +177,18 @@ class Loop:
     def step(self, batch, step: int = -1) -> None:
         """One training step's device work: eager, or recorded into a CUDA graph (``graphed``; never
         with step hooks), so everything it updates is updated in place. ``step``: steps taken before."""
-        section, hook, masks = self.section, self.hooks, self.masks
-        for h in hook["before_forward"]:
-            h(step, batch)
+        section, event, masks = self.section, self.events, self.masks
+        for h in event["before_forward"]:
+            h(self, step, batch)
         with section("forward"), autocast(self.runtime, self.device, cache=self.graphed is None):
             loss, logits = self.objective(self.net, batch)
-        for h in hook["after_forward"]:
-            h(step, loss, logits)
+        for h in event["after_forward"]:
+            h(self, step, loss, logits)
         with section("backward"):
             self.opt.zero_grad(set_to_none=self.graphed is None)     # a graph keeps the gradients' addresses
             loss.backward()
-            for h in hook["after_backward"]:
-                h(step)
+            for h in event["after_backward"]:
+                h(self, step)
         with section("masks"):
             if masks is not None:
                 masks.mask_grads()
@@ -217,8 +197,6 @@ class Loop:
         with section("masks"):
             if masks is not None:
                 masks.apply()
-        for h in hook["after_step"]:
-            h(step)
         with section("metrics"):
             n = batch.y.numel()
             loss = loss.detach().float()
@@ -239,15 +217,16 @@ class Loop:
         if top1 > self.best.top1:
             self.best = Best(top1, epoch + 1, top5)
 
-    def hook_callback(self):
-        """The methods' ``epoch_end`` hooks, as a callback (after evaluation)."""
-        hooks = self.hooks["epoch_end"]
+    def attach(self, callbacks: list) -> None:
+        """The call's callbacks, in order: each event runs the methods of every callback that has it."""
+        self.callbacks = list(callbacks)
+        self.events = {name: [getattr(c, name) for c in callbacks if hasattr(c, name)] for name in C.EVENTS}
+        # a method callback on a step event keeps the call eager (bench/graphs.py)
+        self.step_hooks = any(hasattr(h, n) for h in self.method_hooks for n in C.STEP_EVENTS)
 
-        class MethodHooks:
-            def epoch_end(self, loop, epoch: int) -> None:
-                for h in hooks:
-                    h(epoch, loop.history[-1])
-        return MethodHooks()
+    def run(self, event: str, *args) -> None:
+        for h in self.events.get(event, ()):
+            h(self, *args)
 
     def result(self) -> TrainResult:
         last, best = self.history[-1], self.best
@@ -266,7 +245,7 @@ def _batches(loop: Loop, augment):
 
 
 def train(model: nn.Module, data, recipe: TrainConfig, *, runtime: RuntimeConfig, timer: PhaseTimer,
-          seed: int, augment, objective=None, masks=None, after_backward: Optional[Callable[[], None]] = None,
+          seed: int, augment, objective=None, masks=None,
           hooks=(), state: Optional[dict] = None, checkpoint=None, phase: str = "train",
           log: Callable[[str], None] = print, profile=None) -> TrainResult:
     """Train ``model`` in place with a fresh optimizer; evaluate after every epoch.
@@ -274,10 +253,10 @@ def train(model: nn.Module, data, recipe: TrainConfig, *, runtime: RuntimeConfig
     ``objective(model, batch) -> (loss, logits)`` defaults to cross-entropy; an objective with state
     is told each epoch's start (``objective.start_epoch(epoch, epochs)``, epoch counted from 0).
     ``masks`` (if given) mask the gradients before and the weights after every optimizer step.
-    ``after_backward()`` runs after each backward pass and before the step (importance scoring reads
-    gradients there); objects in ``state`` (e.g. the importance tracker) are saved in checkpoints.
-    ``hooks``: objects with any of the methods of ``Hooks`` (a gradual pruning schedule updates its
-    masks from ``after_step``). ``checkpoint`` (a ``bench.checkpoint.EpochCheckpoint``) makes the
+    ``hooks``: the method's callbacks, objects with any of the events of ``callbacks.Callback``, the
+    protocol the loop's own callbacks follow (importance scoring reads gradients in ``after_backward``, a
+    gradual pruning schedule updates its masks in ``after_step``); objects in ``state`` (e.g. the
+    importance tracker) are saved in checkpoints. ``checkpoint`` (a ``bench.checkpoint.EpochCheckpoint``) makes the
     call resumable: progress is saved at epoch ends (and at the exact step when a stop is
     requested), and a call that finds a checkpoint continues from it. Training time is recorded
     under ``phase`` and evaluation under ``"eval"`` in ``timer``. A NaN/inf loss is detected within
@@ -292,25 +271,19 @@ def train(model: nn.Module, data, recipe: TrainConfig, *, runtime: RuntimeConfig
     from .checkpoint import resume, snapshot
     from .interrupt import Interrupted, fault_point, stop_requested, stop_signal
 
-    loop = Loop(model, data, recipe, runtime, timer, seed, objective, masks, state, phase, hooks, after_backward,
-                profile)
+    loop = Loop(model, data, recipe, runtime, timer, seed, objective, masks, state, phase, hooks, profile)
     if checkpoint is not None:
         resume(loop, checkpoint, log)
+    loop.attach(C.standard(loop, checkpoint, log))
     if runtime.cuda_graphs == "on":
         graphs.use(loop, profile, log)
-    callbacks = C.standard(loop, checkpoint, log)
-    on_step = [c.step for c in callbacks if hasattr(c, "step")]
     try:
         for epoch in range(loop.epoch, recipe.epochs):
             epoch_gen = loop.gen.get_state()
             if loop.skip == 0:                   # a resumed epoch restored the state its start set
                 loop.stats.zero_()
                 loop.count = 0
-                for h in loop.hooks["epoch_start"]:
-                    h(epoch, recipe.epochs)
-            for c in callbacks:
-                if hasattr(c, "epoch_start"):
-                    c.epoch_start(loop, epoch)
+            loop.run("epoch_start", epoch)
             model.train()
             stopped_at = None
             compiled_before = compile_seconds() if loop.compiling else 0.0
@@ -328,8 +301,7 @@ def train(model: nn.Module, data, recipe: TrainConfig, *, runtime: RuntimeConfig
                             graphs.keep_tensor_lr(loop.opt, loop.lr_tensors)
                     with loop.section("metrics"):
                         loop.count += batch.y.numel()
-                        for cb in on_step:
-                            cb(loop, epoch, step)
+                    loop.run("after_step", epoch * loop.steps_per_epoch + step)
                     fault_point("step")
                     if stop_requested():
                         stopped_at = step + 1
@@ -342,13 +314,9 @@ def train(model: nn.Module, data, recipe: TrainConfig, *, runtime: RuntimeConfig
                     checkpoint.save(snapshot(loop, epoch, stopped_at, epoch_gen))
                 raise Interrupted(stop_signal(), f"in {phase} at epoch {epoch + 1}, step {stopped_at}")
             loop.skip = 0
-            for c in callbacks:
-                if hasattr(c, "epoch_end"):
-                    c.epoch_end(loop, epoch)
+            loop.run("epoch_end", epoch)
             if stop_requested() and epoch + 1 < recipe.epochs:
                 raise Interrupted(stop_signal(), f"in {phase} after epoch {epoch + 1}")
     finally:
-        for c in callbacks:
-            if hasattr(c, "close"):
-                c.close()
+        loop.run("close")
     return loop.result()

@@ -508,7 +508,7 @@ def cells_from_records(results_dir: Path) -> list[Cell]:
     for rec in load_runs(results_dir, status="ok"):
         d = upgrade(rec["config"])
         if "sparsity_measure" not in rec:
-            d["grid"] = {**d.get("grid", {}), "sparsity_measure": "prunable"}
+            d["prune"] = {**d.get("prune", {}), "measure": "prunable"}
         for section in ("colt", "egp"):
             if section in d and "exact_final_round" not in d[section]:
                 d[section] = {**d[section], "exact_final_round": False}

@@ -19,7 +19,7 @@ set to None, so that they keep the addresses the graph captured (0 + g = g: the 
 
 Eligibility (``why_not``): a CUDA device; an objective that declares its step pure device work on
 ``batch.x`` and ``batch.y`` (``GRAPH_SAFE``: cross-entropy and distillation; the self-distillation
-objectives keep memories and draw extra views, so they run eagerly); no ``after_backward`` hook
+objectives keep memories and draw extra views, so they run eagerly); no method callback on a step event
 (tgp's importance keeps host-side step counts); no step profile; compile off. Ineligible calls
 train eagerly and say why once.
 
@@ -37,7 +37,7 @@ import torch
 WARMUP = 3          # eager full-batch steps before the capture
 
 
-def why_not(runtime, device: torch.device, objective, after_backward, profile) -> Optional[str]:
+def why_not(runtime, device: torch.device, objective, step_hooks: bool, profile) -> Optional[str]:
     """None when this training call can replay its steps as a CUDA graph, else the reason it cannot."""
     if device.type != "cuda":
         return f"the device is {device.type}, not CUDA"
@@ -45,8 +45,8 @@ def why_not(runtime, device: torch.device, objective, after_backward, profile) -
         return "runtime.compile is on (a compiled module is not captured here)"
     if profile is not None:
         return "the step profile times the parts of an eager step"
-    if after_backward is not None:
-        return "an after-backward or step hook (importance scores, a pruning schedule) keeps host-side state"
+    if step_hooks:
+        return "a method callback on a step event (importance scores, a pruning schedule) keeps host-side state"
     if not type(objective).__dict__.get("GRAPH_SAFE", False):
         return f"the objective {type(objective).__name__} is not declared graph-safe"
     return None
@@ -54,8 +54,7 @@ def why_not(runtime, device: torch.device, objective, after_backward, profile) -
 
 def use(loop, profile, log) -> None:
     """Replay ``loop``'s full-batch steps as a CUDA graph (``loop.graphed``) where ``why_not`` allows it."""
-    step_hooks = any(loop.hooks[n] for n in ("before_forward", "after_forward", "after_backward", "after_step"))
-    reason = why_not(loop.runtime, loop.device, loop.objective, step_hooks or None, profile)
+    reason = why_not(loop.runtime, loop.device, loop.objective, loop.step_hooks, profile)
     if reason is not None:
         log(f"  {loop.phase}: CUDA graphs off for this call: {reason}")
         return

@@ -49,8 +49,9 @@ def identity(cfg: Config, mod, dev_type: str) -> dict:
                              "harness": HARNESS_VERSION}
     for s in declared_sections(mod):
         ident[s] = _at(full, s)
-    if mod.PRUNES:
-        ident["sparsity_measure"] = cfg.grid.sparsity_measure
+    if mod.PRUNES:       # the measure sits beside the prune section in the identity, as it always has
+        ident["prune"] = {k: v for k, v in full["prune"].items() if k != "measure"}
+        ident["sparsity_measure"] = cfg.prune.measure
     ident["runtime"] = runtime_identity(cfg.runtime, dev_type)
     return ident
 
@@ -122,7 +123,7 @@ def expand_grid(cfg: Config, dev_type: str | None = None) -> list[RunSpec]:
             for sp in (targets if mod.PRUNES else [0.0]):
                 for seed in seeds:
                     data = to_dict(cfg)
-                    data["grid"] = {"sparsity_measure": grid.sparsity_measure}
+                    data["grid"] = {}
                     data["dataset"]["name"] = ds
                     data["prune"]["sparsity"] = float(sp)
                     data["seed"] = int(seed)

@@ -33,6 +33,10 @@ class EMAImportance:
         self.steps = [0] * len(self.params)
         self.t = 0                                   # update() calls
 
+    def after_backward(self, loop, step: int) -> None:
+        """The loop's callback event (callbacks.Callback): the gradients of this step are there."""
+        self.update()
+
     @torch.no_grad()
     def update(self) -> None:
         live = [i for i, p in enumerate(self.params) if p.grad is not None]

@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 
 SCOPES = ("conv", "conv+linear", "conv-noshortcut")
-# What a target sparsity counts (grid.sparsity_measure): zeros over the weights of a measure's set.
+# What a target sparsity counts (prune.measure): zeros over the weights of a measure's set.
 # ``overall`` (conv + linear + BatchNorm weights) is COLT's and the paper's; ``prunable`` is the
 # method's own prunable set, so it differs between methods (not a common axis).
 MEASURES = ("overall", "prunable", "conv", "conv+linear", "conv-noshortcut")

@@ -5,7 +5,7 @@ teacher forwarded beside it, extra passes of the student), the forward-only pass
 something (the teacher's gamma batches, EGP's entropy pass), and which cached artifact a call makes.
 Two cells whose work has the same ``shared`` key use one artifact, made once (the key is the hash of
 the identity the method caches the stage under, from the same function). Split sizes come from the
-datasets' known sizes (``bench.data.SPECS``), the pruning target from the network built on the CPU,
+datasets' known sizes (``bench.datasets``), the pruning target from the network built on the CPU,
 so no data file is read. ``bench/estimate.py`` turns plans into hours.
 """
 from __future__ import annotations
@@ -57,14 +57,14 @@ class Split:
 def split(dcfg: DatasetConfig, full: bool = False) -> Split:
     """The sizes ``dcfg`` loads (``full``: the whole training split, as a ``teacher.data: full`` teacher
     trains on). The datasets are class-balanced, so keeping k of C classes keeps k/C of each split."""
-    from .data import SPECS
+    from .datasets import get
 
     if dcfg.name == "synthetic":
         sc = dcfg.synthetic
         train, test, classes, size = sc.train_size, sc.test_size, sc.num_classes, sc.image_size
     else:
-        spec = SPECS[dcfg.name]
-        (train, test), classes, size = spec.full_sizes, spec.num_classes, spec.image_size
+        spec = get(dcfg.name)
+        (train, test), classes, size = spec.sizes, spec.num_classes, spec.image_size
         size = dcfg.image_size or size        # resized at load (dataset.image_size): the cost is at that size
     if dcfg.classes is not None:
         train, test = round(train * len(dcfg.classes) / classes), round(test * len(dcfg.classes) / classes)
@@ -121,7 +121,7 @@ def teacher(cfg: Config) -> Work:
 def prunable_fraction(cfg: Config, layers: str) -> float:
     """The fraction of the prunable set ``layers`` a cell removes to land on its target (on the grid's
     measure); raises ``masks.UnreachableSparsity`` when the set, pruned whole, cannot reach it."""
-    out = _fraction(cfg.model.arch, split(cfg.dataset).classes, layers, cfg.grid.sparsity_measure, cfg.prune.sparsity)
+    out = _fraction(cfg.model.arch, split(cfg.dataset).classes, layers, cfg.prune.measure, cfg.prune.sparsity)
     if isinstance(out, Exception):
         raise out
     return out

@@ -179,7 +179,8 @@ def load() -> None:
 
 
 def load_plugin(path: str | Path) -> list[str]:
-    """Import a method file; return the names it registered (methods and ``section:`` names)."""
+    """Import a method (or dataset) file; return the names it registered (methods, ``section:`` and
+    ``dataset:`` names)."""
     load()
     p = Path(path)
     if not p.is_file():
@@ -188,8 +189,10 @@ def load_plugin(path: str | Path) -> list[str]:
     key = str(p.resolve())
     if any(q["path"] == key for q in _plugins):
         return []
+    from . import datasets as D
+
     source = p.read_bytes()
-    before = set(_methods) | {f"section:{s}" for s in _sections}
+    before = set(_methods) | {f"section:{s}" for s in _sections} | {f"dataset:{d}" for d in D.names()}
     mod_name = f"bench_plugin_{p.stem}_{len(_plugins)}"
     spec = importlib.util.spec_from_file_location(mod_name, p)
     if spec is None or spec.loader is None:
@@ -202,13 +205,18 @@ def load_plugin(path: str | Path) -> list[str]:
     except RegistryError as e:
         sys.modules.pop(mod_name, None)
         raise RegistryError(f"plug-in file {str(path)!r}: {e}") from None
+    except D.DatasetRegistryError as e:
+        sys.modules.pop(mod_name, None)
+        raise RegistryError(f"plug-in file {str(path)!r}: {e}") from None
     except SyntaxError as e:
         sys.modules.pop(mod_name, None)
         raise RegistryError(f"plug-in file {str(path)!r} is not valid Python (line {e.lineno}: {e.msg})") from None
-    added = sorted((set(_methods) | {f"section:{s}" for s in _sections}) - before)
+    added = sorted((set(_methods) | {f"section:{s}" for s in _sections} | {f"dataset:{d}" for d in D.names()})
+                   - before)
     if not any(not a.startswith("section:") for a in added):
-        raise RegistryError(f"plug-in file {str(path)!r} registers no method; decorate a class with "
-                            "@register_method (bench.registry; docs/adding-a-method.md)")
+        raise RegistryError(f"plug-in file {str(path)!r} registers no method and no dataset; decorate a class "
+                            "with @register_method (bench.registry; docs/adding-a-method.md) or call "
+                            "register_dataset (bench.datasets; docs/adding-a-dataset.md)")
     _plugins.append({"path": key, "sha256": hashlib.sha256(source).hexdigest()})
     return added
 

@@ -37,7 +37,7 @@ def _base_record(spec: RunSpec, device: torch.device) -> dict:
     return {
         "run_id": spec.run_id, "dataset": spec.dataset, "model": spec.config.model.arch,
         "method": spec.method.display, "method_name": spec.method.name, "method_version": mod.VERSION,
-        "target_sparsity": spec.sparsity, "sparsity_measure": spec.config.grid.sparsity_measure, "seed": spec.seed,
+        "target_sparsity": spec.sparsity, "sparsity_measure": spec.config.prune.measure, "seed": spec.seed,
         "config": to_dict(spec.config),
         "identity": spec.identity, "device_type": device.type, "precision": precision(spec.config.runtime, device.type),
         "device_name": device_name(device), "device_count": 1,
@@ -88,7 +88,7 @@ def execute(spec: RunSpec, ctx: RunContext) -> dict:
     # ProsPr does): the record's "prunable" sparsity is over the set its masks cover.
     layers = outcome.masks.layers if outcome.masks is not None else cfg.prune.layers
     stats = sparsity_stats(outcome.model, layers)
-    measure = cfg.grid.sparsity_measure
+    measure = cfg.prune.measure
     on_target = True
     if outcome.masks is not None:
         on_target = check_sparsity(outcome, stats, measure, cfg.prune.sparsity)
@@ -419,7 +419,8 @@ def _dry_run(cfg, specs, datasets, results_dir, data_dir, device, log, workers, 
     that match no cell, whether the data is there (files present are read and checked; absent ones are
     named, the preview needs none); each cell's line only with ``verbose``."""
     from . import estimate
-    from .data import SPECS, load_dataset
+    from .data import load_dataset
+    from .datasets import get as dataset_spec
 
     states = [status_of(results_dir, s)[0] for s in specs]
     counts = {s: states.count(s) for s in ("done", "failed", "interrupted", "pending")}
@@ -433,8 +434,8 @@ def _dry_run(cfg, specs, datasets, results_dir, data_dir, device, log, workers, 
                      limit_here=(config_name or cfg.name) if device.type == "cpu" else None)
     absent = []
     for dcfg in datasets:
-        spec = SPECS.get(dcfg.name)
-        root = data_dir / spec.folder if spec else None
+        spec = dataset_spec(dcfg.name)
+        root = data_dir / spec.folder if spec and spec.folder else None
         if root is not None and not root.is_dir():
             absent.append(f"data: {dcfg.name} is not in {root}; the preview needs no data, a run does: pass --download "
                           f"(the official archive, via torchvision) or place the files as {data_dir}/{spec.layout}")

@@ -194,11 +194,11 @@ def engine_rate(cfg: Config, data, device, epochs: int, profile: StepProfile | N
     masks = Masks(model, cfg.prune.layers)
     if sparsity is not None:
         masks.prune_global([p.detach().abs() for p in masks.params], sparsity)
-    hook = EMAImportance(masks.params).update if importance else None
+    hooks = [EMAImportance(masks.params)] if importance else []
     masks = masks if sparsity is not None else None
     timer = PhaseTimer(device)
     common = dict(runtime=cfg.runtime, timer=timer, augment=cfg.dataset.augment, masks=masks, objective=objective,
-                  after_backward=hook)
+                  hooks=hooks)
     full_steps = data.steps_per_epoch(recipe.batch_size, recipe.drop_last)
     if steps is None:
         train(model, data, replace(recipe, epochs=1), seed=0, phase="warmup", log=_quiet, **common)
@@ -229,13 +229,13 @@ def official_rate(cfg: Config, data_dir: Path, device, workers: int, steps: int,
     import torchvision
     import torchvision.transforms as T
 
-    from .data import SPECS
+    from .data import spec_of
 
     name = cfg.dataset.name
     if name not in ("cifar10", "cifar100") or cfg.dataset.classes is not None or cfg.dataset.image_size is not None:
         raise ConfigError(f"the official loop reads whole CIFAR folders with torchvision at 32 px; dataset {name!r} "
                           f"(classes {cfg.dataset.classes}, image_size {cfg.dataset.image_size}) is not one")
-    spec, aug = SPECS[name], cfg.dataset.augment
+    spec, aug = spec_of(name), cfg.dataset.augment
     base = torchvision.datasets.CIFAR10 if name == "cifar10" else torchvision.datasets.CIFAR100
 
     class Folder(base):

@@ -139,7 +139,7 @@ timeout 20 "$PY" -m bench collect --results "$S" >/dev/null
 timeout 30 "$PY" -m bench table --dataset cifar10 --results "$S" --accuracy final >/dev/null
 timeout 40 "$PY" -m bench claims --dataset cifar10 --results "$S" --plots "$S/plots" --format png >/dev/null
 timeout 60 "$PY" -m bench report --results "$S" --plots "$S/plots" >/dev/null
-timeout 20 "$PY" -m bench run cifar10-gpu-slice --dry-run --data-dir "$DATA" --results "$S" "${SET[@]}" \
+timeout 20 "$PY" -m bench run cifar10-gpu-slice --dry-run --verbose --data-dir "$DATA" --results "$S" "${SET[@]}" \
   > "$S/cells.txt" 2>&1
 { echo "# GPU slice ($MODE mode)"; echo; cat "$OUT/device.txt"; echo
   echo "## Cells"; echo; echo '```'; cat "$S/cells.txt"; echo '```'; echo

@@ -67,13 +67,14 @@ def fit(data, compile: str, *, checkpoint=None, stop_after=None):
     timer = PhaseTimer(torch.device("cpu"))
     steps = [0]
 
-    def count():
-        steps[0] += 1
-        if steps[0] == stop_after:
-            interrupt.request_stop()
+    class Count:
+        def after_backward(self, loop, step):
+            steps[0] += 1
+            if steps[0] == stop_after:
+                interrupt.request_stop()
 
     res = engine.train(model, data, RECIPE, runtime=runtime, timer=timer, seed=1, augment=AUG, objective=objective,
-                       masks=masks, after_backward=count, checkpoint=checkpoint, log=lambda s: None)
+                       masks=masks, hooks=[Count()], checkpoint=checkpoint, log=lambda s: None)
     return model, masks, res, timer
 
 

@@ -14,7 +14,7 @@ PINNED = {
     "model": {"arch": "resnet_small"},
     "grid": {"methods": ["dense", "magnitude", "tgp", "tgp-kd"], "sparsities": [0.5, 0.985], "seeds": [7]},
 }
-# Moved once, deliberately: the target's measure (grid.sparsity_measure) entered every pruning run's
+# Moved once, deliberately: the target's measure (then grid.sparsity_measure, now prune.measure) entered every pruning run's
 # identity (a target of 0.5 overall and 0.5 of the conv weights are different networks), and the
 # teacher section gained `data` (run or full training split), in the identity of the teacher's users.
 PINNED_IDS = {

@@ -224,8 +224,11 @@ def test_cifar10_exact_pixels_labels_and_md5(real_dir):
 
 def test_official_when_every_md5_matches(real_dir, monkeypatch, tmp_path):
     root = copy_cifar10(real_dir, tmp_path) / "cifar-10-batches-py"
-    actual = {f: hashlib.md5((root / f).read_bytes()).hexdigest() for f in data.SPECS["cifar10"].md5}
-    monkeypatch.setitem(data.SPECS, "cifar10", dataclasses.replace(data.SPECS["cifar10"], md5=actual))
+    from bench import datasets
+
+    spec = datasets.get("cifar10")
+    actual = {f: hashlib.md5((root / f).read_bytes()).hexdigest() for f in spec.md5}
+    monkeypatch.setitem(datasets._datasets, "cifar10", dataclasses.replace(spec, md5=actual))
     d = load_dataset(DatasetConfig(name="cifar10"), tmp_path)
     assert d.info["official"] is True and set(d.info["official_detail"].values()) == {"md5 ok"}
 

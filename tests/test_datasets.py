@@ -36,7 +36,7 @@ def test_real_data_presets_run_every_registered_method_at_90_overall_and_above(p
     cfg = load_config(preset)
     assert {m.name for m in cfg.grid.methods} == set(registry.methods())
     assert 0.9 in cfg.grid.sparsities and max(cfg.grid.sparsities) > 0.9 or preset == "tinyimagenet-cpu"
-    assert cfg.grid.sparsity_measure == "overall"
+    assert cfg.prune.measure == "overall"
     assert len(cfg.grid.seeds) == (1 if preset == "smoke-real" else 3)
     assert expand_grid(cfg, "cpu")
 
@@ -62,7 +62,7 @@ def unreachable_cells(preset: str) -> set[tuple[str, str, float]]:
             continue
         model = build_model(spec.config.model.arch, {"cifar10": 10, "cifar100": 100, "tinyimagenet": 200}[spec.dataset])
         layers = _prunable_set(spec)
-        target = Target(Masks(model, layers), model, spec.sparsity, spec.config.grid.sparsity_measure)
+        target = Target(Masks(model, layers), model, spec.sparsity, spec.config.prune.measure)
         if target.fixed + target.capacity < target.zeros:
             out.add((spec.dataset, spec.method.display, spec.sparsity))
     return out

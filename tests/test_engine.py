@@ -191,10 +191,10 @@ def _two_round_module(off_target="the toy stops at the first round at or past th
 
 def test_two_round_method_records_rounds_and_reuses_the_chain(tmp_path, monkeypatch):
     monkeypatch.setitem(registry.methods(), "toy-rounds", _two_round_module())
-    grid = {"methods": ["toy-rounds"], "seeds": [0], "sparsity_measure": "prunable"}
-    cfg = from_dict(Config, {**TINY, "grid": {**grid, "sparsities": [0.5]}})
+    grid = {"methods": ["toy-rounds"], "seeds": [0]}
+    cfg = from_dict(Config, {**TINY, "prune": {"measure": "prunable"}, "grid": {**grid, "sparsities": [0.5]}})
     assert run_grid(cfg, tmp_path, tmp_path, log=quiet)["ok"] == 1
-    cfg = from_dict(Config, {**TINY, "grid": {**grid, "sparsities": [0.7]}})
+    cfg = from_dict(Config, {**TINY, "prune": {"measure": "prunable"}, "grid": {**grid, "sparsities": [0.7]}})
     assert run_grid(cfg, tmp_path, tmp_path, log=quiet)["ok"] == 1
     recs = {r["target_sparsity"]: r for r in load_runs(tmp_path)}
     first, second = recs[0.5], recs[0.7]
@@ -213,8 +213,8 @@ def test_two_round_method_records_rounds_and_reuses_the_chain(tmp_path, monkeypa
 
 def test_a_method_that_misses_its_target_without_a_reason_fails(tmp_path, monkeypatch):
     monkeypatch.setitem(registry.methods(), "toy-rounds", _two_round_module(off_target=None))
-    cfg = from_dict(Config, {**TINY, "grid": {"methods": ["toy-rounds"], "sparsities": [0.7], "seeds": [0],
-                                              "sparsity_measure": "prunable"}})
+    cfg = from_dict(Config, {**TINY, "prune": {"measure": "prunable"},
+                             "grid": {"methods": ["toy-rounds"], "sparsities": [0.7], "seeds": [0]}})
     assert run_grid(cfg, tmp_path, tmp_path, log=quiet)["failed"] == 1
     (rec,) = load_runs(tmp_path)
     assert "misses the target 0.7" in rec["error"]
@@ -235,7 +235,7 @@ def test_importance_depends_on_the_kd_loss(tmp_path):
         imp = EMAImportance(Masks(model).params)
         obj = Distillation(teacher, KDConfig(alpha=alpha), gamma=0.5)
         engine.train(model, data, recipe, runtime=cfg.runtime, timer=PhaseTimer(torch.device("cpu")), seed=0,
-                     augment=cfg.dataset.augment, objective=obj, after_backward=imp.update, log=quiet)
+                     augment=cfg.dataset.augment, objective=obj, hooks=[imp], log=quiet)
         scores[alpha] = torch.cat([s.flatten() for s in imp.scores()])
     rel = (scores[0.0] - scores[1.0]).abs().sum() / scores[0.0].abs().sum()
     assert rel > 0.05

@@ -124,7 +124,7 @@ def test_stale_claims_are_taken_over_and_live_ones_respected(tmp_path):
     cfg = config(tmp_path, grid={"methods": ["dense"], "seeds": [0, 1, 2]},
                  runtime={**FAST, "stale_after_s": 30})        # the live claim must not age out meanwhile
     results = tmp_path / "results"
-    dry = subprocess.run([sys.executable, "-m", "bench", "run", str(cfg), "--results", str(results), "--dry-run",
+    dry = subprocess.run([sys.executable, "-m", "bench", "run", str(cfg), "--results", str(results), "--dry-run", "--verbose",
                           "--data-dir", str(tmp_path)], cwd=REPO, capture_output=True, text=True)
     ids = re.findall(r"seed (\d)\s+([0-9a-f]{16})", dry.stdout)
     claims = results / "claims"

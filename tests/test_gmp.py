@@ -30,8 +30,8 @@ def test_gmp_lands_on_target_and_pruned_weights_stay_zero(tmp_path, monkeypatch,
     seen = []
     after = gmp.Schedule.after_step
 
-    def spy(self, step):                        # after every step: pruned weights are zero
-        after(self, step)
+    def spy(self, loop, step):                  # after every step: pruned weights are zero
+        after(self, loop, step)
         seen.append(all(bool((p[m == 0] == 0).all()) for p, m in zip(self.masks.params, self.masks.masks)))
 
     monkeypatch.setattr(gmp.Schedule, "after_step", spy)
@@ -55,8 +55,9 @@ def test_gmp_from_init_trains_only_the_pretrain_recipe(tmp_path):
 
 
 def test_every_hook_runs_in_order_with_the_call_step(tmp_path):
-    """The loop's hooks (engine.Hooks): epoch_start, then per step before/after forward, after backward,
-    after step (``step`` counts across epochs), then epoch_end with the epoch's history row."""
+    """A method's callback (callbacks.Callback, the loop's own protocol): epoch_start, then per step
+    before/after forward, after backward, after step (``step`` counts across epochs), then epoch_end with
+    the epoch's history row, each given the loop first."""
     from bench.context import Artifacts, RunContext
     from bench.data import load_dataset
 
@@ -66,24 +67,24 @@ def test_every_hook_runs_in_order_with_the_call_step(tmp_path):
     calls = []
 
     class Recorder:
-        def epoch_start(self, epoch, epochs):
+        def epoch_start(self, loop, epoch):
             calls.append(("epoch_start", epoch))
 
-        def before_forward(self, step, batch):
+        def before_forward(self, loop, step, batch):
             calls.append(("before_forward", step))
 
-        def after_forward(self, step, loss, logits):
+        def after_forward(self, loop, step, loss, logits):
             assert loss.requires_grad and logits.shape[0] == 64
             calls.append(("after_forward", step))
 
-        def after_backward(self, step):
+        def after_backward(self, loop, step):
             calls.append(("after_backward", step))
 
-        def after_step(self, step):
+        def after_step(self, loop, step):
             calls.append(("after_step", step))
 
-        def epoch_end(self, epoch, row):
-            calls.append(("epoch_end", epoch, row["epoch"]))
+        def epoch_end(self, loop, epoch):
+            calls.append(("epoch_end", epoch, loop.history[-1]["epoch"]))
 
     recipe = cfg.retrain.__class__(**{**cfg.retrain.__dict__, "epochs": 2})
     ctx.train(ctx.build(), recipe, phase="retrain", hooks=[Recorder()])

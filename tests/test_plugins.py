@@ -95,7 +95,7 @@ def test_the_plugin_section_is_a_config_section(plugin, tmp_path):
 
 @pytest.mark.parametrize("source, fragment", [
     (None, "plug-in file '{path}' not found"),
-    ("X = 1\n", "registers no method"),
+    ("X = 1\n", "registers no method and no dataset"),
     ("def (:\n", "is not valid Python (line 1"),
     ("from bench.registry import register_method\n\n@register_method\nclass M:\n    NAME = 'magnitude'\n"
      "    VERSION, PRUNES, SECTIONS = 1, True, ()\n    run = staticmethod(lambda ctx: None)\n",
@@ -111,6 +111,40 @@ def test_a_bad_plugin_file_is_one_line_and_exit_code_2(tmp_path, source, fragmen
     assert out.returncode == 2 and out.stdout == ""
     assert out.stderr.startswith("plug-in error: ") and len(out.stderr.strip().splitlines()) == 1, out.stderr
     assert fragment.format(path=path) in out.stderr
+
+
+def test_a_dataset_from_a_plugin_file_runs_and_is_titled_in_the_table(tmp_path):
+    """docs/adding-a-dataset.md's file, a few generated images in its layout, a small grid with --plugin:
+    the records and the table name the dataset by its title and class count (the table command without
+    the plug-in: the records carry them)."""
+    from PIL import Image
+
+    (source,) = re.findall(r"```python\n(.*?)```", (ROOT / "docs" / "adding-a-dataset.md").read_text(), re.S)
+    plugin = tmp_path / "shapes.py"
+    plugin.write_text(source)
+    data = tmp_path / "data" / "shapes"
+    for split, n in (("train", 20), ("test", 10)):
+        for c, colour in enumerate(((220, 40, 40), (40, 200, 40), (40, 40, 220))):
+            (data / split / f"class{c}").mkdir(parents=True)
+            for i in range(n):
+                im = Image.new("RGB", (16, 16), tuple(max(0, v - 7 * i) for v in colour))
+                im.save(data / split / f"class{c}" / f"{i}.png")
+    cfg = write_config(tmp_path / "tiny.yaml", dataset={"name": "shapes"}, runtime={"device": "cpu", "eval_batch_size": 64},
+                       grid={"methods": ["dense", "magnitude"], "sparsities": [0.5], "seeds": [0]})
+    out = bench("run", str(cfg), "--plugin", str(plugin), "--data-dir", str(tmp_path / "data"),
+                "--results", str(tmp_path / "r"), cwd=tmp_path)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr
+    records = [json.loads(p.read_text()) for p in (tmp_path / "r").glob("runs/shapes/*.json")]
+    assert len(records) == 2 and all(r["status"] == "ok" for r in records)
+    assert records[0]["data"]["title"] == "Shapes (3 classes, generated)" and records[0]["data"]["num_classes"] == 3
+    assert records[0]["data"]["official"] is False
+    out = bench("table", "--results", str(tmp_path / "r"), cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    md = (tmp_path / "r" / "tables" / "shapes.md").read_text()
+    assert md.startswith("# Shapes (3 classes, generated)") and "60 train / 30 test images of 3 classes" in md
+    # without the file, the dataset is unknown: one line naming the way in
+    out = bench("run", str(cfg), "--data-dir", str(tmp_path / "data"), "--results", str(tmp_path / "r2"), cwd=tmp_path)
+    assert out.returncode == 2 and "docs/adding-a-dataset.md" in out.stderr
 
 
 def test_a_worker_carries_its_plugins_to_another_process(plugin, tmp_path):

@@ -88,7 +88,7 @@ def test_failed_run_is_recorded_and_the_grid_goes_on(tmp_path):
     failed = load_runs(tmp_path, status="failed")
     assert len(failed) == 1 and failed[0]["method"] == "exploding"
     assert "NonFiniteLossError" in failed[0]["error"] and failed[0]["traceback"]
-    assert failed[0]["sparsity_measure"] == cfg.grid.sparsity_measure       # a failed cell is on its grid's measure
+    assert failed[0]["sparsity_measure"] == cfg.prune.measure       # a failed cell is on its grid's measure
     # A rerun retries only the failed run, and keeps the earlier failure on record.
     assert core(run_grid(cfg, tmp_path, tmp_path, log=quiet)) == {"ok": 0, "failed": 1, "skipped": 2}
     again = load_runs(tmp_path, status="failed")[0]

@@ -59,7 +59,7 @@ def test_preset_is_the_slice_the_issue_asks_for():
     cfg = load_config("cifar10-gpu-slice")
     assert (cfg.model.arch, cfg.teacher.arch, cfg.dataset.name, cfg.dataset.train_limit) == \
         ("resnet18", "resnet50", "cifar10", None)
-    assert cfg.grid.sparsities == [0.9841] and cfg.grid.sparsity_measure == "overall"
+    assert cfg.grid.sparsities == [0.9841] and cfg.prune.measure == "overall"
     assert cfg.grid.seeds == [42, 43, 44] and cfg.runtime.device == "cuda"
     assert [m.name for m in cfg.grid.methods] == ["dense", "tgp-kd", "tgp", "magnitude", "magnitude-ft"]
     fast = load_config("cifar10-fast")

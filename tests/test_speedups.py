@@ -140,11 +140,11 @@ def test_guards_name_why_a_call_runs_eagerly():
     rt = RuntimeConfig(cuda_graphs="on")
     gpu, cpu = torch.device("cuda"), torch.device("cpu")
     ce = CrossEntropy()
-    assert graphs.why_not(rt, gpu, ce, None, None) is None
-    assert "not CUDA" in graphs.why_not(rt, cpu, ce, None, None)
-    assert "compile" in graphs.why_not(RuntimeConfig(cuda_graphs="on", compile="on"), gpu, ce, None, None)
-    assert "profile" in graphs.why_not(rt, gpu, ce, None, StepProfile(cpu))
-    assert "after-backward" in graphs.why_not(rt, gpu, ce, lambda: None, None)
+    assert graphs.why_not(rt, gpu, ce, False, None) is None
+    assert "not CUDA" in graphs.why_not(rt, cpu, ce, False, None)
+    assert "compile" in graphs.why_not(RuntimeConfig(cuda_graphs="on", compile="on"), gpu, ce, False, None)
+    assert "profile" in graphs.why_not(rt, gpu, ce, False, StepProfile(cpu))
+    assert "step event" in graphs.why_not(rt, gpu, ce, True, None)
     dlb = DLB.__new__(DLB)                             # self-distillation: memories, extra draws
     assert "not declared graph-safe" in graphs.why_not(rt, gpu, dlb, None, None)
 

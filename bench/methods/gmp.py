@@ -54,12 +54,12 @@ class Schedule:
         self.s_i, self.s_f = gmp.initial_sparsity, ctx.cfg.prune.sparsity
         self.layerwise = gmp.scope == "layerwise"
         if self.layerwise and not all(ctx.target(masks, model).member):
-            raise ValueError(f"gmp.scope: layerwise lands on the target only when grid.sparsity_measure "
-                             f"({ctx.cfg.grid.sparsity_measure}) counts every weight of prune.layers "
+            raise ValueError(f"gmp.scope: layerwise lands on the target only when prune.measure "
+                             f"({ctx.cfg.prune.measure}) counts every weight of prune.layers "
                              f"({ctx.cfg.prune.layers}); use gmp.scope: global")
 
     @torch.no_grad()
-    def after_step(self, step: int) -> None:
+    def after_step(self, loop, step: int) -> None:
         t = step + 1
         if t not in self.steps:
             return

@@ -54,7 +54,7 @@ def guided_finetune(ctx, objective, kind: str = "tgp-finetune", version: int = V
     def produce():
         importance = EMAImportance(ctx.masks(model).params, beta=cfg.tgp.beta, saliency=cfg.tgp.saliency,
                                    ema=cfg.tgp.ema)
-        ctx.train(model, cfg.tgp.finetune, phase="finetune", objective=objective, after_backward=importance.update,
+        ctx.train(model, cfg.tgp.finetune, phase="finetune", objective=objective, hooks=[importance],
                   state={"importance": importance})
         return {"gamma": getattr(objective, "gamma", None)}, {"scores": importance.scores()}
 

@@ -288,12 +288,14 @@ def data_sizes(runs: Iterable[dict]) -> list[str]:
         d = r.get("data") or {}
         if d.get("n_train") is None:
             continue
-        s = (d["n_train"], d.get("n_test"), d.get("image_size"), d.get("resized_from"), d.get("n_monitor"))
+        s = (d["n_train"], d.get("n_test"), d.get("image_size"), d.get("resized_from"), d.get("n_monitor"),
+             d.get("num_classes"))
         if s not in shapes:
             shapes.append(s)
     out = []
-    for n_train, n_test, size, resized_from, n_monitor in shapes:
+    for n_train, n_test, size, resized_from, n_monitor, classes in shapes:
         text = f"{n_train:,} train" + (f" / {n_test:,} test" if n_test is not None else "") + " images"
+        text += f" of {classes} classes" if classes else ""
         text += f" at {size} px" if size else ""
         text += f" (resized from {resized_from} px at load)" if resized_from else ""
         if n_monitor is not None and n_test is not None and n_monitor < n_test:

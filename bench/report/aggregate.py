@@ -29,6 +29,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Iterable
 
+from .. import datasets as D
+
 from ..phases import GROUPS, STUDENT_GROUPS, TIMED_GROUPS, phase_group
 from .style import order_methods
 
@@ -36,7 +38,6 @@ ACCURACY_FIELDS = {"best": "top1_best", "final": "top1_final"}
 METRICS = ("top1", "top5")
 # A dataset with at least this many classes gets a top-5 table beside the top-1 one (Tiny-ImageNet).
 TOP5_MIN_CLASSES = 200
-KNOWN_CLASSES = {"cifar10": 10, "cifar100": 100, "tinyimagenet": 200}   # records without data.num_classes
 
 # Realised sparsity within this distance of the target (a fraction: 0.05 percentage points) is on
 # target. The same number as bench.masks.TOLERANCE (tests/test_report.py checks it); not imported,
@@ -88,7 +89,8 @@ def dataset_classes(runs: Iterable[dict], dataset: str) -> int | None:
     for r in runs:
         if r.get("dataset") == dataset and isinstance(r.get("data"), dict) and r["data"].get("num_classes"):
             return int(r["data"]["num_classes"])
-    return KNOWN_CLASSES.get(dataset)
+    ds = D.get(dataset)
+    return ds.num_classes if ds is not None else None
 
 
 # --------------------------------------------------------------------------- sparsity measure, target

@@ -64,7 +64,10 @@ def records(results: Path, datasets: list[str] | None, *outputs: tuple[Path | No
     output_folder(results, "results path", created=False)
     for path, what in outputs:
         output_folder(path, what)
+    from .style import remember_titles
+
     runs, corrupt = read_runs(results) if Path(results).is_dir() else ([], [])
+    remember_titles(runs)
     if corrupt:
         print(f"{len(corrupt)} corrupt record file(s) skipped (named above); the tables leave their cells out",
               file=sys.stderr)

@@ -16,6 +16,8 @@ import hashlib
 import re
 from typing import Iterable, NamedTuple
 
+from .. import datasets as D
+
 
 class Style(NamedTuple):
     colour: str
@@ -99,13 +101,22 @@ _MARKERS = ("o", "s", "^", "v", "D", "<", ">", "h", "p", "P", "X", "d", "8")
 # A temperature label of the proposed method (tgp-kd-T5): the kd colour family, its own marker and a dashed line.
 _TEMPERATURE = re.compile(r"^tgp-kd-T([0-9.]+)$")
 
-# Nice names for datasets in captions and titles; unknown datasets show their name.
-DATASET_NAMES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "tinyimagenet": "Tiny-ImageNet",
-                 "synthetic": "synthetic"}
+# Titles the records carry (``data.title``): a dataset registered by a plug-in is titled in the tables
+# without the plug-in being loaded (remember_titles, called where the records are read).
+_TITLES: dict[str, str] = {}
+
+
+def remember_titles(runs) -> None:
+    for r in runs:
+        d = r.get("data")
+        if isinstance(d, dict) and d.get("title") and r.get("dataset"):
+            _TITLES.setdefault(str(r["dataset"]), str(d["title"]))
 
 
 def dataset_title(dataset: str) -> str:
-    return DATASET_NAMES.get(dataset, dataset)
+    """How captions and titles name a dataset: its records' title, else its registry entry's (bench/datasets.py),
+    else its name."""
+    return _TITLES.get(dataset) or D.title(dataset)
 
 
 def _digest(label: str) -> int:
