@@ -9,6 +9,11 @@ from __future__ import annotations
 import sys
 from typing import Callable
 
+from .checkpoint import snapshot
+from .evaluation import evaluate
+from .interrupt import stop_requested
+from .runtime import compile_seconds
+
 # What the engine is doing now, for heartbeats and `bench status` (phase, epoch, epochs).
 PROGRESS: dict = {}
 
@@ -76,9 +81,6 @@ class Evaluate:
     accuracy is always on every test image."""
 
     def epoch_end(self, loop, epoch: int) -> None:
-        from .evaluation import evaluate
-        from .runtime import compile_seconds
-
         before = compile_seconds() if loop.compiling else 0.0
         whole = None
         with loop.timer.phase("eval"), loop.section("evaluation"):
@@ -128,9 +130,6 @@ class SaveCheckpoint:
         self.checkpoint = checkpoint
 
     def epoch_end(self, loop, epoch: int) -> None:
-        from .checkpoint import snapshot
-        from .interrupt import stop_requested
-
         if epoch + 1 == loop.recipe.epochs or self.checkpoint.due() or stop_requested():
             self.checkpoint.save(snapshot(loop, epoch + 1, 0, loop.gen.get_state()))
 

@@ -18,6 +18,7 @@ from typing import Callable, Optional
 
 import torch
 
+from .graphs import plain_lr
 from .interrupt import fault_point
 from .store import atomic_write_bytes
 
@@ -93,8 +94,6 @@ def _state_of(obj) -> dict:
 def snapshot(loop, epoch: int, step: int, generator: torch.Tensor) -> dict:
     """What ``loop`` (an ``engine.Loop``) needs to continue at ``epoch``, ``step``; ``generator``: the
     data-order generator's state at the start of that epoch."""
-    from .graphs import plain_lr
-
     return {"phase": loop.phase, "epoch": epoch, "step": step, "epochs": loop.recipe.epochs,
             "model": loop.model.state_dict(), "optimizer": plain_lr(loop.opt.state_dict()),
             "scheduler": loop.sched.state_dict(),

@@ -2,24 +2,39 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 import traceback
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from . import registry
-from .config import ConfigError, load_config
+import yaml
+
+from . import registry, config as C
+from .artifacts import CorruptCheckpointError, Artifacts
+from .checkpoint import CorruptEpochCheckpointError
+from .cluster import run_with_workers
+from .config import ConfigError, load_config, CONFIG_DIR, to_dict
+from .configdoc import update_file
+from .context import RunContext
+from .data import DatasetFileError, DatasetNotFoundError, load_dataset
+from .estimate import CostError, refuse_on_cpu as refuse, CPU_HOURS_LIMIT, register as register_estimate
+from .grid import expand_grid
+from .interrupt import exit_code
+from .provenance import code_versions, code_state
+from .report.cli import no_records, register as register_report
+from .report.references import ReferenceFileError
+from .report.style import family_of
+from .runner import run_grid
+from .runtime import resolve_device
+from .speed import register as register_speed
+from .status import register as register_status
+from .store import CorruptResultError, ResultsDirError, status_of, read_runs
 
 
 def user_errors() -> tuple[type, ...]:
     """Errors caused by the input (config, data files, device, results folder, checkpoints, report
     inputs): one line, exit code 2. Anything else is a bug and keeps its traceback."""
-    from .checkpoint import CorruptEpochCheckpointError
-    from .artifacts import CorruptCheckpointError
-    from .data import DatasetFileError, DatasetNotFoundError
-    from .estimate import CostError
-    from .report.references import ReferenceFileError
-    from .store import CorruptResultError, ResultsDirError
-
     return (ConfigError, registry.RegistryError, CostError, CorruptResultError, ResultsDirError, DatasetNotFoundError, DatasetFileError,
             CorruptCheckpointError, CorruptEpochCheckpointError, ReferenceFileError, FileNotFoundError,
             NotADirectoryError, IsADirectoryError, PermissionError)
@@ -37,9 +52,6 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_run(args) -> int:
-    from .runner import run_grid
-
-    from .interrupt import exit_code
 
     cfg = load_config(args.config, args.overrides)
     if args.workers is not None and args.workers < 1:
@@ -47,8 +59,6 @@ def cmd_run(args) -> int:
     if not args.dry_run and args.executor != "slurm" and not args.allow_cpu:
         refuse_on_cpu(cfg, args)
     if args.executor != "inline" and not args.dry_run:
-        from .cluster import run_with_workers
-
         return run_with_workers(cfg, args.results, args.data_dir, executor=args.executor, workers=args.workers,
                                 download=args.download, keep_checkpoints=args.keep_checkpoints, wait=not args.no_wait)
     if (args.workers is not None and not args.dry_run) or args.no_wait:
@@ -65,8 +75,6 @@ def cmd_run(args) -> int:
 
 def resume_command(args) -> str:
     """The command line that resumes this one (``python -m bench`` and the arguments as given)."""
-    import shlex
-
     argv = getattr(args, "argv", None) or sys.argv[1:]
     return "python -m bench " + " ".join(shlex.quote(a) for a in argv)
 
@@ -74,11 +82,6 @@ def resume_command(args) -> str:
 def refuse_on_cpu(cfg, args) -> None:
     """A grid that would train on this machine's CPU for more than estimate.CPU_HOURS_LIMIT hours (a paper
     grid) is refused without --allow-cpu (SLURM jobs run elsewhere: not checked)."""
-    from .runtime import resolve_device
-    from .estimate import refuse_on_cpu as refuse
-    from .grid import expand_grid
-    from .store import status_of
-
     if resolve_device(cfg.runtime).type != "cpu":
         return
     specs = expand_grid(cfg, "cpu")
@@ -86,10 +89,6 @@ def refuse_on_cpu(cfg, args) -> None:
 
 
 def cmd_collect(args) -> int:
-    from .provenance import code_versions
-    from .report.cli import no_records
-    from .store import read_runs
-
     if not Path(args.results).is_dir():
         raise FileNotFoundError(no_records(args.results))
     runs, corrupt = read_runs(args.results)
@@ -104,10 +103,6 @@ def cmd_collect(args) -> int:
 def cmd_list(args) -> int:
     """The shipped presets (one line each: what it is, its cells) and the registered methods (built-in,
     installed and --plugin ones: family, what it is, what it prunes)."""
-    from .config import CONFIG_DIR, load_config
-    from .grid import expand_grid
-    from .report.style import family_of
-
     if args.what in ("presets", "all"):
         print("presets (python -m bench run NAME; bench/configs/NAME.yaml):")
         for path in sorted(CONFIG_DIR.glob("*.yaml")):
@@ -145,12 +140,6 @@ def _preset_summary(path: Path, limit: int = 110) -> str:
 
 def cmd_teacher(args) -> int:
     """Train (or report) the teacher of every dataset in the config's grid."""
-    from . import config as C
-    from .artifacts import Artifacts
-    from .context import RunContext
-    from .data import load_dataset
-    from .runtime import resolve_device
-
     cfg = load_config(args.config, args.overrides)
     device = resolve_device(cfg.runtime)
     for name in cfg.grid.datasets or [cfg.dataset.name]:
@@ -169,14 +158,9 @@ def cmd_teacher(args) -> int:
 def cmd_config(args) -> int:
     """Print a config as the runs will see it (every default filled in), or update the reference docs."""
     if args.docs:
-        from .configdoc import update_file
-
         changed = update_file(args.docs)
         print(f"{'updated' if changed else 'unchanged'}: {args.docs}")
         return 0
-    import yaml
-
-    from .config import to_dict
 
     if args.config is None:
         raise ConfigError("give a config (a YAML file or a preset name) or --docs FILE")
@@ -187,9 +171,6 @@ def cmd_config(args) -> int:
 def version_text() -> str:
     """What ``--version`` prints: the harness version the records carry, the git commit (with the dirty
     flag over the code paths) and the code fingerprint, the same for any copy of the same code."""
-    from .provenance import code_state
-
-    from importlib.metadata import PackageNotFoundError, version
 
     st = code_state()
     if st["git_commit"]:
@@ -229,8 +210,6 @@ GRID_COMMANDS = ("run", "teacher", "config", "estimate", "status", "list")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .estimate import CPU_HOURS_LIMIT
-
     parser = argparse.ArgumentParser(prog="python -m bench", description=DESCRIPTION)
     parser.add_argument("--version", action=_Version,
                         help="print the harness version, git commit and code fingerprint, and exit")
@@ -280,13 +259,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--docs", type=Path, metavar="FILE", help="rewrite the generated config reference in FILE")
     p.set_defaults(func=cmd_config)
 
-    from .status import register as register_status
     register_status(sub)
-    from .speed import register as register_speed
     register_speed(sub)
-    from .estimate import register as register_estimate
     register_estimate(sub)
-    from .report.cli import register as register_report
     register_report(sub, method_names=registered_methods)
     for name in GRID_COMMANDS:
         sub.choices[name].add_argument(

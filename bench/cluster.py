@@ -31,9 +31,13 @@ from typing import Callable, Optional
 
 from . import registry
 from .config import Config, ConfigError, config_copy, from_dict, to_dict
+from .data import check_dataset
 from .grid import expand_grid
-from .runtime import device_type
 from .interrupt import request_stop, reset as reset_stop
+from .leases import HOST, job_id
+from .runner import check_results_dir, run_grid
+from .runtime import device_type
+from .store import atomic_write_json, status_of
 
 EXECUTORS = ("inline", "local", "slurm")
 LOCAL_TIMEOUT_MIN = 60 * 24 * 365         # local workers have no time limit of their own
@@ -85,8 +89,6 @@ class Worker:
     def __call__(self) -> dict:
         import torch
 
-        from .leases import HOST, job_id
-
         threads = self.threads or int(os.environ.get("SLURM_CPUS_PER_TASK") or 0)
         if threads:
             torch.set_num_threads(threads)
@@ -105,8 +107,6 @@ class Worker:
         return {**self._outcome, "worker": self.index, "host": HOST, "job_id": job_id(), "threads": threads or None}
 
     def _run(self) -> None:
-        from .runner import run_grid
-
         try:
             self._outcome = run_grid(self.cfg, self.results_dir, self.data_dir, download=self.download,
                                      keep_checkpoints=self.keep_checkpoints,
@@ -200,8 +200,6 @@ def submit_slurm(submitit, cfg: Config, folder: Path, make_worker: Callable[...,
 
 
 def _record_submission(results_dir: Path, executor: str, cfg: Config, jobs: list, folder: Path) -> Path:
-    from .store import atomic_write_json
-
     stamp = dt.datetime.now(dt.timezone.utc)
     path = results_dir / "jobs" / f"{stamp.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}.json"
     ids = [str(j.job_id) for j in jobs]
@@ -217,10 +215,6 @@ def run_with_workers(cfg: Config, results_dir: Path, data_dir: Path, *, executor
                      log: Callable[[str], None] = print, poll_s: float = 2.0) -> int:
     """Submit the workers of ``cfg``'s grid and (unless ``wait`` is false) wait for them; returns the
     exit code: 0 when every cell is done and no worker crashed, 1 otherwise."""
-    from .data import check_dataset
-    from .runner import check_results_dir
-    from .store import status_of
-
     if executor not in ("local", "slurm", "debug"):
         raise ConfigError(f"--executor {executor!r}; allowed: {', '.join(EXECUTORS)}")
     if workers is not None and workers < 1:

@@ -9,6 +9,7 @@ their sha256, git commit, device and phase seconds; bench/ledger.py what the run
 from __future__ import annotations
 
 import dataclasses
+import shutil
 import uuid
 import zlib
 from dataclasses import dataclass, field
@@ -18,13 +19,13 @@ from typing import Any, Callable, Optional
 import torch
 import torch.nn as nn
 
-from . import engine
+from . import engine, registry
 from .artifacts import Artifacts, CorruptCheckpointError, _to, _to_cpu
+from .checkpoint import EpochCheckpoint
 from .config import HARNESS_VERSION, Config, TrainConfig
 from .declared import ALWAYS, Guarded, UndeclaredSection, covers, narrowed, raw
-from .grid import hash_identity, runtime_identity
-from .checkpoint import EpochCheckpoint
 from .engine import TrainResult
+from .grid import hash_identity, runtime_identity, identity
 from .ledger import Ledger
 from .masks import Masks, Target
 from .models import build_model
@@ -121,9 +122,6 @@ class RunContext:
     def pair_with(self, method: str) -> None:
         """Record (``extra.pairs_with``) the run a control is compared with: ``method`` on this run's
         config, hence the same dataset, seed and sparsity, by the run id that method's cell gets."""
-        from . import registry
-        from .grid import identity
-
         mod = registry.get(method)
         self.extra["pairs_with"] = {
             "method": method, "run_id": hash_identity(identity(raw(self.cfg), mod, self.device.type)),
@@ -182,8 +180,6 @@ class RunContext:
 
     def remove_checkpoints(self, scope: Optional[str] = None) -> None:
         """Delete the epoch checkpoints of ``scope`` (default: this run's), once what they protect is saved."""
-        import shutil
-
         shutil.rmtree(self.epochs_dir / (scope or self._scopes[0]), ignore_errors=True)
 
     def masks(self, model: nn.Module) -> Masks:

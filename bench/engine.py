@@ -21,10 +21,11 @@ from typing import Callable, Optional
 import torch
 import torch.nn as nn
 
-from . import callbacks as C
-from .checkpoint import Best
+from . import callbacks as C, graphs
 from .callbacks import NonFiniteLossError  # noqa: F401  (raised by the loop; callers catch it from here)
+from .checkpoint import Best, resume, snapshot
 from .config import RuntimeConfig, TrainConfig
+from .interrupt import Interrupted, fault_point, stop_requested, stop_signal
 from .losses import CrossEntropy
 from .runtime import autocast, compile_module, compile_seconds, precision, use_channels_last, use_compile
 
@@ -267,10 +268,6 @@ def train(model: nn.Module, data, recipe: TrainConfig, *, runtime: RuntimeConfig
     graph where ``graphs.why_not`` allows it (bench/graphs.py). ``profile`` (a
     ``speed.StepProfile``) times the parts of every step, synchronising around each.
     """
-    from . import graphs
-    from .checkpoint import resume, snapshot
-    from .interrupt import Interrupted, fault_point, stop_requested, stop_signal
-
     loop = Loop(model, data, recipe, runtime, timer, seed, objective, masks, state, phase, hooks, profile)
     if checkpoint is not None:
         resume(loop, checkpoint, log)

@@ -25,7 +25,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
-from .plan import FORWARD, Work
+import torch
+import torch.nn as nn
+
+from . import registry
+from .config import Config, MethodEntry, from_dict, upgrade, ConfigError, load_config
+from .declared import Guarded
+from .grid import declared_sections, RunSpec, expand_grid
+from .masks import UnreachableSparsity
+from .models import build_model
+from .plan import FORWARD, Work, split
+from .report.aggregate import grid_totals, record_device, run_time
+from .runtime import device_type, precision
+from .store import atomic_write_bytes, load_runs, status_of
 
 THROUGHPUT = Path(__file__).with_name("throughput.csv")
 COLUMNS = ("date", "device", "torch", "model", "image_size", "batch", "precision", "cells", "images_per_s", "source")
@@ -51,8 +63,6 @@ def load_rows(path: Path = THROUGHPUT) -> list[dict]:
 
 def append_row(row: dict, path: Path = THROUGHPUT) -> None:
     """Add one measured row (``bench speed``); the file is rewritten atomically."""
-    from .store import atomic_write_bytes
-
     text = path.read_text() if path.exists() else ",".join(COLUMNS) + "\n"
     line = ",".join(str(row[c]).replace(",", ";") for c in COLUMNS)
     atomic_write_bytes(path, (text + line + "\n").encode())
@@ -62,10 +72,6 @@ def append_row(row: dict, path: Path = THROUGHPUT) -> None:
 def network(arch: str, image_size: int) -> tuple[int, int]:
     """(multiply-accumulates of one image's forward pass, conv + linear + BatchNorm layers), counted on
     the meta device (no memory, no weights)."""
-    import torch
-    import torch.nn as nn
-
-    from .models import build_model
 
     with torch.device("meta"):
         model = build_model(arch, 10).eval()        # eval: BatchNorm takes a batch of one at any size
@@ -87,8 +93,6 @@ def network(arch: str, image_size: int) -> tuple[int, int]:
 
 def this_device_name(dev_type: str) -> str:
     """How the table names this machine's device: the GPU's name, or 'cpu (N threads)'."""
-    import torch
-
     if dev_type == "cuda" and torch.cuda.is_available():
         return torch.cuda.get_device_name(0)
     return f"cpu ({torch.get_num_threads()} threads)"
@@ -188,11 +192,6 @@ class Cell:
 def plan_cells(specs, states: list[str]) -> list[Cell]:
     """Each cell's work (bench/plan.py); an unreachable target costs nothing (its record is written
     without training)."""
-    from . import registry
-    from .masks import UnreachableSparsity
-
-    from .declared import Guarded
-    from .grid import declared_sections
 
     cells = []
     for spec, state in zip(specs, states):
@@ -444,9 +443,6 @@ def devices_for(cfg, asked: Optional[str]) -> tuple[list[str], Optional[str]]:
     """The devices to estimate on, and a warning: ``asked``; else where the grid would run here (a
     GPU grid on a machine without one: the table's GPU); with ``runtime.device: auto`` on a machine
     without a GPU, this CPU and the table's GPU."""
-    import torch
-
-    from .runtime import device_type
 
     if asked:
         known = list(dict.fromkeys(r["device"] for r in load_rows()))
@@ -469,8 +465,6 @@ def _reference_gpu() -> str:
 
 
 def precision_of(cfg) -> Callable[[str], str]:
-    from .runtime import precision
-
     return lambda name: precision(cfg.runtime, "cpu" if name.lower().startswith("cpu") else "cuda")
 
 
@@ -500,10 +494,6 @@ def cells_from_records(results_dir: Path) -> list[Cell]:
     Records made before targets had a measure (no ``sparsity_measure``) targeted the method's own
     set ("prunable"); before ``colt``/``egp.exact_final_round`` existed the chains ran the official
     full rounds (false)."""
-    from .config import Config, MethodEntry, from_dict, upgrade
-    from .grid import RunSpec
-    from .store import load_runs
-
     specs = []
     for rec in load_runs(results_dir, status="ok"):
         d = upgrade(rec["config"])
@@ -520,9 +510,6 @@ def check_records(results_dir: Path, workers: int, asked: Optional[str], log: Ca
                   save: Optional[Path] = None) -> dict:
     """The estimate of the grid the ok records of ``results_dir`` ran, beside what they measured (the
     latency table's grid total: phase seconds, evaluation excluded, each shared artifact once)."""
-    from .report.aggregate import grid_totals
-    from .store import load_runs
-
     runs = load_runs(results_dir, status="ok")
     if not runs:
         raise FileNotFoundError(f"no ok run records under {results_dir}/runs; give --records a results folder")
@@ -546,8 +533,6 @@ def check_records(results_dir: Path, workers: int, asked: Optional[str], log: Ca
         rows = [r for r in load_corrections(save) if r["device"] != measured.device]
         rows += [{"device": measured.device, "method": m, "ratio": f"{r:.4f}", "runs": n, "source": str(results_dir)}
                  for m, (r, n) in sorted(per_method.items())]
-        from .store import atomic_write_bytes
-
         text = ",".join(CORRECTION_COLUMNS) + "\n" + "".join(
             ",".join(str(r[c]) for c in CORRECTION_COLUMNS) + "\n" for r in rows)
         atomic_write_bytes(Path(save), text.encode())
@@ -560,8 +545,6 @@ def method_ratios(runs: list[dict], cells: list[Cell], speed: Speed) -> dict[str
     """{method: (measured / estimated, runs)}: each run's minutes (the latency table's per run: from
     initialisation, cached phases at what they cost, no teacher, no evaluation) over its cell's planned
     work without the teacher's training, summed over the method's ok runs on the speed's device."""
-    from .report.aggregate import record_device, run_time
-
     by_id = {c.spec.run_id: c for c in cells}
     sums: dict[str, list] = defaultdict(lambda: [0.0, 0.0, 0])
     for r in runs:
@@ -584,11 +567,6 @@ def cmd_estimate(args) -> int:
         check_records(args.records, args.workers or 1, args.device,
                       save=CORRECTIONS if args.save_corrections else None)
         return 0
-    from .config import ConfigError, load_config
-    from .runtime import device_type
-    from .grid import expand_grid
-    from .store import status_of
-
     if args.config is None:
         raise ConfigError("give a config (a YAML file or a preset name), or --records DIR")
     cfg = load_config(args.config, args.overrides)
@@ -606,8 +584,6 @@ def cmd_estimate(args) -> int:
 def size_notes(specs) -> list[str]:
     """One line per dataset priced at its official size (no ``train_limit``): the estimate reads no
     data, so a smaller local copy (../shared/data's CIFAR-100 slice: 1,117 images) costs less than shown."""
-    from .plan import split
-
     out = {}
     for s in specs:
         d = s.config.dataset

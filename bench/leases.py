@@ -18,7 +18,8 @@ import uuid
 from pathlib import Path
 from typing import Optional
 
-from .interrupt import fault_point
+from .callbacks import PROGRESS
+from .interrupt import fault_point, raise_if_stopped
 from .store import atomic_write_bytes, utc_now
 
 HOST = socket.gethostname()
@@ -82,8 +83,6 @@ class Lease:
         self._lock = threading.Lock()
 
     def _info(self) -> dict:
-        from .callbacks import PROGRESS
-
         return {"token": self.token, "host": HOST, "pid": os.getpid(), "job_id": job_id(),
                 "what": self.what, "started_at": self._started, "heartbeat_at": utc_now(), "progress": dict(PROGRESS)}
 
@@ -183,8 +182,6 @@ def wait_for(lease: Lease, ready, log, poll_s: float = 0.5):
     """Acquire ``lease``, unless ``ready()`` returns something first (another runner made the
     artifact meanwhile): returns ``(True, None)`` when acquired, ``(False, value)`` otherwise.
     Raises ``Interrupted`` when a stop is requested while waiting."""
-    from .interrupt import raise_if_stopped
-
     told = False
     while not lease.try_acquire():
         value = ready()

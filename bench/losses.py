@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .distill import KDConfig
+from .models import fold_batchnorm
 
 Gamma = Union[float, Tensor]
 
@@ -208,8 +209,6 @@ class Distillation(Objective):
         if (bf16, fold) not in self._copies:
             teacher = self.teacher
             if fold:
-                from .models import fold_batchnorm
-
                 channels_last = any(p.dim() == 4 and p.is_contiguous(memory_format=torch.channels_last)
                                     and not p.is_contiguous() for p in teacher.parameters())
                 teacher = fold_batchnorm(teacher)

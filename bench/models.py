@@ -7,8 +7,11 @@ They have no parameters: state dicts are the same as with functional ReLUs.
 """
 from __future__ import annotations
 
+import copy
+
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 
 class BasicBlock(nn.Module):
@@ -104,9 +107,6 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
     (``runtime.teacher_fold_bn``: the frozen teacher). Pairs by this file's layout: ``convK`` with
     ``bnK`` in one module, and a ``Conv2d`` followed by a ``BatchNorm2d`` in a Sequential (the 1x1
     shortcuts); the BatchNorm becomes an Identity. Same function in eval mode, up to float rounding."""
-    import copy
-
-    from torch.nn.utils.fusion import fuse_conv_bn_eval
 
     out = copy.deepcopy(model).eval()
     for module in out.modules():

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from .config import Config, DatasetConfig, TrainConfig
+from .datasets import get
 from .grid import hash_identity
 
 # A forward pass without gradients costs about a third of a training step of the same network
@@ -57,8 +58,6 @@ class Split:
 def split(dcfg: DatasetConfig, full: bool = False) -> Split:
     """The sizes ``dcfg`` loads (``full``: the whole training split, as a ``teacher.data: full`` teacher
     trains on). The datasets are class-balanced, so keeping k of C classes keeps k/C of each split."""
-    from .datasets import get
-
     if dcfg.name == "synthetic":
         sc = dcfg.synthetic
         train, test, classes, size = sc.train_size, sc.test_size, sc.num_classes, sc.image_size

@@ -8,11 +8,13 @@ import platform
 import socket
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import torch
 
 from . import registry
+from .config import HARNESS_VERSION
 from .leases import job_id
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -53,8 +55,6 @@ def code_fingerprint(root: Path = REPO_ROOT) -> str:
 def code_state() -> dict:
     """The code that runs, computed once per process (at its start): harness version, code fingerprint,
     git commit and whether the code differs from that commit."""
-    from .config import HARNESS_VERSION
-
     commit, dirty = git_state()
     return {"harness_version": HARNESS_VERSION, "code_fingerprint": code_fingerprint(),
             "git_commit": commit, "git_dirty": dirty}
@@ -141,8 +141,6 @@ def code_versions(records) -> list[str]:
     """One line per distinct code that made ``records`` (code fingerprint, git commit and dirty flag,
     harness version) with how many records each, most first. Records made before the fingerprint
     existed are listed as such; their harness version is the one in their run identity."""
-    from collections import Counter
-
     counts: Counter = Counter()
     for r in records:
         p = r.get("provenance") or {}

@@ -48,6 +48,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Callable
 
+from . import datasets as D
+
 BUILTIN_PACKAGES = ("bench.methods", "baselines")
 # torch-free modules that hold the built-in config sections (no method code)
 SECTION_MODULES = ("bench.distill", "bench.methods.sections", "baselines.sections")
@@ -189,8 +191,6 @@ def load_plugin(path: str | Path) -> list[str]:
     key = str(p.resolve())
     if any(q["path"] == key for q in _plugins):
         return []
-    from . import datasets as D
-
     source = p.read_bytes()
     before = set(_methods) | {f"section:{s}" for s in _sections} | {f"dataset:{d}" for d in D.names()}
     mod_name = f"bench_plugin_{p.stem}_{len(_plugins)}"

@@ -16,19 +16,20 @@ from typing import Callable
 
 import torch
 
-from . import budget as B
-from . import registry
-from .config import Config, to_dict
-from .grid import RunSpec, declared_sections, expand_grid
-from .checkpoint import CorruptEpochCheckpointError
+from . import budget as B, registry, estimate
 from .artifacts import Artifacts, CorruptCheckpointError
+from .checkpoint import CorruptEpochCheckpointError
+from .config import Config, to_dict
 from .context import RunContext
-from .runtime import persistent_compile_cache, resolve_device
+from .data import check_dataset, load_dataset
+from .datasets import get as dataset_spec
+from .estimate import plan_cells, precision_of, speed_for, this_device_name
+from .grid import RunSpec, declared_sections, expand_grid
 from .interrupt import Interrupted, stop_on_signals, stop_requested, stop_signal
-from .leases import Lease
+from .leases import Lease, HOST, job_id
 from .masks import TOLERANCE, UnreachableSparsity, sparsity_stats
 from .provenance import device_name, numerics, provenance
-from .runtime import precision
+from .runtime import persistent_compile_cache, resolve_device, precision
 from .store import ResultsDirError, atomic_write_json, iter_run_files, run_path, status_of, utc_now
 
 
@@ -142,8 +143,6 @@ class DataCache:
     def dataset(self, dcfg):
         """The data of dataset section ``dcfg``; at most two on the device at a time (a grid's split,
         and the whole training split a teacher with ``teacher.data: full`` trains on)."""
-        from .data import load_dataset
-
         key = json.dumps(to_dict(dcfg), sort_keys=True)
         if key not in self._cache:
             while len(self._cache) >= 2:
@@ -183,8 +182,6 @@ def run_grid(cfg: Config, results_dir: Path, data_dir: Path, *, download: bool =
     Returns counts by final status; ``counts["interrupted"]`` is the signal number when a stop was
     requested (the run in progress is then recorded as ``interrupted`` and resumes on a rerun).
     ``dry_run``: list the cells and preview their cost (``workers`` cells per device) instead."""
-    from .data import check_dataset
-
     results_dir = Path(results_dir)
     device = resolve_device(cfg.runtime)
     specs = expand_grid(cfg, device.type)
@@ -285,8 +282,6 @@ class GridClock:
         self.estimated: dict[str, float] = {}
         self.spent = self.planned = 0.0
         try:
-            from .estimate import plan_cells, precision_of, speed_for, this_device_name
-
             if todo:
                 name = this_device_name(device.type)
                 speed = speed_for(name, precision_of(todo[0].config)(name))
@@ -348,8 +343,6 @@ class CellLog:
         self.log = log
 
     def __enter__(self):
-        from .leases import HOST, job_id
-
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.file = open(self.path, "a", buffering=1)
         job = job_id()
@@ -418,10 +411,6 @@ def _dry_run(cfg, specs, datasets, results_dir, data_dir, device, log, workers, 
     cost preview (totals, the refusal on this CPU if any, the methods by hours, the phases), stored records
     that match no cell, whether the data is there (files present are read and checked; absent ones are
     named, the preview needs none); each cell's line only with ``verbose``."""
-    from . import estimate
-    from .data import load_dataset
-    from .datasets import get as dataset_spec
-
     states = [status_of(results_dir, s)[0] for s in specs]
     counts = {s: states.count(s) for s in ("done", "failed", "interrupted", "pending")}
     log(f"{len(specs)} runs on {device.type}: {counts['done']} done, {counts['failed']} failed, "

@@ -57,13 +57,19 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from .artifacts import Artifacts
 from .config import Config, ConfigError, from_dict, load_config, to_dict
-from .runtime import precision
+from .context import RunContext
+from .data import spec_of, load_dataset
 from .engine import PhaseTimer, train
-from .runtime import persistent_compile_cache, resolve_device, use_channels_last, use_compile
+from .estimate import THROUGHPUT, append_row as append_throughput
+from .importance import EMAImportance
 from .losses import Distillation
+from .masks import Masks
 from .models import build_model
-from .store import atomic_write_bytes
+from .runner import run_grid
+from .runtime import precision, persistent_compile_cache, resolve_device, use_channels_last, use_compile
+from .store import atomic_write_bytes, load_runs
 
 
 class StepProfile:
@@ -186,9 +192,6 @@ def engine_rate(cfg: Config, data, device, epochs: int, profile: StepProfile | N
     weights); ``objective`` (default cross-entropy); ``importance``: tgp's EMA after each backward.
     Epochs: a warm-up epoch, then ``epochs`` timed ones (their training seconds). ``steps``: see
     the module docstring (one call, two epochs of ``steps`` batches, the second one timed)."""
-    from .importance import EMAImportance
-    from .masks import Masks
-
     recipe = replace(recipe or cfg.retrain, epochs=epochs, warmup_epochs=0.0, schedule="constant", milestones=[])
     model = _model(cfg, data, device)
     masks = Masks(model, cfg.prune.layers)
@@ -228,8 +231,6 @@ def official_rate(cfg: Config, data_dir: Path, device, workers: int, steps: int,
     """images/s of the baselines' official loop (module docstring) on the same folder and model."""
     import torchvision
     import torchvision.transforms as T
-
-    from .data import spec_of
 
     name = cfg.dataset.name
     if name not in ("cifar10", "cifar100") or cfg.dataset.classes is not None or cfg.dataset.image_size is not None:
@@ -300,8 +301,6 @@ def _cell(rank: int, cfg_dict: dict, data_dir: str, epochs: int, threads: int, b
     """One of K concurrent cells (a spawned process): warm up, wait for the others, train, report."""
     try:
         torch.set_num_threads(threads)
-        from .data import load_dataset
-
         cfg = from_dict(Config, cfg_dict)
         device = resolve_device(cfg.runtime)
         data = _one_test_batch(load_dataset(cfg.dataset, data_dir, device), cfg)
@@ -384,8 +383,6 @@ def _data_label_of(info: dict) -> str:
 
 
 def run_speed(args) -> list[dict]:
-    from .data import load_dataset
-
     if args.steps is not None and args.steps < 1:
         raise ConfigError(f"--steps has value {args.steps}; allowed: an integer >= 1")
     cfg = load_config(args.preset, [*args.overrides, *([f"runtime.device={args.device}"] if args.device else [])])
@@ -447,8 +444,6 @@ def run_speed(args) -> list[dict]:
                        f"{res['images_per_s']:.0f} | {res['s_per_epoch']:.2f} | {ratio} | {res['compile_s']:.1f} |\n")
         kind, _, k = name.partition("-")
         if args.throughput and kind == "cells":       # the cost estimate's table (bench/estimate.py)
-            from .estimate import append_row as append_throughput
-
             append_throughput({"date": dt.date.today().isoformat(), "device": dev, "torch": torch.__version__,
                                "model": cfg.model.arch, "image_size": data.image_size,
                                "batch": cfg.retrain.batch_size, "precision": res["precision"], "cells": int(k),
@@ -470,12 +465,6 @@ def _scale(recipe: dict, scale: float) -> None:
 
 def run_pipeline(args) -> dict:
     """The proposed method's pipeline at one sparsity, the teacher apart; per-phase wall-clock."""
-    from .artifacts import Artifacts
-    from .context import RunContext
-    from .data import load_dataset
-    from .runner import run_grid
-    from .store import load_runs
-
     over = [*args.overrides, *([f"runtime.device={args.device}"] if args.device else [])]
     full = load_config(args.preset, over)
     s = args.epochs_scale
@@ -592,7 +581,6 @@ def register(sub) -> None:
                    help="--pipeline: multiply every recipe's epochs (and extrapolate back to the full recipe)")
     p.add_argument("--output", default="", metavar="FILE",
                    help="append the rows to this Markdown file, e.g. docs/performance.md (default: print only)")
-    from .estimate import THROUGHPUT
     p.add_argument("--throughput", default=str(THROUGHPUT),
                    help="append the cells-K rows here too: the table `bench estimate` prices grids with ('' to skip)")
     p.add_argument("--verbose", action="store_true", help="print each training call's progress lines too")

@@ -14,8 +14,13 @@ import shlex
 import sys
 from pathlib import Path
 
+from .cluster import job_states, latest_submission
+from .config import load_config
+from .grid import expand_grid
 from .leases import is_stale, read_lease
-from .store import CorruptResultError, cell_state, iter_run_files, read_run, warn
+from .report.cli import no_records
+from .runtime import device_type, precision
+from .store import CorruptResultError, cell_state, iter_run_files, read_run, warn, run_filename, run_path
 
 ORDER = ("running", "interrupted", "failed", "pending", "done")
 
@@ -73,8 +78,6 @@ def collect_status(results_dir: Path, specs=None, stale_after_s: float = 120.0, 
     results_dir = Path(results_dir)
     rows = []
     if specs is not None:
-        from .store import run_path
-
         for s in specs:
             rec = _read(run_path(results_dir, s.dataset, s.method.display, s.sparsity, s.seed, s.run_id))
             rows.append(_row(s.dataset, s.method.display, s.sparsity, s.seed, s.run_id, rec,
@@ -143,18 +146,11 @@ def jobs_text(submission: dict, states: dict[str, str]) -> str:
 
 
 def cmd_status(args) -> int:
-    from .cluster import job_states, latest_submission
-    from .report.cli import no_records
-
     if not Path(args.results).is_dir():
         raise FileNotFoundError(no_records(args.results))
 
     specs, stale_after = None, 120.0
     if args.config:
-        from .config import load_config
-        from .runtime import device_type
-        from .grid import expand_grid
-
         cfg = load_config(args.config, args.overrides)
         # device_type, not resolve_device: a login node without a GPU can look at a GPU grid
         # (give --set runtime.device=cuda there).
@@ -175,8 +171,6 @@ def cmd_status(args) -> int:
 
 def _names(specs) -> set[str]:
     """The record file names of the cells of ``specs`` (label and run id: what status reads)."""
-    from .store import run_filename
-
     return {run_filename(s.method.display, s.sparsity, s.seed, s.run_id) for s in specs}
 
 
@@ -190,11 +184,6 @@ def elsewhere_text(args, specs) -> str:
     """Lines on the stored records of the grid's datasets that are no cell of ``specs`` (the grid on this
     machine): per device type and precision they were made on, how many, and the command that lists them,
     a status with --set runtime.device/amp when that makes them cells of the grid, else one without a config."""
-    from .config import load_config
-    from .runtime import device_type, precision
-    from .grid import expand_grid
-    from .store import iter_run_files
-
     cfg = load_config(args.config, args.overrides)
     here = device_type(cfg.runtime), precision(cfg.runtime, device_type(cfg.runtime))
     groups: dict[tuple[str, str], list[str]] = {}

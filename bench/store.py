@@ -12,9 +12,12 @@ import hashlib
 import json
 import math
 import os
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any, Iterable
+
+from .interrupt import fault_point
 
 
 def utc_now() -> str:
@@ -26,8 +29,6 @@ def atomic_write_bytes(path: Path, data: bytes, fault: str = "") -> None:
     """Write ``data`` to ``path`` so that a reader sees either the old file or the new one, never half:
     a temporary file in the same folder, fsynced, then renamed over ``path``. (``fault`` names the
     fault-injection point between the two steps; see bench/interrupt.py.)"""
-    from .interrupt import fault_point
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -141,8 +142,6 @@ def iter_run_files(results_dir: Path, dataset: str | None = None) -> Iterable[Pa
 
 
 def warn(line: str) -> None:
-    import sys
-
     print(line, file=sys.stderr, flush=True)
 
 

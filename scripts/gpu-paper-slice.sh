@@ -41,7 +41,7 @@ OUT=${OUT:-$PWD/.device/out}; mkdir -p "$OUT"
 PY=${PY:-python3}
 DATA=${DATA_DIR:-data}
 MODE=${MODE:-full}
-R=${RESULTS:-$(mktemp -d /tmp/bench-slice.XXXXXX)}
+R=${RESULTS:-$(mktemp -d /tmp/bench-slice.XXXXXX)}; mkdir -p "$R"
 # The call's clock started with run.sh, which exec'd this script (same pid): count its set-up too.
 up=$(ps -o etimes= -p $$ 2>/dev/null | tr -d ' ')
 T0=$(( $(date +%s) - ${up:-0} ))

@@ -146,7 +146,7 @@ def test_a_paper_scale_grid_is_refused_on_the_cpu(tmp_path, capsys, monkeypatch)
     assert re.search(r"refusing to train this grid on the CPU: its 1 cells to run need about [\d,]+ CPU-hours", err)
     assert "--allow-cpu" in err and "GPU-hours on" in err and not (tmp_path / "r").exists()
     started = []
-    monkeypatch.setattr("bench.runner.run_grid", lambda *a, **k: started.append(k) or {"ok": 1})
+    monkeypatch.setattr("bench.cli.run_grid", lambda *a, **k: started.append(k) or {"ok": 1})
     assert main(args + ["--allow-cpu"]) == 0 and started
     small = write_config(tmp_path / "small.yaml", grid={"methods": ["dense"], "seeds": [0]})
     assert main(["run", str(small), "--results", str(tmp_path / "r2"), "--data-dir", str(tmp_path)]) == 0

@@ -23,12 +23,13 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FixedLocator, NullLocator
 
+from .accuracy_table import data_sizes
 from .aggregate import (ACCURACY_SHORT, DEFAULT_ACCURACY, accuracy_field, budget_basis, mean_std, measured_sparsity,
                         models_of, on_target, select, sparsity_key)
 from .format import pct
+from .plotting import REMAINING_TICKS, new_figure
 from .references import Reference, for_dataset
 from .style import FAMILIES, PAPER_MARKER, dataset_title, family_of, order_methods, style_for
-from .plotting import REMAINING_TICKS, new_figure
 
 MEASURE_WORDS = {"overall": "conv + linear + BN weights", "conv": "conv weights", "prunable": "each method's own set",
                  "conv+linear": "conv + linear weights", "conv-noshortcut": "conv weights without shortcuts"}
@@ -96,8 +97,6 @@ def _label(method: str, recs: list[dict]) -> str:
 
 def figure_context(recs: list[dict]) -> str:
     """'5,000 train / 10,000 test images; teacher resnet_small on 50,000 images, 84.50%; budgets: equal'."""
-    from .accuracy_table import data_sizes
-
     parts = ["; ".join(data_sizes(recs))] if data_sizes(recs) else []
     teachers = {(t.get("arch"), t.get("train_images"), t.get("top1")) for r in recs
                 if isinstance(t := r.get("teacher"), dict) and t.get("top1") is not None}

@@ -26,12 +26,12 @@ of the same results cannot disagree.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Iterable
 
 from .. import datasets as D
-
 from ..phases import GROUPS, STUDENT_GROUPS, TIMED_GROUPS, phase_group
+from .references import match_target
 from .style import order_methods
 
 ACCURACY_FIELDS = {"best": "top1_best", "final": "top1_final"}
@@ -499,9 +499,6 @@ def match_reference(ref, measure: str | None, overall: dict[float, float | None]
     measure our targets are on. A conv sparsity the source gives equals one of our targets only when our
     targets are on conv (or old records: conv for most methods); on any other measure the reference is
     matched by its overall sparsity against ``overall`` (our measured overall sparsity per target)."""
-    from dataclasses import replace
-
-    from .references import match_target
 
     if measure not in (None, "conv") and ref.sparsity_conv is not None:
         ref = replace(ref, sparsity_conv=None)

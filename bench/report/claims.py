@@ -36,15 +36,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from ..budget import SLACK
-from ..store import load_runs
 from .aggregate import (DEFAULT_ACCURACY, TOLERANCE, accuracy_field, collapse_text, collapsed_layers, datasets_of,
                         match_reference, measured_sparsity, models_of, on_target, realised_sparsity, record_budget,
                         record_device, record_images, record_measure, run_time, select, sparsity_key, target_scale)
+from ..budget import SLACK
 from .claims_file import CLAIMS_FILE, Claim, Side, default_claims_path, load_claims
 from .format import fmt, fmt_signed, pct
-from .references import Reference, for_dataset
+from .references import Reference, for_dataset, default_reference_dir, load_references
 from .stats import ALPHA, PairedStats, holm, paired_stats
+from ..store import load_runs
 
 VERDICTS = ("holds", "contradicted", "inconclusive", "confounded", "untestable here", "not testable yet", "no data")
 MIN_PAIRS = 3
@@ -508,8 +508,6 @@ def evaluate_claims(results_dir: Path, dataset: str | Sequence[str] | None = Non
                     reference_dir: Path | None = None, runs: list[dict] | None = None
                     ) -> tuple[list[Claim], list[ClaimRow]]:
     """The claims (``claims_path``, default ``default_claims_path``) and their rows on the records."""
-    from .references import default_reference_dir, load_references
-
     results_dir = Path(results_dir)
     path = default_claims_path(results_dir) if claims_path is None else Path(claims_path)
     if path is None or not path.is_file():

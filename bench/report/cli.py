@@ -19,6 +19,10 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from .aggregate import ACCURACY_FIELDS, DEFAULT_ACCURACY, datasets_of
+from .references import ReferenceFileError
+from ..store import read_runs
+from .style import remember_titles
+from .tables import write_tables
 
 
 PLOTS_HELP = "figures directory (default: <results>/plots)"
@@ -59,13 +63,9 @@ def records(results: Path, datasets: list[str] | None, *outputs: tuple[Path | No
     """The run records of ``results``; FileNotFoundError (exit 2, nothing written) when there are none, or
     when a dataset asked for has none; NotADirectoryError when ``results`` or an output folder of
     ``outputs`` ((path, what) pairs) is a file. Corrupt record files are skipped with a warning each."""
-    from ..store import read_runs
-
     output_folder(results, "results path", created=False)
     for path, what in outputs:
         output_folder(path, what)
-    from .style import remember_titles
-
     runs, corrupt = read_runs(results) if Path(results).is_dir() else ([], [])
     remember_titles(runs)
     if corrupt:
@@ -107,8 +107,6 @@ def _sparsity(text: str) -> float:
 
 
 def cmd_table(args) -> int:
-    from .tables import write_tables
-
     runs = records(args.results, args.dataset, (args.tables, "--tables"))
     formats = "all" if args.format == "all" else [args.format]
     for p in write_tables(args.results, args.dataset, formats=formats, accuracy=args.accuracy,
@@ -132,6 +130,7 @@ def cmd_plot(args) -> int:
 
 
 def cmd_claims(args) -> int:
+    # claims (scipy.stats, about a second) is imported here, not at the top: every command loads this module
     from .claims import evaluate_claims
     from .claims_render import write_claim_figure, write_claim_tables
 
@@ -192,8 +191,6 @@ def cmd_report(args) -> int:
 def _wrap(func):
     """Report errors in the inputs (bad reference file, unknown dataset, sparsity not present) in one line."""
     def run(args) -> int:
-        from .references import ReferenceFileError
-
         try:
             return func(args)
         except (ReferenceFileError, ValueError, FileNotFoundError) as e:

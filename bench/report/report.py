@@ -13,11 +13,13 @@ from collections import Counter
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from ..store import atomic_write_bytes, load_runs
 from .aggregate import ACCURACY_SHORT, DEFAULT_ACCURACY, datasets_of
-from .references import Reference, default_reference_dir, load_references, reference_files
-from .style import dataset_title
+from .claims import default_claims_path, evaluate_claims
+from .claims_render import claims_markdown, write_claim_figure, write_claim_tables
 from .format import _md_table, md_escape
+from .references import Reference, default_reference_dir, load_references, reference_files
+from ..store import atomic_write_bytes, load_runs
+from .style import dataset_title
 from .tables import build_dataset_tables, write_tables
 
 
@@ -153,9 +155,6 @@ def _claims_section(results_dir: Path, plots_dir: Path, out: Path, runs: list[di
                     ref_dir: Path | None, figures: bool, tables: bool, figure_formats: Sequence[str],
                     known: Iterable[str]) -> list[str]:
     """The claims table (as ``python -m bench claims`` writes it) and the forest plot; [] without a claims file."""
-    from .claims import default_claims_path, evaluate_claims
-    from .claims_render import claims_markdown, write_claim_figure, write_claim_tables
-
     if default_claims_path(results_dir) is None:
         return []
     claims, rows = evaluate_claims(results_dir, known=known, accuracy=accuracy, reference_dir=ref_dir, runs=runs)
