@@ -309,7 +309,9 @@ def plot_accuracy(runs: Iterable[dict], dataset: str, model: str | None = None, 
                 top.set_xlabel(f"realised sparsity, {d.measure} (%)", fontsize=8)
     fig.supylabel(f"top-1 test accuracy (%), {ACCURACY_SHORT[accuracy]}", fontsize=9)
     model_txt = f" ({d.model})" if d.model else ""
-    context = f"\n{d.context}" if d.context else ""
+    # the context (data, teacher, budget basis) is long: wrapped to the figure's width, never cut off
+    width = int(fig.get_figwidth() * 72 / (0.6 * 9))           # characters of ~9 pt text that fit
+    context = "".join(f"\n{line}" for line in textwrap.wrap(d.context, width)) if d.context else ""
     fig.suptitle(f"{dataset_title(dataset)}{model_txt}: accuracy vs realised sparsity (mean ± std over seeds)"
                  f"{context}", fontsize=10)
     notes = _notes(d, paper_note)
