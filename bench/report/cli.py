@@ -116,6 +116,19 @@ def cmd_table(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from .frame import runs_frame, write_frame
+
+    out = args.output or Path(args.results)
+    runs = records(args.results, args.dataset, (out, "--output"))
+    frame = runs_frame(runs)
+    for p in write_frame(frame, out):
+        print(f"wrote {p}")
+    print(f"{len(frame)} runs, {frame['dataset'].nunique()} dataset(s), {frame['method'].nunique()} method label(s); "
+          f"pd.read_json('{out / 'runs.json'}', orient='table') restores the dtypes")
+    return 0
+
+
 def cmd_plot(args) -> int:
     from .figures import write_figures
     from .plotting import FIG_FORMATS
@@ -215,6 +228,17 @@ def register(subparsers, method_names: Callable[[], Iterable[str]]) -> None:
                    help="paper-reported values in a separate block (default) or also inside the cells")
     p.add_argument("--tables", type=Path, default=None, metavar="DIR", help="output directory (default: <results>/tables)")
     p.set_defaults(func=_wrap(cmd_table))
+
+    p = subparsers.add_parser("export", help="every run as one row of a table: runs.csv and runs.json",
+                              description="Write <output>/runs.csv and runs.json (pandas' orient='table': "
+                                          "pd.read_json(path, orient='table') restores the dtypes), a row per run "
+                                          "record and a typed column per field (docs/reporting.md, 'The runs as "
+                                          "data').")
+    p.add_argument("--results", type=Path, default=Path("results"), help="results directory (default: results)")
+    p.add_argument("--dataset", action="append", default=None, metavar="NAME",
+                   help="export this dataset only (repeatable; default: every dataset with run records)")
+    p.add_argument("--output", type=Path, default=None, metavar="DIR", help="output directory (default: <results>)")
+    p.set_defaults(func=_wrap(cmd_export))
 
     p = subparsers.add_parser("plot", help="figures per dataset (accuracy vs sparsity, layer density, latency)",
                               description="Render <plots>/<dataset>_{accuracy,density,latency}.{png,pdf} "
