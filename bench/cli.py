@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
 import traceback
@@ -285,6 +286,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         registry.load_plugins(getattr(args, "plugins", ()))
         return args.func(args) or 0
+    except BrokenPipeError:     # the reader went away (`| head`): stop quietly, as a filter does
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())   # no second error at exit's flush
+        return 1
     except user_errors() as e:
         if debug:
             traceback.print_exc()

@@ -84,27 +84,31 @@ def test_claims_print_their_verdicts_and_write_the_forest_plot_under_the_results
         p.write_text(json.dumps(r))
     assert main(["claims", "--results", str(res), "--format", "png"]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert re.match(r"harness-tgp-vs-magnitude  cifar10  90\.00%  tgp − magnitude, top-1 \(pp\)  > 0  \+3\.00  "
-                    r"\[\+0\.52, \+5\.48\]  3  0\.035  1\.00×  holds$",
-                    next(x for x in out if x.startswith("harness-tgp-vs-magnitude "))), out
-    # no teacher recorded: the KD claim is not a test here
-    assert any(x.startswith("retrain-with-kd  cifar10  98.00%") and "untestable here" in x for x in out)
+    assert out[0].startswith("The paper's claims on paired runs") and "95% Student-t interval" in " ".join(out[:6])
+    assert "Holm-adjusted p under 0.05" in " ".join(out[:6])
     summary = next(x for x in out if x.startswith("verdicts: "))
     counts = dict((v, int(n)) for n, v in re.findall(r"(\d+) ([a-z ]+?)(?:,|$)", summary[len("verdicts: "):]))
     assert counts["holds"] == 1 and counts["untestable here"] == 1
-    rows = out[:out.index(summary)]
-    assert len(rows) == sum(counts.values())                      # one line per row of the claims table
+    i = out.index("harness-tgp-vs-magnitude: tgp − magnitude, top-1 (pp), claimed > 0")
+    assert re.match(r"  cifar10 +90\.00% +\+3\.00 \[\+0\.52, \+5\.48\] +3 +0\.035 +1\.00× holds$", out[i + 1]), out
+    # no teacher recorded: the KD claim is not a test here, and the reason is printed under its row
+    j = out.index("retrain-with-kd: tgp-kd − tgp, top-1 (pp), claimed > 0")
+    assert out[j + 1].startswith("  cifar10") and out[j + 1].endswith("untestable here") and "teacher" in out[j + 2]
+    # the rows without pairs are one line that points to claims.md, not a line each
+    assert sum("row(s) without pairs" in x for x in out) == 1 and not any(x.startswith("  ") and x.endswith("no data") for x in out)
     assert (res / "plots" / "claims.png").is_file() and (res / "tables" / "claims.md").is_file()
 
 
-def test_verdicts_on_a_terminal_are_a_rich_table():
+def test_claims_piped_fit_80_columns_and_follow_a_wider_terminal():
     from bench.cli import registered_methods
     from bench.report.claims import evaluate_claims
-    from bench.report.cli import verdict_text
+    from bench.report.claims_render import terminal_text
 
     _, rows = evaluate_claims(FIX, reference_dir=REF, known=registered_methods())
-    text = verdict_text(rows, tty=True)
-    assert "The paper's claims, tested on paired runs" in text and "┃ claim" in text and "verdicts: " in text
+    narrow = terminal_text(rows, Path("r/tables/claims.md"), 80)
+    assert max(map(len, narrow.splitlines())) <= 80
+    wide = terminal_text(rows, Path("r/tables/claims.md"), 160)
+    assert max(map(len, wide.splitlines())) > 80 and len(wide.splitlines()) < len(narrow.splitlines())
 
 
 def test_status_names_records_made_on_another_device_and_how_to_see_them(tmp_path, capsys):

@@ -3,6 +3,7 @@ A pure function of the rows: the same inputs give the same bytes (tables and fig
 from __future__ import annotations
 
 import math
+import textwrap
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -212,3 +213,50 @@ def write_claims(results_dir: Path, plots_dir: Path, dataset: str | Sequence[str
     claims, rows = evaluate_claims(results_dir, dataset, known=known, accuracy=accuracy, claims_path=claims_path,
                                    reference_dir=reference_dir, runs=runs)
     return write_claim_tables(results_dir, claims, rows, accuracy) + write_claim_figure(plots_dir, rows, formats)
+
+
+# --------------------------------------------------------------------------- the terminal
+
+NO_PAIRS = ("no data", "not testable yet")
+
+
+def terminal_text(rows: Sequence[ClaimRow], claims_md: Path, width: int = 80) -> str:
+    """The claims as ``bench claims`` prints them, no line over ``width`` columns: a header that names the
+    interval and the verdict rule, the verdict counts, the tested rows grouped by claim (a line per
+    dataset and target, the reason below where the columns do not show it), then one line for the rows
+    without pairs, which claims.md lists with their reasons."""
+    wrap = lambda text, indent="": textwrap.fill(text, width, initial_indent=indent, subsequent_indent=indent,
+                                                     break_on_hyphens=False, break_long_words=False)
+    tested = [r for r in rows if r.verdict[0] not in NO_PAIRS]
+    out = [wrap(f"The paper's claims on paired runs (same seed: same dense model, teacher and data order): the "
+                f"mean of a − b over seeds with its 95% Student-t interval; holds or contradicted only with "
+                f"n ≥ {MIN_PAIRS} and a Holm-adjusted p under 0.05 (Holm over the {len(family(rows))} rows with n ≥ {MIN_PAIRS}), "
+                f"confounded where the winner had more than {fmt(1 + SLACK)}× the other's student epochs "
+                f"(docs/reporting.md, 'Claims')."), ""]
+    counts = {v: sum(r.verdict[0] == v for r in rows) for v in VERDICTS}
+    out.append(wrap("verdicts: " + ", ".join(f"{n} {v}" for v, n in counts.items() if n)) if rows else
+               "no claim concerns these datasets")
+    if tested:
+        cells = [(r.dataset, pct(r.target) + "%" if r.target is not None else "—", _effect(r, r.stats.mean),
+                  f"[{_effect(r, r.stats.low)}, {_effect(r, r.stats.high)}]" if r.stats.has_interval else "",
+                  str(r.stats.n), fmt_p(r.p_holm) if r.p_holm is not None else "", budget_text(r), r.verdict[0])
+                 for r in tested]
+        head = ("dataset", "target", "mean", "95% CI", "n", "Holm p", "a/b", "verdict")
+        w = [max(len(c[i]) for c in cells + [head]) for i in range(len(head))]
+        line = lambda c: "  " + " ".join(x.ljust(w[i]) if i in (0, 3, 7) else x.rjust(w[i])
+                                        for i, x in enumerate(c)).rstrip()
+        out += ["", line(head)]
+        claim = None
+        for r, c in zip(tested, cells):
+            if r.claim.id != claim:
+                claim = r.claim.id
+                out.append(wrap(f"{claim}: {r.claim.compared()}, claimed {r.claim.claimed()}"))
+            out.append(line(c))
+            reason = r.verdict[1]
+            if reason and reason != "interval contains 0" and not reason.startswith("Holm-adjusted"):
+                out.append(wrap(reason, "      "))
+    untested = len(rows) - len(tested)
+    if untested:
+        what = ", ".join(f"{counts[v]} {v}" for v in NO_PAIRS if counts.get(v))
+        out += ["", wrap(f"{untested} row(s) without pairs ({what}): listed with their reasons in {claims_md}")]
+    return "\n".join(out) + "\n"

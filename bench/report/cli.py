@@ -14,6 +14,7 @@ records. Without ``--dataset`` every dataset with records is rendered.
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 from pathlib import Path
 from typing import Callable, Iterable
@@ -145,49 +146,18 @@ def cmd_plot(args) -> int:
 def cmd_claims(args) -> int:
     # claims (scipy.stats, about a second) is imported here, not at the top: every command loads this module
     from .claims import evaluate_claims
-    from .claims_render import write_claim_figure, write_claim_tables
+    from .claims_render import terminal_text, write_claim_figure, write_claim_tables
 
     runs = records(args.results, args.dataset, (plots_dir(args), "--plots"), (Path(args.results) / "tables", "tables"))
     formats = ("png", "pdf") if args.format == "all" else (args.format,)
     claims, rows = evaluate_claims(args.results, args.dataset, known=args.method_names(), accuracy=args.accuracy, claims_path=args.claims,
                                    reference_dir=args.reference, runs=runs)
-    sys.stdout.write(verdict_text(rows, sys.stdout.isatty()))
+    width = shutil.get_terminal_size().columns if sys.stdout.isatty() else 80
+    sys.stdout.write(terminal_text(rows, Path(args.results) / "tables" / "claims.md", width))
     for p in write_claim_tables(args.results, claims, rows, args.accuracy) + \
             write_claim_figure(plots_dir(args), rows, formats):
         print(f"wrote {p}")
     return 0
-
-
-VERDICT_COLUMNS = ("claim", "dataset", "sparsity", "compared", "claimed", "mean", "95% CI", "n", "Holm p", "budget a/b",
-                   "verdict")
-
-
-def verdict_text(rows, tty: bool) -> str:
-    """The claims' rows as the terminal shows them: a rich table on a terminal, else one plain line per row;
-    then the number of rows of each verdict."""
-    from .claims import VERDICTS
-    from .claims_render import HEADER, _row_cells
-
-    cells = [dict(zip(HEADER, _row_cells(r))) for r in rows]
-    counts = {v: sum(r.verdict[0] == v for r in rows) for v in list(VERDICTS) + sorted({r.verdict[0] for r in rows}
-                                                                                       - set(VERDICTS))}
-    summary = "verdicts: " + ", ".join(f"{n} {v}" for v, n in counts.items() if n) if rows else \
-        "no claim concerns these datasets"
-    if tty:
-        from rich.console import Console
-        from rich.table import Table
-
-        table = Table(title="The paper's claims, tested on paired runs", caption=summary)
-        for c in VERDICT_COLUMNS:
-            table.add_column(c, justify="right" if c in ("sparsity", "mean", "n") else "left")
-        for c in cells:
-            table.add_row(*(c[k] for k in VERDICT_COLUMNS))
-        console = Console(record=True, width=200)
-        with console.capture() as cap:
-            console.print(table)
-        return cap.get()
-    lines = ["  ".join(f"{c[k]}" for k in VERDICT_COLUMNS if c[k]) for c in cells]
-    return "\n".join(lines + [summary]) + "\n"
 
 
 def cmd_report(args) -> int:
