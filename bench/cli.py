@@ -117,12 +117,12 @@ def cmd_list(args) -> int:
             pruned = registry.prunable_set(mod, cfg) or "no pruning"
             where = registry.origin(name)
             plugin = "" if where.startswith(registry.BUILTIN_PACKAGES) else f" (plug-in: {where})"
-            print(f"  {name:18s} {family_of(name):18s} {pruned:16s} {registry.describe(mod)}{plugin}")
+            print(f"  {name:20s} {family_of(name):18s} {pruned:16s} {registry.describe(mod)}{plugin}")
         var = registry.variants()
         if var:
             print("named variants (a grid may list the label alone):")
             for label, (base, sets) in sorted(var.items()):
-                print(f"  {label:18s} {base} with " + ", ".join(f"{k}: {v}" for k, v in sets.items()))
+                print(f"  {label:20s} {base} with " + ", ".join(f"{k}: {v}" for k, v in sets.items()))
     return 0
 
 

@@ -44,7 +44,7 @@ def test_list_prints_every_preset_and_every_method(capsys):
         assert re.search(rf"^  {re.escape(preset.stem)} +\d+ cells  \S", out, re.M), preset.stem
     for name in registry.methods():
         assert re.search(rf"^  {re.escape(name)} ", out, re.M), name
-    assert "egp-shortcut       egp with egp.layers: conv" in out
+    assert re.search(r"^  egp-shortcut +egp with egp.layers: conv$", out, re.M)
 
 
 def test_list_shows_a_plug_in_method(tmp_path):

@@ -137,3 +137,12 @@ def test_method_owned_sections_are_validated_overridable_and_hashed():
         load_config("smoke", ["tgp.beta=1.5"])
     with pytest.raises(ConfigError, match="unknown config key 'tgp.betta'"):
         load_config("smoke", ["tgp.betta=0.5"])
+
+
+@pytest.mark.parametrize("preset", ["smoke", "smoke-real"])
+def test_the_smoke_presets_run_every_registered_method(preset):
+    """CI's end-to-end check covers every method: a new method file must join the smoke grids."""
+    from bench import registry
+
+    cfg = load_config(preset)
+    assert {registry.variants().get(m.name, (m.name,))[0] for m in cfg.grid.methods} == set(registry.methods())

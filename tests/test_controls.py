@@ -1,5 +1,5 @@
 """The controls that isolate what the teacher adds (bench/methods/{magnitude_ft,grad_ce,
-random_layerwise,tgp_rewind,dense_kd}.py): each one's defining property, on the tiny config."""
+random_layerwise,tgp_rewind,dense_kd,tgp_magnitude_alloc,magnitude_tgp_alloc}.py): each one's defining property, on the tiny config."""
 import pytest
 import torch
 
@@ -138,6 +138,47 @@ def test_random_layerwise_keeps_tgps_per_layer_counts_and_starting_network(share
     for k in start:                                               # BN, linear: the student's, unpruned
         if k not in out.masks.names:
             assert torch.equal(start[k], tgp_start[k]), k
+    assert ctx.extra["pairs_with"]["method"] == "tgp"
+
+
+def _kept_by_rank(scores, counts, names):
+    """Per tensor: True where a weight is among the (numel - pruned) highest scores (ties by position)."""
+    out = []
+    for name, s in zip(names, scores):
+        flat = s.flatten()
+        keep = torch.zeros_like(flat, dtype=torch.bool)
+        order = torch.argsort(flat, descending=True, stable=True)
+        keep[order[:flat.numel() - counts[name]]] = True
+        out.append(keep.view_as(s))
+    return out
+
+
+@pytest.mark.parametrize("method", ["tgp-magnitude-alloc", "magnitude-tgp-alloc"])
+def test_the_hybrids_swap_the_layer_allocation_and_the_choice_inside_layers(shared, monkeypatch, method):
+    from bench.methods import tgp
+    from bench.methods.random_layerwise import global_mask
+
+    spy = Trainings(monkeypatch)
+    _, tgp_out = run_method("tgp", shared)
+    tgp_start = spy.phase("retrain")["state"]
+    spy.clear()
+    ctx, out = run_method(method, shared)
+    assert [c["phase"] for c in spy.calls] == ["retrain"]       # tgp's fine-tuned student, from the cache
+    start = spy.phase("retrain")["state"]                       # the same student: where both keep a weight,
+    for name, m, m_tgp in zip(out.masks.names, out.masks.masks, tgp_out.masks.masks):   # it starts equal
+        both = (m > 0) & (m_tgp > 0)
+        assert torch.equal(start[name][both], tgp_start[name][both]), name
+    model, scores, _ = tgp.teacher_guided_scores(ctx)
+    magnitude = [p.detach().abs() for p in ctx.masks(model).params]
+    magnitude_counts = global_mask(ctx, model, magnitude).pruned_per_layer()
+    tgp_counts = tgp_out.masks.pruned_per_layer()
+    assert magnitude_counts != tgp_counts                        # the two allocations differ on this student
+    counts = out.masks.pruned_per_layer()
+    inside = scores if method == "tgp-magnitude-alloc" else magnitude
+    assert counts == (magnitude_counts if method == "tgp-magnitude-alloc" else tgp_counts)
+    expected = _kept_by_rank(inside, counts, out.masks.names)
+    assert all(torch.equal(m > 0, e) for m, e in zip(out.masks.masks, expected))
+    assert sum(counts.values()) == round(0.9 * sparsity_stats(out.model)["overall_weights"])   # 90% overall
     assert ctx.extra["pairs_with"]["method"] == "tgp"
 
 

@@ -21,8 +21,9 @@ PRUNES = True
 SECTIONS = tgp.SECTIONS
 
 
-def tgp_mask(ctx, model, scores) -> Masks:
-    """The mask ``tgp`` prunes ``model`` with at this run's sparsity (made on a copy: ``model`` is untouched)."""
+def global_mask(ctx, model, scores) -> Masks:
+    """The mask a global ranking by ``scores`` (``tgp``'s importance, or |w|) prunes ``model`` with at this
+    run's sparsity (made on a copy: ``model`` is untouched)."""
     work = copy.deepcopy(model)
     masks = ctx.masks(work)
     ctx.prune_global(masks, work, scores)
@@ -34,7 +35,7 @@ def run(ctx) -> Outcome:
     model, scores, _ = tgp.teacher_guided_scores(ctx)
     masks = ctx.masks(model)
     with ctx.phase("prune"):
-        counts = tgp_mask(ctx, model, scores).pruned_per_layer()
+        counts = global_mask(ctx, model, scores).pruned_per_layer()
         gen = torch.Generator(device=ctx.device).manual_seed(ctx.seed_for("random-layerwise-scores"))
         masks.prune_per_layer([torch.rand(p.shape, generator=gen, device=ctx.device) for p in masks.params], counts)
     result = ctx.train(model, ctx.cfg.retrain, phase="retrain", masks=masks)

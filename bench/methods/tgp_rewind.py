@@ -11,7 +11,7 @@ repeated (no teacher here). Against ``tgp``: if it matches, the mask alone carri
 from .. import plan as P
 from ..context import Outcome
 from . import tgp
-from .random_layerwise import tgp_mask
+from .random_layerwise import global_mask
 
 NAME = "tgp-rewind"
 VERSION = 1
@@ -23,7 +23,7 @@ def run(ctx) -> Outcome:
     ctx.pair_with("tgp")
     student, scores, _ = tgp.teacher_guided_scores(ctx)
     with ctx.phase("prune"):
-        ticket = tgp_mask(ctx, student, scores)
+        ticket = global_mask(ctx, student, scores)
     model = ctx.build()
     masks = ctx.masks(model)
     masks.copy_from(ticket)

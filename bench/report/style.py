@@ -26,7 +26,8 @@ class Style(NamedTuple):
 
 
 FAMILIES = ("proposed", "references", "controls", "self-distillation", "iterative", "other")
-CONTROLS = ("magnitude-ft", "grad-ce", "random-layerwise", "tgp-rewind", "dense-kd")
+CONTROLS = ("magnitude-ft", "grad-ce", "random-layerwise", "tgp-rewind", "dense-kd", "tgp-magnitude-alloc",
+            "magnitude-tgp-alloc")
 REFERENCES = ("dense", "magnitude", "random")
 
 
@@ -56,6 +57,8 @@ METHOD_STYLES: dict[str, Style] = {
     "random": Style("#6baed6", "v"),
     "random-layerwise": Style("#74c476", "v"),
     "grad-ce": Style("#41ab5d", "D", "--"),
+    "tgp-magnitude-alloc": Style("#006d2c", "<", "--"),     # allocation against selection
+    "magnitude-tgp-alloc": Style("#a1d99b", ">", "--"),
     "tgp": Style("#f16913", "D"),                   # proposed: oranges and reds; temperature labels dashed
     "tgp-kd": Style("#a50f15", "o"),
     "tgp-kd-T3": Style("#fb6a4a", "v", "--"),
