@@ -16,14 +16,7 @@ SECTIONS = tgp.SECTIONS
 
 
 def run(ctx) -> Outcome:
-    ctx.pair_with("tgp")
-    model, scores, _ = tgp.teacher_guided_scores(ctx)
-    masks = ctx.masks(model)
-    with ctx.phase("prune"):
-        counts = random_layerwise.global_mask(ctx, model, scores).pruned_per_layer()
-        masks.prune_per_layer([p.detach().abs() for p in masks.params], counts)
-    result = ctx.train(model, ctx.cfg.retrain, phase="retrain", masks=masks)
-    return Outcome(model=model, result=result, masks=masks)
+    return random_layerwise.layer_budget_run(ctx, random_layerwise.teacher_guided, random_layerwise.magnitude)
 
 
 plan = random_layerwise.plan
