@@ -323,6 +323,11 @@ def _fields_of(cls) -> dict[str, Any]:
 
 # --------------------------------------------------------------------------- validation
 
+# Field metadata for an option added after records exist: it enters run ids and stage keys only when
+# set away from its default, so every record made before it keeps its run id (bench/stages.py).
+ADDED_LATER = {"identity": "omit-at-default"}
+
+
 def check(ok: bool, key: str, value: Any, allowed: str) -> None:
     if not ok:
         raise ConfigError(f"config key '{key}' has value {value!r}; allowed: {allowed}")

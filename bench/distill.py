@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal, Optional
 
-from .config import TrainConfig, check
+from .config import ADDED_LATER, TrainConfig, check
 from .registry import register_section
 
 
@@ -34,7 +34,11 @@ class KDConfig:
     temperature: float = 3.0                        # paper: 3 on CIFAR-10/100, 5 on TinyImageNet
     alpha: float = 0.5                              # weight of the KD term; 1 - alpha on CE
     normalize: Optional[bool] = None                # z-score logits before T; null: on for ca-kld, off for kd
-    gamma: Literal["teacher-mean", "per-sample"] = "teacher-mean"
+    gamma: Literal["teacher-mean", "per-sample", "fixed"] = "teacher-mean"
+    # the teacher's top probability for gamma: on its raw logits (plain softmax, BitDistiller), or on the
+    # logits as the loss uses them (z-scored if normalize, divided by T); docs/method.md
+    gamma_logits: Literal["raw", "as-used"] = field(default="raw", metadata=ADDED_LATER)
+    gamma_value: float = field(default=0.5, metadata=ADDED_LATER)   # gamma with gamma: fixed
     gamma_batches: int = 100                        # train batches used for the teacher-mean gamma
     t2_scale: bool = True                           # multiply the KD term by T^2
     eps: float = 1e-7
@@ -42,6 +46,7 @@ class KDConfig:
     def validate(self, key):
         check(self.temperature > 0, f"{key}.temperature", self.temperature, "a number > 0")
         check(0 <= self.alpha <= 1, f"{key}.alpha", self.alpha, "a number in [0, 1]")
+        check(0 <= self.gamma_value <= 1, f"{key}.gamma_value", self.gamma_value, "a number in [0, 1]")
         check(self.gamma_batches >= 1, f"{key}.gamma_batches", self.gamma_batches, "an integer >= 1")
         check(self.eps > 0, f"{key}.eps", self.eps, "a number > 0")
 

@@ -10,6 +10,7 @@ from typing import Any
 from . import registry
 from .config import HARNESS_VERSION, Config, ConfigError, MethodEntry, from_dict, set_dotted, to_dict
 from .runtime import device_type, runtime_identity
+from .stages import identity_value, part
 
 # Sections a run's identity always depends on; methods add their own (METHOD.SECTIONS).
 COMMON_SECTIONS = ("dataset", "model", "seed")
@@ -48,20 +49,12 @@ def identity(cfg: Config, mod, dev_type: str) -> dict:
     ident: dict[str, Any] = {"method": mod.NAME, "version": getattr(mod, "VERSION", 1),
                              "harness": HARNESS_VERSION}
     for s in declared_sections(mod):
-        ident[s] = _at(full, s)
+        ident[s] = identity_value(*part(cfg, s))
     if mod.PRUNES:       # the measure sits beside the prune section in the identity, as it always has
         ident["prune"] = {k: v for k, v in full["prune"].items() if k != "measure"}
         ident["sparsity_measure"] = cfg.prune.measure
     ident["runtime"] = runtime_identity(cfg.runtime, dev_type)
     return ident
-
-
-def _at(full: dict, path: str) -> Any:
-    """The part of a plain config mapping at dotted ``path`` (a section, or e.g. ``tgp.finetune``)."""
-    node = full
-    for name in path.split("."):
-        node = node[name]
-    return node
 
 
 def hash_identity(ident: dict) -> str:

@@ -87,15 +87,27 @@ def teacher_confidence(teacher_logits: Tensor) -> Tensor:
     return F.softmax(teacher_logits.detach().float(), dim=-1).amax(dim=-1)
 
 
+def gamma_confidence(kd, teacher_logits: Tensor) -> Tensor:
+    """The per-sample top probability CA-KLD's gamma is made of (``kd.gamma_logits``): the plain softmax
+    of the raw logits (``raw``, the default), or of the logits as the loss uses them (``as-used``:
+    z-scored if ``kd.normalize_logits``, divided by T), detached."""
+    if kd.gamma_logits == "raw":
+        return teacher_confidence(teacher_logits)
+    logp = tempered_log_probs(teacher_logits.detach().float(), kd.temperature, kd.normalize_logits, kd.eps)
+    return logp.exp().amax(dim=-1)
+
+
 @torch.no_grad()
-def teacher_mean_confidence(teacher: nn.Module, batches: Iterable, max_batches: int) -> float:
-    """gamma for CA-KLD: mean over samples of teacher_confidence on the first max_batches batches."""
+def teacher_mean_confidence(teacher: nn.Module, batches: Iterable, max_batches: int,
+                            confidence: Callable[[Tensor], Tensor] = teacher_confidence) -> float:
+    """gamma for CA-KLD: mean over samples of ``confidence`` (default teacher_confidence) on the first
+    max_batches batches."""
     was_training = teacher.training
     teacher.eval()
     try:
         total, count = None, 0
         for batch in itertools.islice(batches, max_batches):
-            conf = teacher_confidence(teacher(batch.x)).sum()
+            conf = confidence(teacher(batch.x)).sum()
             total = conf if total is None else total + conf    # stays on the device: no sync
             count += batch.x.shape[0]
     finally:
@@ -181,7 +193,7 @@ class Distillation(Objective):
 
     def __init__(self, teacher: nn.Module, kd: KDConfig, gamma: Optional[float] = None,
                  label_smoothing: float = 0.0):
-        if kd.loss == "ca-kld" and kd.gamma == "teacher-mean":
+        if kd.loss == "ca-kld" and kd.gamma in ("teacher-mean", "fixed"):
             if gamma is None:
                 raise ValueError("Distillation with kd.gamma='teacher-mean' needs gamma; compute it "
                                  "with teacher_mean_confidence(teacher, train batches, kd.gamma_batches)")
@@ -255,7 +267,7 @@ class Distillation(Objective):
         if kd.loss == "kd":
             return hinton_kd(s, t, temperature=kd.temperature, normalize=kd.normalize_logits,
                              t2_scale=kd.t2_scale, eps=kd.eps)
-        gamma = self.gamma if kd.gamma == "teacher-mean" else teacher_confidence(t)
+        gamma = gamma_confidence(kd, t) if kd.gamma == "per-sample" else self.gamma
         return ca_kld(s, t, gamma, temperature=kd.temperature, normalize=kd.normalize_logits,
                       t2_scale=kd.t2_scale, eps=kd.eps)
 

@@ -25,10 +25,30 @@ def in_stages(f: dataclasses.Field) -> bool:
 
 
 def _declared(obj: Any, value: Any) -> Any:
-    """``value`` (``obj`` as a plain mapping) without the fields marked ``NOT_IN_STAGES``, at any depth."""
+    """``value`` (``obj`` as a plain mapping) without the fields marked ``NOT_IN_STAGES``, at any depth
+    (and, as in every identity, without ``ADDED_LATER`` fields at their defaults: ``identity_value``)."""
     if dataclasses.is_dataclass(obj) and isinstance(value, dict):
         fields = {f.name: f for f in dataclasses.fields(obj)}
-        return {k: _declared(getattr(obj, k), v) for k, v in value.items() if k not in fields or in_stages(fields[k])}
+        return {k: _declared(getattr(obj, k), v) for k, v in identity_value(obj, value).items()
+                if k not in fields or in_stages(fields[k])}
+    return value
+
+
+def _at_default(f: dataclasses.Field, value: Any) -> bool:
+    if f.default is not dataclasses.MISSING:
+        return value == f.default
+    return f.default_factory is not dataclasses.MISSING and value == to_dict(f.default_factory())
+
+
+def identity_value(obj: Any, value: Any) -> Any:
+    """``value`` (``obj`` as a plain mapping) without the ``ADDED_LATER`` fields that hold their default, at
+    any depth: what a run id or a stage key hashes, so that an option added later leaves the identities
+    of every record made before it as they were."""
+    if dataclasses.is_dataclass(obj) and isinstance(value, dict):
+        fields = {f.name: f for f in dataclasses.fields(obj)}
+        return {k: identity_value(getattr(obj, k), v) for k, v in value.items()
+                if not (k in fields and fields[k].metadata.get("identity") == "omit-at-default"
+                        and _at_default(fields[k], v))}
     return value
 
 

@@ -146,3 +146,23 @@ def test_the_smoke_presets_run_every_registered_method(preset):
 
     cfg = load_config(preset)
     assert {registry.variants().get(m.name, (m.name,))[0] for m in cfg.grid.methods} == set(registry.methods())
+
+
+def test_options_added_later_keep_every_id_at_their_default_and_change_it_when_set():
+    """tgp.accumulate, kd.gamma_logits and kd.gamma_value (ADDED_LATER): at their defaults the run ids and
+    the fine-tune's stage key are the pinned ones; set, they change the proposed method's run id."""
+    from bench.methods.tgp import finetune_sections
+    from bench.stages import stage_ident
+    from bench.grid import hash_identity
+
+    explicit = dict(PINNED, tgp={**PINNED.get("tgp", {}), "accumulate": "ema"},
+                    kd={**PINNED.get("kd", {}), "gamma_logits": "raw", "gamma_value": 0.5})
+    assert grid_ids(explicit) == PINNED_IDS
+    base_key = hash_identity(stage_ident(from_dict(Config, PINNED), finetune_sections(True), 1))
+    for section, key, value in (("tgp", "accumulate", "sum"), ("kd", "gamma_logits", "as-used"),
+                                ("kd", "gamma_value", 0.3)):
+        data = dict(PINNED, **{section: {**PINNED.get(section, {}), key: value}})
+        ids = grid_ids(data)
+        assert ids[("tgp-kd", 0.5)] != PINNED_IDS[("tgp-kd", 0.5)], key
+        assert ids[("magnitude", 0.5)] == PINNED_IDS[("magnitude", 0.5)], key
+        assert hash_identity(stage_ident(from_dict(Config, data), finetune_sections(True), 1)) != base_key, key

@@ -136,3 +136,27 @@ def test_works_inside_a_training_loop():
     scores = imp.scores()
     assert [s.shape for s in scores] == [w.shape for w in weights]
     assert all((s >= 0).all() and s.sum() > 0 for s in scores)
+
+
+def test_squared_saliency_sum_and_whole_fine_tune_ema():
+    w = param([2.0, -3.0])
+    g1, g2 = torch.tensor([-0.5, 0.25]), torch.tensor([1.0, 1.0])
+    sq = EMAImportance([w], saliency="weight-grad-squared")
+    total = EMAImportance([w], accumulate="sum")
+    beta = 1 - 1 / 4                                     # ema-whole over a 4-step fine-tune (tgp.accumulation_beta)
+    whole = EMAImportance([w], beta=beta, accumulate="ema-whole")
+    for g in (g1, g2):
+        w.grad = g.clone()
+        for imp in (sq, total, whole):
+            imp.update()
+    s1, s2 = (w * g1).abs().detach(), (w * g2).abs().detach()
+    want_sq = ((0.99 * 0.01) * s1 ** 2 + 0.01 * s2 ** 2) / (1 - 0.99 ** 2)
+    assert torch.allclose(sq.scores()[0], want_sq, rtol=1e-6)                     # (w g)^2, then the EMA
+    assert torch.allclose(total.scores()[0], s1 + s2)                             # plain sum, no correction
+    want_whole = (beta * (1 - beta) * s1 + (1 - beta) * s2) / (1 - beta ** 2)
+    assert torch.allclose(whole.scores()[0], want_whole, rtol=1e-6)
+    with pytest.raises(ValueError):
+        EMAImportance([w], accumulate="mean")
+    state = total.state_dict()
+    with pytest.raises(ValueError, match="accumulate"):                          # no mixing on resume
+        EMAImportance([w]).load_state_dict(state)

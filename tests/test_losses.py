@@ -302,3 +302,20 @@ def test_teacher_mean_confidence_matches_manual():
     assert math.isclose(teacher_mean_confidence(teacher, batches, 100), conf.mean().item(), rel_tol=1e-6)
     with pytest.raises(ValueError):
         teacher_mean_confidence(teacher, [], 10)
+
+
+def test_gamma_from_raw_logits_or_as_the_loss_uses_them_or_fixed():
+    from bench.distill import KDConfig
+    from bench.losses import gamma_confidence
+
+    z = torch.tensor([[8.0, 1.0, 0.0, -1.0], [0.5, 0.4, 0.3, 0.2]])
+    raw = gamma_confidence(KDConfig(), z)
+    assert torch.allclose(raw, torch.softmax(z, -1).amax(-1))                    # the default: plain softmax
+    used = gamma_confidence(KDConfig(gamma_logits="as-used", temperature=3.0), z)
+    zs = normalize_logits(z)                                                     # z-scored, then / T
+    assert torch.allclose(used, torch.softmax(zs / 3.0, -1).amax(-1), atol=1e-5)
+    assert used[0] < raw[0]                                                      # a confident teacher, flattened
+    teacher = nn.Linear(4, 4)
+    with pytest.raises(ValueError, match="needs gamma"):
+        Distillation(teacher, KDConfig(gamma="fixed"))
+    assert Distillation(teacher, KDConfig(gamma="fixed", gamma_value=0.3), gamma=0.3).gamma == 0.3

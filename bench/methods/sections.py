@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from ..config import TrainConfig, check
+from ..config import ADDED_LATER, TrainConfig, check
 from ..registry import register_section
 
 
@@ -18,9 +18,12 @@ class TGPConfig:
     """Teacher-guided importance of the proposed method (docs/method.md)."""
     finetune: TrainConfig = field(default_factory=lambda: TrainConfig(
         epochs=10, lr=0.01, warmup_epochs=0.0, schedule="cosine", milestones=[]))
-    saliency: Literal["weight-grad", "grad"] = "weight-grad"    # |w * g| or |g|
+    saliency: Literal["weight-grad", "grad", "weight-grad-squared"] = "weight-grad"   # |w g|, |g|, (w g)^2
     ema: bool = True                     # False: the scores of the last batch alone
     beta: float = 0.99                   # EMA decay (bias-corrected)
+    # how the per-step saliencies add up: an EMA of decay beta, an EMA whose horizon is the whole
+    # fine-tune (beta = 1 - 1/steps), or the plain sum (every step alike); docs/method.md
+    accumulate: Literal["ema", "ema-whole", "sum"] = field(default="ema", metadata=ADDED_LATER)
 
     def validate(self, key):
         check(0 <= self.beta < 1, f"{key}.beta", self.beta, "a number in [0, 1)")

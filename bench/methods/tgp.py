@@ -16,7 +16,7 @@ from .. import plan as P
 from ..config import AugmentConfig
 from ..context import Outcome
 from ..importance import EMAImportance
-from ..losses import Distillation, teacher_mean_confidence
+from ..losses import Distillation, gamma_confidence, teacher_mean_confidence
 from ..plan import Work
 from ..stages import stage_ident
 
@@ -33,16 +33,19 @@ def teacher_mean(kd) -> bool:
 
 
 def teacher_gamma(ctx, teacher, batch_size: int | None = None) -> float | None:
-    """CA-KLD's gamma: the teacher's mean top-class probability on un-augmented train batches (of the
-    fine-tune's batch size unless ``batch_size`` is given)."""
+    """CA-KLD's gamma: the teacher's mean top-class probability (``kd.gamma_logits``) on un-augmented train
+    batches (of the fine-tune's batch size unless ``batch_size`` is given); ``kd.gamma_value`` with
+    ``kd.gamma: fixed``."""
     kd = ctx.cfg.kd
+    if kd.loss == "ca-kld" and kd.gamma == "fixed":
+        return kd.gamma_value
     if not teacher_mean(kd):
         return None
     with ctx.phase("score"):
         gen = torch.Generator(device=ctx.device).manual_seed(ctx.seed_for("gamma-batches"))
         plain = AugmentConfig(crop_padding=0, flip=False, rotate_deg=0.0)
         batches = ctx.data.train_batches(batch_size or ctx.cfg.tgp.finetune.batch_size, plain, gen)
-        return teacher_mean_confidence(teacher, batches, kd.gamma_batches)
+        return teacher_mean_confidence(teacher, batches, kd.gamma_batches, lambda z: gamma_confidence(kd, z))
 
 
 def guided_finetune(ctx, objective, kind: str = "tgp-finetune", version: int = VERSION):
@@ -52,8 +55,8 @@ def guided_finetune(ctx, objective, kind: str = "tgp-finetune", version: int = V
     model, _ = ctx.dense_model()
 
     def produce():
-        importance = EMAImportance(ctx.masks(model).params, beta=cfg.tgp.beta, saliency=cfg.tgp.saliency,
-                                   ema=cfg.tgp.ema)
+        importance = EMAImportance(ctx.masks(model).params, beta=accumulation_beta(ctx), saliency=cfg.tgp.saliency,
+                                   ema=cfg.tgp.ema, accumulate=cfg.tgp.accumulate)
         ctx.train(model, cfg.tgp.finetune, phase="finetune", objective=objective, hooks=[importance],
                   state={"importance": importance})
         return {"gamma": getattr(objective, "gamma", None)}, {"scores": importance.scores()}
@@ -61,6 +64,16 @@ def guided_finetune(ctx, objective, kind: str = "tgp-finetune", version: int = V
     sections = finetune_sections(isinstance(objective, Distillation))
     _, payload = ctx.stage(kind, produce, ("finetune",), sections=sections, version=version, model=model)
     return model, payload["scores"]
+
+
+def accumulation_beta(ctx) -> float:
+    """The EMA's decay: ``tgp.beta``, or with ``tgp.accumulate: ema-whole`` 1 - 1/N for the fine-tune's N
+    optimizer steps (a horizon of the whole fine-tune); unused by ``sum``."""
+    tgp = ctx.cfg.tgp
+    if tgp.accumulate != "ema-whole":
+        return tgp.beta
+    steps = tgp.finetune.epochs * ctx.data.steps_per_epoch(tgp.finetune.batch_size, tgp.finetune.drop_last)
+    return 1.0 - 1.0 / max(2, steps)
 
 
 def finetune_sections(distill: bool) -> tuple[str, ...]:
