@@ -29,12 +29,15 @@ def _declared(obj: Any, value: Any) -> Any:
     (and, as in every identity, without ``ADDED_LATER`` fields at their defaults: ``identity_value``)."""
     if dataclasses.is_dataclass(obj) and isinstance(value, dict):
         fields = {f.name: f for f in dataclasses.fields(obj)}
-        return {k: _declared(getattr(obj, k), v) for k, v in identity_value(obj, value).items()
-                if k not in fields or in_stages(fields[k])}
+        return {k: _declared(getattr(obj, k), v) for k, v in value.items()
+                if k not in fields or (in_stages(fields[k]) and not _omitted(fields[k], v))}
     return value
 
 
-def _at_default(f: dataclasses.Field, value: Any) -> bool:
+def _omitted(f: dataclasses.Field, value: Any) -> bool:
+    """Whether ``value`` of field ``f`` stays out of identities: an ``ADDED_LATER`` field at its default."""
+    if f.metadata.get("identity") != "omit-at-default":
+        return False
     if f.default is not dataclasses.MISSING:
         return value == f.default
     return f.default_factory is not dataclasses.MISSING and value == to_dict(f.default_factory())
@@ -47,8 +50,7 @@ def identity_value(obj: Any, value: Any) -> Any:
     if dataclasses.is_dataclass(obj) and isinstance(value, dict):
         fields = {f.name: f for f in dataclasses.fields(obj)}
         return {k: identity_value(getattr(obj, k), v) for k, v in value.items()
-                if not (k in fields and fields[k].metadata.get("identity") == "omit-at-default"
-                        and _at_default(fields[k], v))}
+                if not (k in fields and _omitted(fields[k], v))}
     return value
 
 
